@@ -1,0 +1,84 @@
+"""Post-training dynamic int8: Linear via torchao, LSTM/GRU via the legacy kernels,
+Embedding tables as int8 weight-only (torchao)."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantwise import legacy
+from quantwise.config import DynamicInt8
+from quantwise.data.base import Inputs
+from quantwise.errors import QuantwiseError
+from quantwise.methods.base import QuantData, Quantized, register
+
+RNN_PREFIX = "__recurrent__."
+
+
+def _apply(model: nn.Module, recipe: DynamicInt8) -> list[str]:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, IntxWeightOnlyConfig, quantize_
+    from torchao.quantization.granularity import PerAxis
+
+    done = []
+    if recipe.recurrent and legacy.has_recurrent(model):
+        legacy.quantize_recurrent(model)
+        done.append("LSTM/GRU (legacy dynamic int8)")
+    if recipe.linear and any(isinstance(m, nn.Linear) for m in model.modules()):
+        quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, _: type(m) is nn.Linear)
+        done.append("Linear (torchao int8 dynamic)")
+    if recipe.embedding and any(isinstance(m, nn.Embedding) for m in model.modules()):
+        quantize_(
+            model,
+            IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
+            filter_fn=lambda m, _: isinstance(m, nn.Embedding),
+        )
+        done.append("Embedding (torchao int8 weight-only)")
+    return done
+
+
+@register(DynamicInt8)
+class Dynamic:
+    def quantize(self, model: nn.Module, recipe: DynamicInt8, data: QuantData) -> Quantized:
+        qmodel = copy.deepcopy(model).eval()
+        done = _apply(qmodel, recipe)
+        if not done:
+            raise QuantwiseError(
+                "dynamic quantization found no Linear, LSTM, GRU or Embedding layer to quantize",
+                "use the static recipe for convolutional models",
+            )
+        tensors, meta = _state(qmodel)
+        uses_torchao = any("torchao" in d for d in done)
+        return Quantized(qmodel, recipe, tensors, meta, compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel), notes=done)
+
+    def restore(self, arch: nn.Module, recipe: DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
+        from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+        qmodel = arch.eval()
+        done = _apply(qmodel, recipe)
+        plain = {k: v for k, v in tensors.items() if not k.startswith(RNN_PREFIX)}
+        state, leftover = unflatten_tensor_state_dict(plain, meta["torchao"])
+        state.update(leftover)
+        # packed LSTM/GRU parameters are not tensors; keep the fresh ones, then overwrite them below
+        state.update({k: v for k, v in qmodel.state_dict().items() if not isinstance(v, torch.Tensor)})
+        try:
+            qmodel.load_state_dict(state, strict=True, assign=True)
+        except (RuntimeError, KeyError) as err:
+            raise QuantwiseError(f"artifact does not fit the model: {str(err).splitlines()[0][:200]}", "re-create the artifact with this quantwise version") from err
+        rnn = {k[len(RNN_PREFIX):]: v for k, v in tensors.items() if k.startswith(RNN_PREFIX)}
+        if rnn:
+            legacy.load_recurrent_weights(qmodel, legacy.unflatten_state(rnn, meta["recurrent"]))
+        uses_torchao = any("torchao" in d for d in done)
+        return Quantized(qmodel, recipe, tensors, meta, compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel), notes=done)
+
+
+def _state(qmodel: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    plain = {k: v for k, v in qmodel.state_dict().items() if isinstance(v, torch.Tensor)}
+    tensors, meta = flatten_tensor_state_dict(plain)
+    rnn_tensors, rnn_meta = legacy.flatten_state(legacy.recurrent_weights(qmodel))
+    tensors.update({RNN_PREFIX + k: v for k, v in rnn_tensors.items()})
+    return tensors, {"torchao": meta, "recurrent": rnn_meta}

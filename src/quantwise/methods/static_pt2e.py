@@ -1,0 +1,143 @@
+"""Static int8 through torch.export and torchao's PT2E x86 Inductor quantizer.
+
+The converted graph keeps activation scales as literals, so an artifact cannot
+store the converted model. It stores the calibrated (prepared) state instead:
+observer statistics, and each weight as int8 codes under its own observer's
+scale. Restoring replays prepare -> load -> convert, which reproduces the same
+int8 model bit for bit (checked when the artifact is written).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantwise.config import StaticInt8
+from quantwise.data.base import Inputs
+from quantwise.errors import QuantwiseError
+from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes
+from quantwise.observers import histogram_variant
+
+WEIGHT_SUFFIX = ".int8"
+
+
+def _quantizer(recipe: StaticInt8) -> Any:
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
+    import dataclasses
+
+    if recipe.granularity != "per-channel":
+        raise QuantwiseError("the pt2e x86 quantizer takes per-channel weights only", "use granularity=per-channel or path=fx")
+    observers: dict[str, tuple[Any, dict[str, Any]]] = {
+        "minmax": (MinMaxObserver, {}),
+        "moving-average": (MovingAverageMinMaxObserver, {"averaging_constant": 0.01}),
+        "histogram": (HistogramObserver, {}),
+        "percentile": (_PT2E_VARIANTS["percentile"], {"percentile": recipe.percentile}),
+        "mse": (_PT2E_VARIANTS["mse"], {}),
+    }
+    cls, kwargs = observers[recipe.observer]
+    config = get_default_x86_inductor_quantization_config()
+    act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=cls.with_args(eps=2**-12, **kwargs))
+    config = dataclasses.replace(config, input_activation=act, output_activation=act if config.output_activation else None)
+    return X86InductorQuantizer().set_global(config)
+
+
+def _variants() -> dict[str, type]:
+    from torchao.quantization.pt2e import HistogramObserver
+
+    return {name: histogram_variant(HistogramObserver, name) for name in ("percentile", "mse")}
+
+
+_PT2E_VARIANTS = _variants()
+
+
+def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: bool) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    try:
+        exported = torch.export.export(model.eval(), example, dynamic_shapes=dynamic_batch_shapes(example) if dynamic else None)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise QuantwiseError(f"torch.export failed on this model ({type(err).__name__}: {first[:160]})", "try path=fx or the dynamic recipe") from err
+    return prepare_pt2e(exported.module(), _quantizer(recipe))
+
+
+def _weight_observers(prepared: nn.Module) -> dict[str, nn.Module]:
+    """Parameter name -> the observer that sees it (weights are get_attr nodes feeding an observer)."""
+    found = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and node.args and getattr(node.args[0], "op", None) == "get_attr":
+            found[node.args[0].target] = getattr(prepared, node.target)
+    return found
+
+
+def _qparams(observer: nn.Module, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The observer's scale and zero point, shaped to broadcast over a weight of ``ndim`` dims."""
+    scale, zero_point = observer.calculate_qparams()
+    shape = [1] * ndim
+    shape[getattr(observer, "ch_axis", 0)] = -1
+    return scale.reshape(shape), zero_point.reshape(shape)
+
+
+def _state(prepared: nn.Module) -> dict[str, torch.Tensor]:
+    weights = _weight_observers(prepared)
+    out = {}
+    for key, value in prepared.state_dict().items():
+        if key in weights:
+            obs = weights[key]
+            scale, zp = _qparams(obs, value.dim())
+            out[key + WEIGHT_SUFFIX] = torch.clamp(torch.round(value / scale) + zp, obs.quant_min, obs.quant_max).to(torch.int8)
+        else:
+            out[key] = value.detach().clone()
+    return out
+
+
+def _load_state(prepared: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    observers = {k: v for k, v in tensors.items() if not k.endswith(WEIGHT_SUFFIX)}
+    prepared.load_state_dict(observers, strict=False)
+    weights = _weight_observers(prepared)
+    full = dict(observers)
+    for key, obs in weights.items():
+        codes = tensors[key + WEIGHT_SUFFIX]
+        scale, zp = _qparams(obs, codes.dim())
+        full[key] = (codes.float() - zp) * scale
+    missing, unexpected = prepared.load_state_dict(full, strict=False)
+    if missing or unexpected:
+        raise QuantwiseError(f"artifact does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}", "re-create the artifact")
+
+
+def _convert(prepared: nn.Module) -> nn.Module:
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    converted = convert_pt2e(prepared)
+    # convert_pt2e leaves the float parameters attached although the graph no longer reads them
+    used = {n.target for n in converted.graph.nodes if n.op == "get_attr"}
+    for name, _ in list(converted.named_parameters()):
+        if name not in used and "." not in name:
+            delattr(converted, name)
+    return converted
+
+
+def quantize(model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized:
+    prepared = _prepare(copy.deepcopy(model), recipe, data.example(2), data.dynamic_batch)
+    calibrate(prepared, data, recipe.calibration_batches)
+    tensors = _state(prepared)
+    # convert from the stored codes so that the model in memory is exactly what a reload gives
+    _load_state(prepared, tensors)
+    converted = _convert(prepared)
+    notes = [f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile"]
+    return Quantized(converted, recipe, tensors, {"dynamic_batch": data.dynamic_batch}, compiled=True, notes=notes)
+
+
+def restore(arch: nn.Module, recipe: StaticInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
+    if example[0].shape[0] < 2:
+        example = tuple(torch.cat([t, t]) for t in example)
+    prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True))
+    _load_state(prepared, tensors)
+    return Quantized(_convert(prepared), recipe, tensors, meta, compiled=True)
