@@ -208,6 +208,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # safetensors creates files readable by the owner only
     tmp.replace(args.out)
     log.info("%d utterances, %d partials, %d frames -> %s (%.2f MB)", len(utt_voice), len(partial_utt), offset, args.out, args.out.stat().st_size / 1e6)
 

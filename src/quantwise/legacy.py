@@ -203,25 +203,13 @@ def recurrent_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_recurrent_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     for name, mod in recurrent_modules(model):
-        nested: dict[str, dict[str, torch.Tensor]] = {"weight": {}, "bias": {}}
+        # _weight_bias() nests {"weight": {...}, "bias": {...}}; set_weight_bias takes them flat
+        flat = {}
         for key, value in weights.items():
-            owner, kind, param = key.rsplit(".", 2)
+            owner, _, param = key.rsplit(".", 2)
             if owner == name:
-                nested[kind][param] = value
-        mod.set_weight_bias(nested)
-
-
-def load_converted_state(converted: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Load a flattened state into a converted model built from the same recipe.
-
-    Quantized modules read the state's per-module version metadata to pick the
-    current layout; we take it from the freshly converted model.
-    """
-    state = unflatten_state(tensors, meta)
-    fresh = converted.state_dict()
-    ordered = type(fresh)(state)
-    ordered._metadata = getattr(fresh, "_metadata", {})  # type: ignore[attr-defined]
-    converted.load_state_dict(ordered, strict=True)
+                flat[param] = value
+        mod.set_weight_bias(flat)
 
 
 def has_recurrent_quantized(model: nn.Module) -> bool:

@@ -84,3 +84,15 @@ def calibrate(module: nn.Module, data: QuantData, limit: int | None = None) -> N
     with torch.no_grad():
         for inputs, _ in data.progress("calibrating", batches, len(batches)):
             module(*inputs)
+
+
+def load_state(module: nn.Module, state: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
+    """``load_state_dict`` with the module's own per-module version metadata attached.
+
+    Quantized modules pick their state layout (and LSTM its reduce_range) from that
+    metadata; a state read back from safetensors has none, and would load as version 1.
+    """
+    fresh = module.state_dict()
+    ordered = type(fresh)(state)
+    ordered._metadata = getattr(fresh, "_metadata", {})  # type: ignore[attr-defined]
+    return module.load_state_dict(ordered, strict=strict, assign=assign)

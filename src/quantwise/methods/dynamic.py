@@ -13,7 +13,7 @@ from quantwise import legacy
 from quantwise.config import DynamicInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError
-from quantwise.methods.base import QuantData, Quantized, register
+from quantwise.methods.base import QuantData, Quantized, load_state, register
 
 RNN_PREFIX = "__recurrent__."
 
@@ -64,7 +64,7 @@ class Dynamic:
         # packed LSTM/GRU parameters are not tensors; keep the fresh ones, then overwrite them below
         state.update({k: v for k, v in qmodel.state_dict().items() if not isinstance(v, torch.Tensor)})
         try:
-            qmodel.load_state_dict(state, strict=True, assign=True)
+            load_state(qmodel, state, strict=True, assign=True)
         except (RuntimeError, KeyError) as err:
             raise QuantwiseError(f"artifact does not fit the model: {str(err).splitlines()[0][:200]}", "re-create the artifact with this quantwise version") from err
         rnn = {k[len(RNN_PREFIX):]: v for k, v in tensors.items() if k.startswith(RNN_PREFIX)}

@@ -12,7 +12,7 @@ from quantwise import legacy
 from quantwise.config import QAT, StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError
-from quantwise.methods.base import QuantData, Quantized, calibrate, register
+from quantwise.methods.base import QuantData, Quantized, calibrate, load_state, register
 
 
 def qconfig_for(recipe: StaticInt8 | QAT) -> Any:
@@ -49,7 +49,7 @@ def restore_converted(arch: nn.Module, recipe: StaticInt8 | QAT, example: Inputs
     with torch.no_grad():
         prepared(*example)  # gives every observer a range so that convert runs; the file overwrites it
     converted = legacy.fx_convert(prepared)
-    legacy.load_converted_state(converted, tensors, meta)
+    load_state(converted, legacy.unflatten_state(tensors, meta))
     return Quantized(converted, recipe, tensors, meta, compiled=False)
 
 
