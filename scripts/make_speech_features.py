@@ -198,7 +198,8 @@ def main() -> None:
         "partial_utt": torch.tensor(partial_utt),
         "partial_start": torch.tensor(partial_start),
     }
-    version = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout.strip()
+    version = subprocess.run(["espeak-ng", "--version"], check=True, capture_output=True, text=True).stdout
+    version = version.split(" Data at")[0].strip()  # drop the local data path
     metadata = {
         "voices": json.dumps(voices),
         "sentences": json.dumps(sentences),

@@ -21,14 +21,12 @@ from quantwise.data.base import TensorSet
 from quantwise.data.cache import cached_tensors
 from quantwise.data.photos import centre_crop, load_photo, photo_crops
 from quantwise.models.base import ModelBundle
+from quantwise.models.zoo import DESCRIPTIONS
 
 log = logging.getLogger(__name__)
 
 NAME = "efficientnet-lite0"
-DESCRIPTION = (
-    "EfficientNet-Lite0 (ImageNet-1k, 4.65 M params, ReLU6) on (B, 3, 224, 224) crops of bundled photos, "
-    "x = (pixel - 127) / 128; no labels: fidelity = top-1 agreement with float"
-)
+DESCRIPTION = DESCRIPTIONS[NAME]
 # Split by source photo: no evaluation crop shares a source image with a calibration crop.
 CALIBRATION_PHOTOS = ("astronaut", "china", "flower", "hubble_deep_field", "immunohistochemistry")
 EVALUATION_PHOTOS = ("chelsea", "coffee", "grace_hopper", "motorcycle", "rocket", "retina")

@@ -23,6 +23,7 @@ from torch import nn
 from quantwise.data.base import TensorSet
 from quantwise.data import gensim_text
 from quantwise.models.base import ModelBundle
+from quantwise.models.zoo import DESCRIPTIONS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -30,10 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 log = logging.getLogger(__name__)
 
 NAME = "minilm-l6"
-DESCRIPTION = (
-    "all-MiniLM-L6-v2 sentence encoder (6-layer BERT, 22.7 M params): (input_ids, attention_mask) int64 "
-    "(B, 128) -> L2-normalised mean-pooled 384-d embedding; fidelity = cosine to the float embedding"
-)
+DESCRIPTION = DESCRIPTIONS[NAME]
 SEQ_LEN = 128
 DEFAULT_CALIBRATION = 256
 HIDDEN, HEADS, FFN, LAYERS, VOCAB, MAX_POS = 384, 12, 1536, 6, 30522, 512
@@ -55,10 +53,10 @@ class _Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(MAX_POS, HIDDEN)
         self.token_type_embeddings = nn.Embedding(2, HIDDEN)
         self.LayerNorm = nn.LayerNorm(HIDDEN, eps=LN_EPS)
-        self.register_buffer("position_ids", torch.arange(MAX_POS).unsqueeze(0))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        positions = self.position_ids[:, : input_ids.shape[1]]
+        # arange, not a sliced position_ids buffer: slicing a tensor by a traced size breaks torch.fx
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
         return self.LayerNorm(x + self.token_type_embeddings(torch.zeros_like(input_ids)))
 
@@ -146,12 +144,12 @@ class SentenceEncoder(nn.Module):
 
 
 def build() -> SentenceEncoder:
-    """The encoder with the packaged weights (BERT pooler dropped: unused), in eval mode."""
+    """The encoder with the packaged weights, in eval mode (pooler unused, position_ids = arange)."""
     from safetensors.torch import load_file
 
     state = load_file(str(model_dir() / "model.safetensors"))
     model = SentenceEncoder()
-    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("pooler.")})
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(("pooler.", "embeddings.position_ids"))})
     return model.eval()
 
 

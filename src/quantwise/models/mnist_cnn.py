@@ -16,14 +16,12 @@ from torch import nn
 from quantwise.data.base import TensorSet
 from quantwise.data.mnist import load_mnist
 from quantwise.models.base import ModelBundle
+from quantwise.models.zoo import DESCRIPTIONS
 
 log = logging.getLogger(__name__)
 
 NAME = "mnist-cnn"
-DESCRIPTION = (
-    "MNIST CNN (2 conv + 2 linear, 421 k params, ccexam weights) on (B, 1, 28, 28) normalised digits; "
-    "evaluation = official 10k test set with labels, calibration = train-split digits"
-)
+DESCRIPTION = DESCRIPTIONS[NAME]
 MEAN, STD = 0.1307, 0.3081
 DEFAULT_CALIBRATION = 1000
 

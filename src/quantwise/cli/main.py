@@ -1,0 +1,231 @@
+"""``quantwise``: each command parses its options and calls one library function."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from quantwise.errors import QuantwiseError
+
+T = TypeVar("T")
+app = typer.Typer(
+    help="Quantize PyTorch models and prove the result: accuracy, size and speed, side by side.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+STATE: dict[str, Any] = {"debug": False}
+
+ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory' or 'package.module:factory'.")
+DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
+NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
+NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
+
+
+def progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and results."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+) -> None:
+    STATE["debug"] = debug
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
+    for noisy in ("torch", "torchao", "transformers", "urllib3", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _model(spec: str, data: Optional[str], n_cal: Optional[int], n_eval: Optional[int]) -> Any:
+    from quantwise import api
+
+    logging.getLogger("quantwise").info("loading %s", spec)
+    return api.load_model(spec, data, n_cal, n_eval)
+
+
+@app.command()
+def zoo() -> None:
+    """List the built-in real trained models and their data.
+
+    Example:  quantwise zoo
+    """
+    from quantwise.models.zoo import DESCRIPTIONS
+
+    for name, text in sorted(DESCRIPTIONS.items()):
+        out.print(f"[bold]{name}[/]: {text}")
+
+
+@app.command()
+def recipes() -> None:
+    """List the named recipes and what they set.
+
+    Example:  quantwise recipes
+    """
+    from quantwise.config import PRESETS, recipe_to_dict
+
+    for name, recipe in PRESETS.items():
+        fields = {k: v for k, v in recipe_to_dict(recipe).items() if k not in ("version",)}
+        out.print(f"[bold]{name}[/]: {fields}")
+    out.print("Also: a .json/.yaml recipe file, or kind:key=value,... e.g. static:observer=mse,path=pt2e")
+
+
+@app.command()
+def quantize(
+    model: str = ModelArg,
+    recipe: str = typer.Option("static-fx", "--recipe", "-r", help="Preset name, recipe file, or kind:key=value,..."),
+    output: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write (safetensors + manifest.json)."),
+    data: Optional[str] = DataOpt,
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Measure metrics on the evaluation split and store them."),
+    n_calibration: Optional[int] = NCalOpt,
+    n_evaluation: Optional[int] = NEvalOpt,
+) -> None:
+    """Quantize MODEL with one recipe and save it as an artifact.
+
+    Examples:
+      quantwise quantize mnist-cnn --recipe static-fx --out mnist-int8
+      quantwise quantize mnist-cnn --recipe static:observer=mse,granularity=per-tensor --out m2
+      quantwise quantize my_model.py:build --data images/ --recipe dynamic --out mine
+    """
+    from quantwise import api
+    from quantwise.config import parse_recipe
+    from quantwise.evaluate.metrics import evaluate as run_eval, outputs
+    from quantwise.report.table import print_metrics
+
+    parsed = parse_recipe(recipe)
+    if output.exists() and not force:
+        raise QuantwiseError(f"output {output} already exists", "choose another path or pass --force to replace it")
+    bundle = _model(model, data, n_calibration, n_evaluation)
+    result = api.quantize(bundle, parsed, progress=progress)
+    metrics: dict[str, Any] = {}
+    if evaluate:
+        reference = outputs(bundle.model, bundle.evaluation)
+        metrics = run_eval(result.quantized.module, bundle, reference)
+        metrics["float_" + bundle.primary] = run_eval(bundle.model, bundle, reference).get(bundle.primary)
+    path = api.save(result, output, metrics=metrics, overwrite=force)
+    for note in result.quantized.notes:
+        out.print(f"[dim]{note}[/]")
+    if metrics:
+        print_metrics(f"{model} · {recipe} (evaluation split: {bundle.evaluation.description})", metrics, out)
+    out.print(f"wrote {path} in {result.seconds:.1f} s of quantization")
+
+
+@app.command("eval")
+def eval_(
+    target: str = typer.Argument(..., help="An artifact directory, or a model spec to evaluate in float."),
+    data: Optional[str] = DataOpt,
+    n_evaluation: Optional[int] = NEvalOpt,
+) -> None:
+    """Evaluate a saved artifact (or a float model) on its evaluation split.
+
+    Examples:
+      quantwise eval mnist-int8
+      quantwise eval mnist-cnn
+    """
+    from quantwise import api
+    from quantwise.evaluate.metrics import evaluate as run_eval, outputs
+    from quantwise.report.table import print_metrics
+
+    if Path(target).is_dir() or Path(target).suffix == "" and Path(target).exists():
+        loaded = api.load(target)
+        bundle = _model(loaded.artifact.model, data, None, n_evaluation)
+        reference = outputs(bundle.model, bundle.evaluation)
+        metrics = run_eval(loaded.module, bundle, reference)
+        print_metrics(f"{target} ({loaded.artifact.model}, {loaded.artifact.recipe['kind']}) on {bundle.evaluation.description}", metrics, out)
+    else:
+        bundle = _model(target, data, None, n_evaluation)
+        print_metrics(f"{target} float on {bundle.evaluation.description}", run_eval(bundle.model, bundle), out)
+
+
+@app.command()
+def compare(
+    model: str = ModelArg,
+    recipes_: str = typer.Option(",".join(("dynamic", "static-fx", "static-pt2e", "qat")), "--recipes", help="Comma-separated recipes to run."),
+    batches: str = typer.Option("1,32", "--batches", help="Batch sizes to time, comma-separated."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
+    data: Optional[str] = DataOpt,
+    compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile rows (slow to build)."),
+    repeats: int = typer.Option(20, "--repeats", help="Timed calls per measurement (medians reported)."),
+    n_calibration: Optional[int] = NCalOpt,
+    n_evaluation: Optional[int] = NEvalOpt,
+) -> None:
+    """Float baselines and every applicable workflow, side by side: size, latency, accuracy.
+
+    Examples:
+      quantwise compare mnist-cnn
+      quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json
+      quantwise compare minilm-l6 --recipes dynamic,static-pt2e --no-compile
+    """
+    from quantwise.compare import CompareOptions, compare as run_compare
+    from quantwise.config import parse_recipe
+    from quantwise.report.table import print_compare, write_json
+
+    recipe_list = tuple(r.strip() for r in recipes_.split(",") if r.strip())
+    for r in recipe_list:
+        parse_recipe(r)  # fail on a typo before any work
+    try:
+        batch_list = tuple(int(b) for b in batches.split(","))
+    except ValueError:
+        raise QuantwiseError(f"--batches {batches!r} is not a list of integers", "write e.g. --batches 1,32") from None
+    if any(b < 1 for b in batch_list):
+        raise QuantwiseError("batch sizes must be at least 1", "write e.g. --batches 1,32")
+    bundle = _model(model, data, n_calibration, n_evaluation)
+    opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress)
+    report = run_compare(bundle, opts)
+    print_compare(report, out)
+    if json_path:
+        write_json(report.to_dict(), json_path)
+        out.print(f"wrote {json_path}")
+
+
+def run() -> None:
+    """Entry point: one readable line and a non-zero exit for user errors."""
+    try:
+        app(standalone_mode=False)
+    except QuantwiseError as e:
+        if STATE["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as e:
+        raise
+    except Exception as e:
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        if STATE["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; rerun with --debug for the traceback", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

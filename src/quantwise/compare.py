@@ -1,0 +1,212 @@
+"""``compare``: float baselines and every applicable workflow, side by side, in one process.
+
+Baselines are the ones a user could pick instead of quantizing: float eager, float
+under torch.compile and bf16 autocast. Every quantized row is judged against the
+*best* of them at each batch size, and flagged when slower or less accurate than
+the stated tolerance allows.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quantwise import api
+from quantwise.config import QAT, Recipe, parse_recipe, recipe_name
+from quantwise.errors import QuantwiseError
+from quantwise.evaluate.latency import Latency, batch_of, measure
+from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
+from quantwise.evaluate.runtime import RUNTIMES
+from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.models.base import ModelBundle
+from quantwise.versions import machine, versions
+
+log = logging.getLogger(__name__)
+DEFAULT_RECIPES = ("dynamic", "static-fx", "static-pt2e", "qat")
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "baseline" or "quantized"
+    runtime: str  # eager, compiled, bf16
+    size_mb: float | None = None
+    latency: dict[int, Latency] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    quantize_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    speedup: dict[int, float] = field(default_factory=dict)
+    size_ratio: float | None = None
+
+
+@dataclass
+class CompareReport:
+    model: str
+    description: str
+    task: str
+    primary: str
+    tolerance: float
+    calibration: str
+    evaluation: str
+    batches: tuple[int, ...]
+    threads: int
+    rows: list[Row]
+    best: dict[int, str]
+    versions: dict[str, str]
+    machine: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for row in data["rows"]:
+            row["latency"] = {str(b): lat for b, lat in row["latency"].items()}
+            row["speedup"] = {str(b): s for b, s in row["speedup"].items()}
+        data["best"] = {str(b): v for b, v in self.best.items()}
+        return data
+
+
+@dataclass
+class CompareOptions:
+    recipes: tuple[str, ...] = DEFAULT_RECIPES
+    batches: tuple[int, ...] = (1, 32)
+    compile: bool = True
+    repeats: int = 20
+    max_seconds: float = 10.0
+    batch_size: int = 32
+    progress: ProgressFn = no_progress
+
+
+def _time(row: Row, fn: Any, example: tuple[torch.Tensor, ...], opts: CompareOptions) -> None:
+    for b in opts.batches:
+        row.latency[b] = measure(fn, batch_of(example, b), warmup=3, repeats=opts.repeats, max_seconds=opts.max_seconds)
+
+
+def _float_size_mb(model: torch.nn.Module, dtype: torch.dtype | None = None) -> float:
+    from safetensors.torch import save_file
+
+    state = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    # tied weights share storage; safetensors refuses shared tensors, so clone them apart
+    state = {k: v.clone() for k, v in state.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "float.safetensors"
+        save_file(state, str(path))
+        return path.stat().st_size / 1e6
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def _baselines(bundle: ModelBundle, reference: torch.Tensor, opts: CompareOptions) -> list[Row]:
+    example = bundle.example_inputs(1)
+    size = _float_size_mb(bundle.model)
+    rows = [Row("float", "baseline", "eager", size_mb=size)]
+    if opts.compile:
+        rows.append(Row("float compiled", "baseline", "compiled", size_mb=size))
+    rows.append(Row("bf16 autocast", "baseline", "bf16", size_mb=_float_size_mb(bundle.model, torch.bfloat16)))
+    for row in rows:
+        log.info("measuring %s", row.name)
+        fn = RUNTIMES[row.runtime](bundle.model)
+        if row.runtime == "compiled":
+            row.metrics = dict(rows[0].metrics)
+            row.notes.append("same weights as float; accuracy not re-measured")
+        else:
+            row.metrics = _metrics(fn, bundle, reference, opts)
+        _time(row, fn, example, opts)
+    return rows
+
+
+def _metrics(fn: Any, bundle: ModelBundle, reference: torch.Tensor, opts: CompareOptions) -> dict[str, float]:
+    class _Wrap(torch.nn.Module):  # evaluate() takes a module
+        def forward(self, *x: torch.Tensor) -> torch.Tensor:
+            return fn(*x)
+
+    return evaluate(_Wrap(), bundle, reference, opts.batch_size)
+
+
+def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor, workdir: Path, opts: CompareOptions) -> Row:
+    name = recipe_name(recipe)
+    row = Row(name, "quantized", "eager")
+    log.info("quantizing with %s", name)
+    try:
+        result = api.quantize(bundle, recipe, progress=opts.progress, batch_size=opts.batch_size)
+    except QuantwiseError as err:
+        row.error = str(err)
+        return row
+    q = result.quantized
+    row.quantize_s = result.seconds
+    row.notes = list(q.notes)
+    row.metrics = evaluate(q.module, bundle, reference, opts.batch_size)
+    path = api.save(result, workdir / name.replace(":", "_").replace(",", "_"), metrics=row.metrics)
+    row.size_mb = _dir_mb(path)
+    row.runtime = "compiled" if (q.compiled and opts.compile) else "eager"
+    if q.compiled and not opts.compile:
+        row.notes.append("needs torch.compile to be fast; timed in eager mode because compilation was turned off")
+    log.info("timing %s (%s)", name, row.runtime)
+    _time(row, RUNTIMES[row.runtime](q.module), bundle.example_inputs(1), opts)
+    return row
+
+
+def _judge(report_rows: list[Row], bundle: ModelBundle, opts: CompareOptions) -> dict[int, str]:
+    baselines = [r for r in report_rows if r.kind == "baseline" and r.latency]
+    float_row = report_rows[0]
+    best: dict[int, str] = {}
+    primary = bundle.primary
+    higher = HIGHER_IS_BETTER.get(primary, True)
+    ref_value = float_row.metrics.get(primary)
+    for row in report_rows:
+        if row.size_mb is not None and float_row.size_mb:
+            row.size_ratio = row.size_mb / float_row.size_mb
+        if row.error:
+            continue
+        value = row.metrics.get(primary)
+        if ref_value is not None and value is not None and row is not float_row:
+            drop = (ref_value - value) if higher else (value - ref_value)
+            if drop > bundle.tolerance:
+                row.warnings.append(f"{primary} drops {drop:.4g} vs float (tolerance {bundle.tolerance:g})")
+    for b in opts.batches:
+        fastest = min(baselines, key=lambda r: r.latency[b].median_ms)
+        for row in report_rows:
+            if b not in row.latency:
+                continue
+            row.speedup[b] = fastest.latency[b].median_ms / row.latency[b].median_ms
+            if row.kind == "quantized" and row.speedup[b] < 1.0:
+                row.warnings.append(f"slower than the best float baseline ({fastest.name}) at batch {b}")
+        winners = [r for r in report_rows if r.kind == "quantized" and b in r.speedup and r.speedup[b] >= 1.0 and not any("drops" in w for w in r.warnings)]
+        best[b] = max(winners, key=lambda r: r.speedup[b]).name if winners else f"none: no quantized model beats {fastest.name} within tolerance"
+    return best
+
+
+def compare(bundle: ModelBundle, opts: CompareOptions | None = None) -> CompareReport:
+    opts = opts or CompareOptions()
+    recipes = [parse_recipe(r) for r in opts.recipes]
+    log.info("float reference outputs on %d evaluation samples", len(bundle.evaluation))
+    reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
+    rows = _baselines(bundle, reference, opts)
+    with tempfile.TemporaryDirectory(prefix="quantwise-compare-") as tmp:
+        for recipe in recipes:
+            if isinstance(recipe, QAT) and bundle.train is None and opts.recipes == DEFAULT_RECIPES:
+                rows.append(Row(recipe_name(recipe), "quantized", "eager", error="skipped by default: this model has no training split (name --recipes qat to distil the float model)"))
+                continue
+            rows.append(_quantized_row(bundle, recipe, reference, Path(tmp), opts))
+    best = _judge(rows, bundle, opts)
+    return CompareReport(
+        model=bundle.name,
+        description=bundle.description,
+        task=bundle.task,
+        primary=bundle.primary,
+        tolerance=bundle.tolerance,
+        calibration=bundle.calibration.description,
+        evaluation=bundle.evaluation.description,
+        batches=opts.batches,
+        threads=torch.get_num_threads(),
+        rows=rows,
+        best=best,
+        versions=versions(),
+        machine=machine(),
+    )

@@ -1,0 +1,1 @@
+"""Accuracy and fidelity, latency and size: each returns result dataclasses, prints nothing."""

@@ -1,0 +1,1 @@
+"""Results -> terminal tables and JSON. No computation happens here."""
