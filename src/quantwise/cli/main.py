@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -223,7 +223,7 @@ def run() -> None:
             sys.exit(1)
         if STATE["debug"]:
             raise
-        err.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; rerun with --debug for the traceback", highlight=False)
+        err.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {first_line(e)}; rerun with --debug for the traceback", highlight=False)
         sys.exit(1)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from quantwise.data.base import Inputs, TensorSet
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 INPUT_KEYS = ("inputs", "x", "data", "input", "arr_0")
@@ -49,13 +49,13 @@ def _read_tensor_file(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise QuantwiseError(
-            f"{path} holds pickled Python objects, which quantwise will not load ({str(err).splitlines()[0][:100]})",
+            f"{path} holds pickled Python objects, which quantwise will not load ({first_line(err, 100)})",
             "save plain tensors (torch.save of a tensor or dict of tensors, .npz, or safetensors)",
         ) from None
     except ValueError as err:  # np.load refusing object arrays
-        raise QuantwiseError(f"{path} cannot be read safely ({str(err).splitlines()[0][:120]})", "save plain numeric arrays") from None
+        raise QuantwiseError(f"{path} cannot be read safely ({first_line(err, 120)})", "save plain numeric arrays") from None
     except Exception as err:
-        raise QuantwiseError(f"{path} is not a readable tensor file ({type(err).__name__}: {str(err).splitlines()[0][:100]})", "check the file") from None
+        raise QuantwiseError(f"{path} is not a readable tensor file ({type(err).__name__}: {first_line(err, 100)})", "check the file") from None
 
 
 def _from_mapping(obj: Any, spec: str) -> TensorSet:

@@ -12,7 +12,7 @@ from torch import nn
 from quantwise import legacy
 from quantwise.config import DynamicInt8
 from quantwise.data.base import Inputs
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, load_state, register
 
 RNN_PREFIX = "__recurrent__."
@@ -66,7 +66,7 @@ class Dynamic:
         try:
             load_state(qmodel, state, strict=True, assign=True)
         except (RuntimeError, KeyError) as err:
-            raise QuantwiseError(f"artifact does not fit the model: {str(err).splitlines()[0][:200]}", "re-create the artifact with this quantwise version") from err
+            raise QuantwiseError(f"artifact does not fit the model: {first_line(err, 200)}", "re-create the artifact with this quantwise version") from err
         rnn = {k[len(RNN_PREFIX):]: v for k, v in tensors.items() if k.startswith(RNN_PREFIX)}
         if rnn:
             legacy.load_recurrent_weights(qmodel, legacy.unflatten_state(rnn, meta["recurrent"]))

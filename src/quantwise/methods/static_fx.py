@@ -11,7 +11,7 @@ from torch import nn
 from quantwise import legacy
 from quantwise.config import QAT, StaticInt8
 from quantwise.data.base import Inputs
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, load_state, register
 
 
@@ -29,9 +29,9 @@ def prepare(model: nn.Module, recipe: StaticInt8 | QAT, example: Inputs) -> nn.M
     try:
         return legacy.fx_prepare(model, qconfig_for(recipe), example, qat=isinstance(recipe, QAT))
     except Exception as err:  # tracing errors come in many types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise QuantwiseError(
-            f"the model cannot be traced by torch.fx for the eager-module path ({type(err).__name__}: {first[:160]})",
+            f"the model cannot be traced by torch.fx for the eager-module path ({type(err).__name__}: {first})",
             "try path=pt2e (torch.export) or the dynamic recipe",
         ) from err
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from quantwise.config import StaticInt8
 from quantwise.data.base import Inputs
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes
 from quantwise.observers import histogram_variant
 
@@ -63,8 +63,8 @@ def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: boo
     try:
         exported = torch.export.export(model.eval(), example, dynamic_shapes=dynamic_batch_shapes(example) if dynamic else None)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise QuantwiseError(f"torch.export failed on this model ({type(err).__name__}: {first[:160]})", "try path=fx or the dynamic recipe") from err
+        first = first_line(err)
+        raise QuantwiseError(f"torch.export failed on this model ({type(err).__name__}: {first})", "try path=fx or the dynamic recipe") from err
     return prepare_pt2e(exported.module(), _quantizer(recipe))
 
 

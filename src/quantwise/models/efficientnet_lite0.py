@@ -4,8 +4,8 @@ The package model (``efficientnet_lite_pytorch``) traces with torch.fx and expor
 dynamic batch as is: Lite models use ReLU6 (no custom swish autograd function), the "same"
 padding is precomputed for 224x224 inputs (static ``ZeroPad2d``), and drop-connect is off in
 eval mode. Drop-connect is also disabled for training mode (rate 0) so that QAT fine-tunes a
-deterministic network. Weights are read with ``weights_only=True`` instead of through
-``from_pretrained``, which unpickles the file unrestricted and prints.
+deterministic network. Weights are loaded here (``weights_only=True``, strict key match)
+rather than through ``from_pretrained``, which matches keys loosely and prints to stdout.
 """
 from __future__ import annotations
 

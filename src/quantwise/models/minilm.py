@@ -14,16 +14,20 @@ import math
 import os
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantwise.data.base import TensorSet
 from quantwise.data import gensim_text
+from quantwise.data.base import TensorSet
 from quantwise.models.base import ModelBundle
 from quantwise.models.zoo import DESCRIPTIONS
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -154,7 +158,7 @@ def build() -> SentenceEncoder:
 
 
 @cache
-def _tokenizer():  # -> tokenizers.Tokenizer
+def _tokenizer() -> Tokenizer:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
@@ -173,8 +177,9 @@ def tokenize(texts: list[str] | tuple[str, ...]) -> tuple[torch.Tensor, torch.Te
 
 @torch.no_grad()
 def embed(model: nn.Module, texts: list[str] | tuple[str, ...], batch_size: int = 64) -> torch.Tensor:
+    """(N, 384) float32 embeddings of ``texts`` by ``model`` (the float encoder or any stand-in)."""
     ids, mask = tokenize(texts)
-    return torch.cat([model(i, m) for i, m in zip(ids.split(batch_size), mask.split(batch_size))])
+    return torch.cat([model(i, m).float() for i, m in zip(ids.split(batch_size), mask.split(batch_size))])
 
 
 def text_scores(model: nn.Module) -> dict[str, float]:

@@ -63,7 +63,7 @@ def build() -> SpeakerEncoder:
 @torch.no_grad()
 def utterance_embeddings(model: nn.Module, speech: SpeechPartials, partials: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each utterance's partial embeddings, renormalised (``VoiceEncoder.embed_utterance``)."""
-    embeds = torch.cat([model(speech.mels[part]) for part in partials.split(256)])
+    embeds = torch.cat([model(speech.mels[part]).float() for part in partials.split(256)])
     utts, inverse = speech.utterance[partials].unique(return_inverse=True)
     sums = torch.zeros(len(utts), embeds.shape[1]).index_add_(0, inverse, embeds)
     return utts, F.normalize(sums, dim=1)

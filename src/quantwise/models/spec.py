@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from quantwise.data.base import TensorSet
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 from quantwise.models.base import ModelBundle
 
 
@@ -114,7 +114,7 @@ def check_fits(module: nn.Module, samples: TensorSet, name: str) -> None:
     except Exception as err:
         shapes = ", ".join(str(tuple(t.shape[1:])) for t in samples.inputs)
         raise QuantwiseError(
-            f"the data does not fit model {name}: samples of shape {shapes} gave {type(err).__name__}: {str(err).splitlines()[0][:140]}",
+            f"the data does not fit model {name}: samples of shape {shapes} gave {type(err).__name__}: {first_line(err, 140)}",
             "give data shaped like the model's input (batch first)",
         ) from None
     if not isinstance(out, torch.Tensor):

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from quantwise.config import PRESETS, QAT, DynamicInt8, StaticInt8, parse_recipe, recipe_from_dict, recipe_name, recipe_to_dict
+from quantwise.errors import QuantwiseError
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_through_dicts(name):
+    recipe = PRESETS[name]
+    assert recipe_from_dict(json.loads(json.dumps(recipe_to_dict(recipe)))) == recipe
+    assert recipe_name(recipe) == name
+
+
+def test_inline_recipe_parses_types():
+    r = parse_recipe("static:observer=mse,granularity=per-tensor,percentile=99.9,weight_bits=4")
+    assert r == StaticInt8(observer="mse", granularity="per-tensor", percentile=99.9, weight_bits=4)
+    assert parse_recipe("dynamic:embedding=false") == DynamicInt8(embedding=False)
+    assert recipe_name(parse_recipe("qat:steps=10")) == "qat:steps=10"
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("static:observer=minmx", "unknown observer 'minmx'"),
+        ("static:colour=red", "unknown key(s) colour"),
+        ("static:path=pt2e,weight_bits=4", "4-bit weights are not available on the pt2e path"),
+        ("static:path=pt2e,backend=qnnpack", "no qnnpack quantizer"),
+        ("static:weight_bits=3", "weight_bits=3 is not supported"),
+        ("qat:steps=0", "qat needs steps >= 1"),
+        ("int3", "unknown recipe 'int3'"),
+        ("static:observer", "has no value"),
+        ("missing.json", "does not exist"),
+    ],
+)
+def test_bad_recipes_name_the_problem(spec, words):
+    with pytest.raises(QuantwiseError) as err:
+        parse_recipe(spec)
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_recipe_files(tmp_path):
+    (tmp_path / "r.yaml").write_text("kind: qat\nweight_bits: 4\nsteps: 50\n")
+    assert parse_recipe(str(tmp_path / "r.yaml")) == QAT(weight_bits=4, steps=50)
+    (tmp_path / "r.json").write_text(json.dumps({"kind": "static", "observer": "percentile"}))
+    assert parse_recipe(str(tmp_path / "r.json")) == StaticInt8(observer="percentile")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(QuantwiseError, match="cannot parse recipe file"):
+        parse_recipe(str(tmp_path / "bad.json"))
+    (tmp_path / "v.json").write_text(json.dumps({"kind": "static", "version": 99}))
+    with pytest.raises(QuantwiseError, match="recipe version 99"):
+        parse_recipe(str(tmp_path / "v.json"))
