@@ -22,8 +22,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# wide when piped or captured, so tables stay readable in logs and files
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
+
+
+def _error(message: str) -> None:
+    """One plain line on stderr: no wrapping, no markup."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
 STATE: dict[str, Any] = {"debug": False}
 
 ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory' or 'package.module:factory'.")
@@ -206,7 +212,7 @@ def run() -> None:
     except QuantwiseError as e:
         if STATE["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        _error(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -223,7 +229,7 @@ def run() -> None:
             sys.exit(1)
         if STATE["debug"]:
             raise
-        err.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {first_line(e)}; rerun with --debug for the traceback", highlight=False)
+        _error(f"unexpected {type(e).__name__}: {first_line(e)}; rerun with --debug for the traceback")
         sys.exit(1)
 
 
