@@ -37,6 +37,16 @@ SHAPES = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """One intra-op thread: the LSTM's 480 tiny sequential steps stall for seconds on OpenMP
+    barriers whenever another process competes for the 2 cores; the big models lose little."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module", params=list(ZOO))
 def bundle(request: pytest.FixtureRequest) -> ModelBundle:
     return ZOO[request.param](**SIZES[request.param])
