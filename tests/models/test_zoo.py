@@ -58,7 +58,10 @@ def _sample_hashes(inputs: tuple[torch.Tensor, ...]) -> set[str]:
 
 
 def test_zoo_import_is_cheap() -> None:
-    code = "import sys, quantwise.models.zoo as z; print(sorted(z.ZOO) == sorted(z.DESCRIPTIONS), 'transformers' in sys.modules)"
+    code = (
+        "import sys, quantwise.models.zoo as z; "
+        "print(sorted(z.ZOO) == sorted(z.DESCRIPTIONS), 'transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ)
     assert out.stdout.split() == ["True", "False"]
 

@@ -74,7 +74,7 @@ def _known_inputs() -> torch.Tensor:
 def known_top1(model: nn.Module) -> dict[str, float]:
     """Fraction of the known-class photos (centre crops, no augmentation) whose top-1 is right."""
     top1 = model(_known_inputs()).argmax(1).tolist()
-    hits = [p in classes for p, classes in zip(top1, KNOWN_CLASSES.values())]
+    hits = [p in classes for p, classes in zip(top1, KNOWN_CLASSES.values(), strict=True)]
     return {"known_top1": sum(hits) / len(hits)}
 
 

@@ -179,7 +179,7 @@ def tokenize(texts: list[str] | tuple[str, ...]) -> tuple[torch.Tensor, torch.Te
 def embed(model: nn.Module, texts: list[str] | tuple[str, ...], batch_size: int = 64) -> torch.Tensor:
     """(N, 384) float32 embeddings of ``texts`` by ``model`` (the float encoder or any stand-in)."""
     ids, mask = tokenize(texts)
-    return torch.cat([model(i, m).float() for i, m in zip(ids.split(batch_size), mask.split(batch_size))])
+    return torch.cat([model(i, m).float() for i, m in zip(ids.split(batch_size), mask.split(batch_size), strict=True)])
 
 
 def text_scores(model: nn.Module) -> dict[str, float]:

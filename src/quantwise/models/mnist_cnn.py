@@ -75,7 +75,7 @@ def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -
     n_eval = len(data["test_labels"]) if n_evaluation is None else n_evaluation
     train_x, train_y = normalise(data["train_images"]), data["train_labels"]
     pick = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(0))[:n_cal]
-    calibration = TensorSet((train_x[pick],), train_y[pick], f"{len(pick)} random digits of the MNIST train split (50k)")
+    calibration = TensorSet((train_x[pick],), train_y[pick], f"{len(pick)} random digits of the MNIST train split")
     test = slice(0, n_eval)
     evaluation = TensorSet(
         (normalise(data["test_images"][test]),),
@@ -83,7 +83,7 @@ def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -
         f"first {min(n_eval, 10000)} digits of the official MNIST test split (10k)",
     )
     train = TensorSet((train_x,), train_y, "MNIST train split (50k digits, labelled)")
-    log.info("%s: %d calibration / %d evaluation / %d train digits", NAME, len(calibration), len(evaluation), len(train))
+    log.info("%s: %d calibration / %d evaluation digits", NAME, len(calibration), len(evaluation))
     return ModelBundle(
         name=NAME,
         model=build(),

@@ -61,7 +61,9 @@ def build() -> SpeakerEncoder:
 
 
 @torch.no_grad()
-def utterance_embeddings(model: nn.Module, speech: SpeechPartials, partials: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def utterance_embeddings(
+    model: nn.Module, speech: SpeechPartials, partials: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of each utterance's partial embeddings, renormalised (``VoiceEncoder.embed_utterance``)."""
     embeds = torch.cat([model(speech.mels[part]).float() for part in partials.split(256)])
     utts, inverse = speech.utterance[partials].unique(return_inverse=True)
@@ -92,19 +94,22 @@ def speaker_scores(model: nn.Module, speech: SpeechPartials, partials: torch.Ten
     }
 
 
+def _shuffled(index: torch.Tensor, seed: int) -> torch.Tensor:
+    return index[torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))]
+
+
 def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -> ModelBundle:
     """Encoder plus mel partials split by sentence; ``downstream`` gives the speaker EER."""
     speech = load_speech()
     calib_utt = speech.sentence < N_CALIBRATION_SENTENCES
     is_calib = calib_utt[speech.utterance]
-    # shuffle calibration partials so that any prefix mixes voices and sentences
-    calib_idx = torch.nonzero(is_calib).flatten()
-    calib_idx = calib_idx[torch.randperm(len(calib_idx), generator=torch.Generator().manual_seed(0))]
-    eval_idx = torch.nonzero(~is_calib).flatten()
+    # shuffled (seeded) so that any prefix mixes voices and sentences
+    calib_idx = _shuffled(torch.nonzero(is_calib).flatten(), seed=0)
+    eval_idx = _shuffled(torch.nonzero(~is_calib).flatten(), seed=1)
     n_cal = DEFAULT_CALIBRATION if n_calibration is None else n_calibration
     n_eval = len(eval_idx) if n_evaluation is None else n_evaluation
     calib_idx, eval_idx_used = calib_idx[:n_cal], eval_idx[:n_eval]
-    n_sent = len(speech.sentences)
+    last = len(speech.sentences) - 1
     what = f"{len(speech.voices)} espeak-ng voices ({', '.join(speech.voices)})"
     calibration = TensorSet(
         (speech.mels[calib_idx],),
@@ -112,7 +117,7 @@ def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -
     )
     evaluation = TensorSet(
         (speech.mels[eval_idx_used],),
-        description=f"{len(eval_idx_used)} mel partials of sentences {N_CALIBRATION_SENTENCES}-{n_sent - 1}, {what}",
+        description=f"{len(eval_idx_used)} mel partials, random, of sentences {N_CALIBRATION_SENTENCES}-{last}, {what}",
     )
     log.info("%s: %d calibration / %d evaluation partials", NAME, len(calibration), len(evaluation))
     return ModelBundle(

@@ -1,0 +1,1 @@
+"""Data sets: zoo data sources and user data."""

@@ -1,0 +1,1 @@
+"""Models: the zoo and user model specs."""
