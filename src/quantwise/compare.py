@@ -17,7 +17,7 @@ import torch
 
 from quantwise import api
 from quantwise.config import QAT, Recipe, parse_recipe, recipe_name
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate.latency import Latency, batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
 from quantwise.evaluate.runtime import RUNTIMES
@@ -135,8 +135,12 @@ def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor,
     log.info("quantizing with %s", name)
     try:
         result = api.quantize(bundle, recipe, progress=opts.progress, batch_size=opts.batch_size)
-    except QuantwiseError as err:
+    except QuantwiseError as err:  # not applicable to this model: say why
         row.error = str(err)
+        return row
+    except Exception as err:  # a method that breaks on one model must not lose the other rows
+        log.exception("%s failed", name)
+        row.error = f"failed: {type(err).__name__}: {first_line(err)}"
         return row
     q = result.quantized
     row.quantize_s = result.seconds

@@ -146,7 +146,13 @@ def flatten_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[
         elif isinstance(value, torch.Tensor):
             meta[key] = _flatten_tensor(key, value, tensors)
         else:
-            raise TypeError(f"cannot serialise state entry {key} of type {type(value).__name__}")
+            from quantwise.errors import QuantwiseError
+
+            raise QuantwiseError(
+                f"the fx path cannot save this model: state entry {key} is a packed {type(value).__name__} "
+                "(functional convolutions are not yet serialised)",
+                "use recipe static-pt2e or dynamic for this model",
+            )
     return tensors, meta
 
 

@@ -23,7 +23,9 @@ from quantwise.observers import histogram_variant
 WEIGHT_SUFFIX = ".int8"
 
 
-def _quantizer(recipe: StaticInt8) -> Any:
+def _quantizer(recipe: StaticInt8, restoring: bool = False) -> Any:
+    """The x86 quantizer with the recipe's activation observer; when ``restoring``, plain
+    min/max observers that take the stored ranges (they compute the same qparams)."""
     from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
@@ -41,7 +43,7 @@ def _quantizer(recipe: StaticInt8) -> Any:
         "percentile": (_PT2E_VARIANTS["percentile"], {"percentile": recipe.percentile}),
         "mse": (_PT2E_VARIANTS["mse"], {}),
     }
-    cls, kwargs = observers[recipe.observer]
+    cls, kwargs = observers["minmax" if restoring else recipe.observer]
     config = get_default_x86_inductor_quantization_config()
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=cls.with_args(eps=2**-12, **kwargs))
     config = dataclasses.replace(config, input_activation=act, output_activation=act if config.output_activation else None)
@@ -57,7 +59,7 @@ def _variants() -> dict[str, type]:
 _PT2E_VARIANTS = _variants()
 
 
-def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: bool) -> nn.Module:
+def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: bool, restoring: bool = False) -> nn.Module:
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     try:
@@ -65,7 +67,17 @@ def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: boo
     except Exception as err:
         first = first_line(err)
         raise QuantwiseError(f"torch.export failed on this model ({type(err).__name__}: {first})", "try path=fx or the dynamic recipe") from err
-    return prepare_pt2e(exported.module(), _quantizer(recipe))
+    # Known gap: the x86 quantizer matches layers by exact source type (nn.Conv2d / F.conv2d),
+    # so Conv2d subclasses (EfficientNet's Conv2dStaticSamePadding) stay float; the note
+    # "int8 weights in N of M layers" reports it.
+    return prepare_pt2e(exported.module(), _quantizer(recipe, restoring))
+
+
+def quantized_fraction(prepared: nn.Module) -> tuple[int, int]:
+    """(layers whose weight is observed, conv/linear layers in the graph)."""
+    targets = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default, torch.ops.aten.linear.default}
+    layers = sum(1 for n in prepared.graph.nodes if n.op == "call_function" and n.target in targets)
+    return len(_weight_observers(prepared)), layers
 
 
 def _weight_observers(prepared: nn.Module) -> dict[str, nn.Module]:
@@ -86,16 +98,34 @@ def _qparams(observer: nn.Module, ndim: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _state(prepared: nn.Module) -> dict[str, torch.Tensor]:
+    """What the converted model uses: int8 weight codes, float biases, and for each
+    activation observer only the range it settled on (not its 2048-bin histogram)."""
     weights = _weight_observers(prepared)
+    weight_observers = {id(o) for o in weights.values()}
     out = {}
     for key, value in prepared.state_dict().items():
         if key in weights:
             obs = weights[key]
             scale, zp = _qparams(obs, value.dim())
             out[key + WEIGHT_SUFFIX] = torch.clamp(torch.round(value / scale) + zp, obs.quant_min, obs.quant_max).to(torch.int8)
-        else:
+        elif not key.startswith("activation_post_process_"):
             out[key] = value.detach().clone()
+    # _modules, not named_children(): a shared observer stands under several names
+    for name, obs in prepared._modules.items():
+        if name.startswith("activation_post_process_") and id(obs) not in weight_observers:
+            lo, hi = _activation_range(obs)
+            out[f"{name}.min_val"], out[f"{name}.max_val"], out[f"{name}.eps"] = lo, hi, obs.eps.detach().clone()
+        elif id(obs) in weight_observers:
+            out.update({f"{name}.{k}": v.detach().clone() for k, v in obs.state_dict().items()})
     return out
+
+
+def _activation_range(obs: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The range the observer's qparams come from (histogram observers search one)."""
+    if hasattr(obs, "_non_linear_param_search") and float(obs.histogram.sum()) > 0:
+        lo, hi = obs._non_linear_param_search()
+        return torch.as_tensor(lo, dtype=torch.float32).reshape(()), torch.as_tensor(hi, dtype=torch.float32).reshape(())
+    return obs.min_val.detach().clone(), obs.max_val.detach().clone()
 
 
 def _load_state(prepared: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -127,17 +157,21 @@ def _convert(prepared: nn.Module) -> nn.Module:
 def quantize(model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized:
     prepared = _prepare(copy.deepcopy(model), recipe, data.example(2), data.dynamic_batch)
     calibrate(prepared, data, recipe.calibration_batches)
+    observed, layers = quantized_fraction(prepared)
     tensors = _state(prepared)
-    # convert from the stored codes so that the model in memory is exactly what a reload gives
-    _load_state(prepared, tensors)
-    converted = _convert(prepared)
-    notes = [f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile"]
-    return Quantized(converted, recipe, tensors, {"dynamic_batch": data.dynamic_batch}, compiled=True, notes=notes)
+    # build the model in memory exactly as a reload will, from the stored state
+    meta = {"dynamic_batch": data.dynamic_batch}
+    restored = restore(copy.deepcopy(model), recipe, data.example(2), tensors, meta)
+    restored.notes = [
+        f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile",
+        f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers else " (the quantizer left the others float)"),
+    ]
+    return restored
 
 
 def restore(arch: nn.Module, recipe: StaticInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
     if example[0].shape[0] < 2:
         example = tuple(torch.cat([t, t]) for t in example)
-    prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True))
+    prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True), restoring=True)
     _load_state(prepared, tensors)
     return Quantized(_convert(prepared), recipe, tensors, meta, compiled=True)
