@@ -45,14 +45,6 @@ _ACTIVATION_OBSERVERS: dict[str, Any] = {
 RECURRENT = (nn.LSTM, nn.GRU)
 
 
-def quiet() -> warnings.catch_warnings:
-    """Silence the deprecation warnings every legacy entry point emits."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    return ctx
-
-
 def set_engine(backend: str) -> None:
     torch.backends.quantized.engine = backend
 

@@ -3,7 +3,6 @@ Embedding tables as int8 weight-only (torchao)."""
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import torch
