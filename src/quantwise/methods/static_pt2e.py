@@ -67,10 +67,48 @@ def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: boo
     except Exception as err:
         first = first_line(err)
         raise QuantwiseError(f"torch.export failed on this model ({type(err).__name__}: {first})", "try path=fx or the dynamic recipe") from err
-    # Known gap: the x86 quantizer matches layers by exact source type (nn.Conv2d / F.conv2d),
-    # so Conv2d subclasses (EfficientNet's Conv2dStaticSamePadding) stay float; the note
-    # "int8 weights in N of M layers" reports it.
-    return prepare_pt2e(exported.module(), _quantizer(recipe, restoring))
+    graph_module = exported.module()
+    _expose_layer_subclasses(graph_module, model)
+    return prepare_pt2e(graph_module, _quantizer(recipe, restoring))
+
+
+_LAYER_OPS = {
+    torch.ops.aten.conv1d.default: nn.Conv1d,
+    torch.ops.aten.conv2d.default: nn.Conv2d,
+    torch.ops.aten.conv3d.default: nn.Conv3d,
+    torch.ops.aten.linear.default: nn.Linear,
+}
+
+
+def _expose_layer_subclasses(graph_module: torch.fx.GraphModule, model: nn.Module) -> None:
+    """Let the quantizer see every conv/linear layer and every call of a shared module.
+
+    The x86 quantizer groups ops by their innermost source module (``nn_module_stack``):
+    by the module's class name, compared exactly, and by its qualified name. Two things
+    then go wrong on ordinary models. A subclass such as EfficientNet's
+    ``Conv2dStaticSamePadding(nn.Conv2d)`` is not matched, so the layer stays float; and a
+    module called twice (one ``ReLU6`` reused in a block) makes one group with two outputs,
+    which the quantizer rejects. So: record conv/linear subclasses under the torch class
+    name, and give each repeated call (export keys them ``name@1``, ``name@2``) its own name.
+    """
+    for node in graph_module.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function" or not stack or node.meta.get("source_fn_stack") is not None:
+            continue
+        key, (fqn, cls) = list(stack.items())[-1]
+        call = key.rpartition("@")[2] if "@" in key else ""
+        base = _LAYER_OPS.get(node.target)
+        if base is not None:
+            try:
+                module = model.get_submodule(fqn)
+            except AttributeError:
+                module = None
+            if isinstance(module, base):
+                cls = f"{base.__module__}.{base.__qualname__}"
+        if call.isdigit():
+            fqn = f"{fqn}@{call}"
+        if (fqn, cls) != stack[key]:
+            node.meta["nn_module_stack"] = {**stack, key: (fqn, cls)}
 
 
 def quantized_fraction(prepared: nn.Module) -> tuple[int, int]:

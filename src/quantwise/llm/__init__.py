@@ -1,0 +1,1 @@
+"""Quantization of language models: numeric primitives and (elsewhere) model plumbing."""
