@@ -113,8 +113,111 @@ def _check_weight_bits(bits: int, path: str) -> None:
         raise QuantwiseError("4-bit weights are not available on the pt2e path", "use path=fx with weight_bits=4")
 
 
-Recipe = DynamicInt8 | StaticInt8 | QAT
-RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT)}
+LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq")
+INT4_KERNEL_GROUPS = (32, 64, 128)
+
+
+def _check_group(bits: int, group_size: int | None) -> None:
+    if group_size is not None and (group_size < 8 or group_size & (group_size - 1)):
+        raise QuantwiseError(f"group_size={group_size} is not supported", "use 32, 64 or 128 (a power of two >= 8), or omit it for one group per output row")
+    if bits == 4 and group_size not in INT4_KERNEL_GROUPS:
+        raise QuantwiseError(f"int4 weights need a group size of 32, 64 or 128 (got {group_size})", "set group_size=64 (the honest setting for SmolLM2) or 32/128")
+
+
+@dataclass(frozen=True)
+class WeightOnly:
+    """Weight-only quantization of a language model's Linear layers (activations stay float).
+
+    8-bit: symmetric, one scale per output row (``group_size=None``). 4-bit: asymmetric,
+    one scale and zero per ``group_size`` inputs, chosen by ``algorithm``: ``rtn`` (round
+    to nearest), ``hqq`` (optimised zero-points, no data), ``gptq`` (Hessian error
+    compensation, calibrated) or ``awq`` (activation-aware scaling, calibrated). int4
+    models run with bfloat16 activations (the CPU int4 kernel is fast only in bf16).
+    The output layer (``lm_head``) gets ``lm_head_bits`` per-row weights, or stays float
+    and tied to the embedding when ``lm_head_bits`` is None.
+    """
+
+    kind: ClassVar[str] = "weight-only"
+    bits: int = 4
+    group_size: int | None = 64
+    algorithm: str = "rtn"
+    lm_head_bits: int | None = 8
+    calibration_samples: int = 32
+    calibration_context: int = 512
+    damp: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.bits not in (4, 8):
+            raise QuantwiseError(f"bits={self.bits} is not supported for weight-only", "use bits=8 or bits=4")
+        _check_choice("algorithm", self.algorithm, LLM_ALGORITHMS)
+        _check_group(self.bits, self.group_size)
+        if self.bits == 8 and self.group_size is not None:
+            raise QuantwiseError("int8 weight-only uses one scale per output row", "omit group_size for bits=8")
+        if self.bits == 8 and self.algorithm != "rtn":
+            raise QuantwiseError(f"algorithm={self.algorithm} is implemented for int4 here", "use algorithm=rtn with bits=8 (per-row int8 is already near-lossless)")
+        if self.lm_head_bits not in (None, 8):
+            raise QuantwiseError(f"lm_head_bits={self.lm_head_bits} is not supported", "use 8, or none to keep the output layer float")
+        _check_calibration(self.calibration_samples, self.calibration_context)
+        if not 0 < self.damp < 1:
+            raise QuantwiseError(f"damp={self.damp} is out of range", "use a fraction of the mean Hessian diagonal, e.g. 0.01")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.algorithm in ("gptq", "awq")
+
+
+@dataclass(frozen=True)
+class DynamicActivation:
+    """Language model Linear layers with int8 activations quantized per token at run time.
+
+    ``weight_bits=8``: int8 per-row weights (torchao int8 x int8 kernels). ``weight_bits=4``:
+    int4 group weights with int8 activations, the scheme mobile runtimes use (reference
+    speed here). ``smoothquant`` migrates activation outliers into the weights (Xiao et
+    al. 2022) with migration strength ``alpha``; ``alpha="search"`` picks, per layer group,
+    the alpha of ``alpha_grid`` that minimises the output error on calibration text.
+    """
+
+    kind: ClassVar[str] = "dynamic-activation"
+    weight_bits: int = 8
+    group_size: int | None = None
+    smoothquant: bool = False
+    alpha: float | str = 0.5
+    alpha_grid: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    calibration_samples: int = 16
+    calibration_context: int = 512
+
+    def __post_init__(self) -> None:
+        if self.weight_bits not in (4, 8):
+            raise QuantwiseError(f"weight_bits={self.weight_bits} is not supported", "use 8 or 4")
+        if self.weight_bits == 4 and self.group_size is None:
+            raise QuantwiseError("int4 weights with int8 activations need a group size", "set group_size=32, 64 or 128")
+        if self.weight_bits == 8 and self.group_size is not None:
+            raise QuantwiseError("int8 weights with int8 activations use one scale per output row", "omit group_size for weight_bits=8")
+        if self.group_size is not None:
+            _check_group(self.weight_bits, self.group_size)
+        if isinstance(self.alpha, str):
+            if self.alpha != "search":
+                raise QuantwiseError(f"alpha={self.alpha!r} is not a number", "use a value in [0, 1] or alpha=search")
+        elif not 0.0 <= self.alpha <= 1.0:
+            raise QuantwiseError(f"alpha={self.alpha} is out of range", "use a value in [0, 1] (0.5 is the paper's default) or alpha=search")
+        object.__setattr__(self, "alpha_grid", tuple(float(a) for a in self.alpha_grid))
+        if not self.alpha_grid or any(not 0.0 <= a <= 1.0 for a in self.alpha_grid):
+            raise QuantwiseError("alpha_grid must be values in [0, 1]", "e.g. alpha_grid=[0.3, 0.5, 0.7]")
+        _check_calibration(self.calibration_samples, self.calibration_context)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.smoothquant
+
+
+def _check_calibration(samples: int, context: int) -> None:
+    if samples < 1 or context < 16:
+        raise QuantwiseError(f"calibration needs samples >= 1 and context >= 16 (got {samples}, {context})", "e.g. calibration_samples=32 calibration_context=512")
+
+
+Recipe = DynamicInt8 | StaticInt8 | QAT | WeightOnly | DynamicActivation
+RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, WeightOnly, DynamicActivation)}
+LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind)
 
 # Named recipes a user can pick by name; ``compare`` runs them all where they apply.
 PRESETS: dict[str, Recipe] = {
@@ -125,7 +228,17 @@ PRESETS: dict[str, Recipe] = {
     "qat": QAT(),
     "static-w4": StaticInt8(path="fx", weight_bits=4, observer="minmax"),
     "qat-w4": QAT(weight_bits=4),
+    # language models (quantwise compare smollm2-135m)
+    "int8-weight-only": WeightOnly(bits=8, group_size=None),
+    "int4-rtn": WeightOnly(algorithm="rtn"),
+    "int4-hqq": WeightOnly(algorithm="hqq"),
+    "int4-gptq": WeightOnly(algorithm="gptq"),
+    "int4-awq": WeightOnly(algorithm="awq"),
+    "w8a8": DynamicActivation(),
+    "w8a8-smoothquant": DynamicActivation(smoothquant=True, alpha="search"),
+    "w4a8": DynamicActivation(weight_bits=4, group_size=64),
 }
+LLM_PRESETS = ("int8-weight-only", "int4-rtn", "int4-hqq", "int4-gptq", "int4-awq", "w8a8", "w8a8-smoothquant", "w4a8")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -185,6 +298,8 @@ def recipe_name(recipe: Recipe) -> str:
 
 
 def _coerce(value: str) -> Any:
+    if value.lower() in ("none", "null"):
+        return None
     if value.lower() in ("true", "false"):
         return value.lower() == "true"
     for cast in (int, float):

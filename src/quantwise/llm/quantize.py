@@ -1,0 +1,287 @@
+"""Quantize a causal language model layer by layer.
+
+Calibrated algorithms (GPTQ, AWQ, SmoothQuant) never hold more than one decoder block's
+activations: the calibration windows run through the embedding once, then each block in
+turn (1) runs on the current hidden states with hooks that collect what its Linear layers
+see, (2) is quantized (its float weights replaced by their dequantized values), and (3)
+runs again to produce the next block's input, so later blocks calibrate on what the
+quantized earlier blocks actually produce (as GPTQ does). The model is quantized in place:
+peak memory is the float model plus the codes plus one block's working set.
+
+The result holds, for every quantized Linear, a :class:`GroupQuant` (codes, scales, zeros)
+and the float tensors that changed (norm weights that absorbed AWQ/SmoothQuant scales);
+:mod:`quantwise.llm.runtime` turns that into torchao tensors.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantwise.config import DynamicActivation, WeightOnly
+from quantwise.errors import QuantwiseError
+from quantwise.llm.algorithms import (
+    GroupGrid,
+    GroupQuant,
+    HessianAccumulator,
+    awq_search,
+    gptq,
+    hqq,
+    per_channel_int8_fake,
+    per_token_absmax_int8_fake,
+    rtn,
+    smooth_scales,
+)
+from quantwise.llm.model import LanguageModel
+from quantwise.llm.perplexity import token_ids, windows
+
+log = logging.getLogger(__name__)
+
+LLMRecipe = WeightOnly | DynamicActivation
+ProgressFn = Callable[[str, int, int], None]
+CALIBRATION_BATCH = 4
+MAX_SAMPLE_TOKENS = 4096  # activations kept per Linear input for AWQ / SmoothQuant searches
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class QuantizedLM:
+    """Codes for every quantized Linear plus the model they came from (weights now dequantized)."""
+
+    model: nn.Module
+    recipe: LLMRecipe
+    layers: dict[str, GroupQuant]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def weight_grid(recipe: LLMRecipe) -> GroupGrid:
+    if isinstance(recipe, WeightOnly):
+        return GroupGrid(recipe.bits, recipe.group_size, symmetric=recipe.bits == 8)
+    return GroupGrid(recipe.weight_bits, recipe.group_size, symmetric=recipe.weight_bits == 8)
+
+
+LM_HEAD_GRID = GroupGrid(8, None, symmetric=True)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not len(layers):
+        raise QuantwiseError(f"{type(model).__name__} has no model.layers decoder stack", "give a decoder-only transformer (Llama, Mistral, Qwen2, ...)")
+    return layers
+
+
+def check_recipe_fits(model: nn.Module, recipe: LLMRecipe) -> None:
+    """Refuse, before any work, a group size that does not divide a layer's inputs."""
+    grid = weight_grid(recipe)
+    for name, module in _block_linears(model).items():
+        try:
+            grid.groups(module.in_features)
+        except ValueError as err:
+            raise QuantwiseError(f"layer {name}: {err}".split("; ")[0], str(err).split("; ")[1] if "; " in str(err) else "choose another group size") from None
+
+
+def _block_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    out = {}
+    for i, layer in enumerate(decoder_layers(model)):
+        for name, module in layer.named_modules():
+            if isinstance(module, nn.Linear):
+                out[f"model.layers.{i}.{name}"] = module
+    if not out:
+        raise QuantwiseError("the decoder layers contain no nn.Linear", "give a transformer language model with Linear projections")
+    return out
+
+
+def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_progress) -> QuantizedLM:
+    """Quantize ``lm.model`` in place (its Linear weights become their dequantized values)."""
+    start = time.perf_counter()
+    model = lm.model.eval()
+    check_recipe_fits(model, recipe)
+    grid = weight_grid(recipe)
+    notes: list[str] = []
+    if recipe.needs_calibration:
+        batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
+        notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
+        layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes)
+    else:
+        layers = {}
+        linears = _block_linears(model)
+        for i, (name, module) in enumerate(linears.items()):
+            layers[name] = _quantize_plain(module.weight.data, recipe, grid)
+            module.weight.data = layers[name].dequantize()
+            progress("quantizing", i + 1, len(linears))
+    if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
+        head = model.get_output_embeddings()
+        layers["lm_head"] = rtn(head.weight.data.clone(), LM_HEAD_GRID)
+        notes.append("output layer: int8 per row (untied from the float embedding table)")
+    return QuantizedLM(model, recipe, layers, time.perf_counter() - start, notes)
+
+
+def _quantize_plain(w: torch.Tensor, recipe: LLMRecipe, grid: GroupGrid) -> GroupQuant:
+    if isinstance(recipe, WeightOnly) and recipe.algorithm == "hqq":
+        return hqq(w, grid)
+    return rtn(w, grid)
+
+
+def _calibration_batches(lm: LanguageModel, samples: int, context: int) -> torch.Tensor:
+    if context > lm.max_context:
+        raise QuantwiseError(f"calibration context {context} is longer than the model allows ({lm.max_context})", f"use calibration_context <= {lm.max_context}")
+    ids = token_ids(lm.tokenizer, lm.text.calibration, samples * context)
+    if ids.numel() < context:
+        raise QuantwiseError(f"calibration text has {ids.numel()} tokens, fewer than one window of {context}", "give more text or a shorter calibration_context")
+    return windows(ids, context, samples * context)
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def _first_layer_inputs(model: nn.Module, batches: torch.Tensor) -> list[tuple[torch.Tensor, dict[str, Any]]]:
+    """(hidden states, keyword arguments) that the first decoder layer receives, per batch."""
+    captured: list[tuple[torch.Tensor, dict[str, Any]]] = []
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.append((hidden, {k: v for k, v in kwargs.items() if k != "hidden_states"}))
+        raise _Stop
+
+    handle = decoder_layers(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for i in range(0, len(batches), CALIBRATION_BATCH):
+            try:
+                model(batches[i : i + CALIBRATION_BATCH], use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+class _InputStats:
+    """What one Linear's input looked like over the calibration set."""
+
+    def __init__(self, in_features: int, hessian: bool, samples: bool) -> None:
+        self.hessian = HessianAccumulator(in_features) if hessian else None
+        self.absmax = torch.zeros(in_features)
+        self.keep = samples
+        self.samples: list[torch.Tensor] = []
+        self.kept = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        self.absmax = torch.maximum(self.absmax, x.abs().amax(0))
+        if self.hessian is not None:
+            self.hessian.add(x)
+        if self.keep and self.kept < MAX_SAMPLE_TOKENS:
+            step = max(1, x.shape[0] // 256)  # spread the kept tokens over all windows
+            part = x[::step][: MAX_SAMPLE_TOKENS - self.kept]
+            self.samples.append(part.clone())
+            self.kept += part.shape[0]
+
+    def x(self) -> torch.Tensor:
+        return torch.cat(self.samples)
+
+
+@torch.no_grad()
+def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, batches: torch.Tensor, progress: ProgressFn, notes: list[str]) -> dict[str, GroupQuant]:
+    layers_out: dict[str, GroupQuant] = {}
+    state = _first_layer_inputs(model, batches)
+    blocks = decoder_layers(model)
+    uses_gptq = isinstance(recipe, WeightOnly) and recipe.algorithm == "gptq"
+    chosen_alphas: list[float] = []
+    for index, block in enumerate(blocks):
+        linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+        stats = {n: _InputStats(m.in_features, hessian=uses_gptq, samples=not uses_gptq) for n, m in linears.items()}
+        handles = [m.register_forward_pre_hook(lambda mod, args, s=stats[n]: s.add(args[0])) for n, m in linears.items()]
+        try:
+            for hidden, kwargs in state:
+                block(hidden, **kwargs)
+        finally:
+            for h in handles:
+                h.remove()
+        if isinstance(recipe, WeightOnly) and recipe.algorithm == "awq":
+            _awq_block(block, stats, grid)
+        elif isinstance(recipe, DynamicActivation) and recipe.smoothquant:
+            chosen_alphas += _smooth_block(block, stats, recipe)
+        for name, module in linears.items():
+            w = module.weight.data
+            if uses_gptq:
+                quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp)
+            else:
+                quant = rtn(w, grid)
+            layers_out[f"model.layers.{index}.{name}"] = quant
+            module.weight.data = quant.dequantize()
+        del stats
+        state = [(block(hidden, **kwargs), kwargs) for hidden, kwargs in state]
+        progress("quantizing blocks", index + 1, len(blocks))
+    if chosen_alphas:
+        counts = {a: chosen_alphas.count(a) for a in sorted(set(chosen_alphas))}
+        notes.append("SmoothQuant alpha chosen per layer group: " + ", ".join(f"{a:g} x{c}" for a, c in counts.items()))
+    if isinstance(recipe, WeightOnly) and recipe.algorithm == "awq":
+        notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down); o_proj keeps RTN scaling when v_proj's outputs do not match its inputs (grouped-query attention)")
+    return layers_out
+
+
+def _smoothing_groups(block: nn.Module) -> list[tuple[nn.Module, list[str], str]]:
+    """(module whose output rows / norm weight absorb 1/s, Linear names that take x/s, name)."""
+    try:
+        attn, mlp = block.self_attn, block.mlp
+        groups = [
+            (block.input_layernorm, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "qkv"),
+            (block.post_attention_layernorm, ["mlp.gate_proj", "mlp.up_proj"], "gate/up"),
+            (mlp.up_proj, ["mlp.down_proj"], "down"),
+        ]
+        if attn.v_proj.out_features == attn.o_proj.in_features:
+            groups.append((attn.v_proj, ["self_attn.o_proj"], "o"))
+    except AttributeError as err:
+        raise QuantwiseError(f"AWQ/SmoothQuant need Llama-style blocks (input_layernorm, self_attn.q/k/v/o_proj, mlp.gate/up/down_proj): {err}", "use algorithm=rtn, hqq or gptq") from None
+    return groups
+
+
+def _fold(previous: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> None:
+    """x -> x / s in ``previous`` (norm weight or Linear output rows), W -> W * s in the consumers."""
+    previous.weight.data = previous.weight.data / s.reshape(-1, *([1] * (previous.weight.dim() - 1)))
+    if getattr(previous, "bias", None) is not None:
+        previous.bias.data = previous.bias.data / s
+    for lin in linears:
+        lin.weight.data = lin.weight.data * s
+
+
+def _awq_block(block: nn.Module, stats: dict[str, _InputStats], grid: GroupGrid) -> None:
+    for previous, names, _ in _smoothing_groups(block):
+        linears = [block.get_submodule(n) for n in names]
+        result = awq_search(stats[names[0]].x(), [m.weight.data for m in linears], grid)
+        _fold(previous, linears, result.scales)
+
+
+def _smooth_block(block: nn.Module, stats: dict[str, _InputStats], recipe: DynamicActivation) -> list[float]:
+    chosen = []
+    for previous, names, _ in _smoothing_groups(block):
+        linears = [block.get_submodule(n) for n in names]
+        weights = [m.weight.data for m in linears]
+        absmax = stats[names[0]].absmax
+        alphas = recipe.alpha_grid if recipe.alpha == "search" else (float(recipe.alpha),)
+        if len(alphas) == 1:
+            best = alphas[0]
+        else:
+            x = stats[names[0]].x()
+            reference = torch.cat([x @ w.T for w in weights], dim=1)
+            errors = []
+            for alpha in alphas:
+                s = smooth_scales(absmax, weights, alpha)
+                xq = per_token_absmax_int8_fake(x / s)
+                out = torch.cat([xq @ per_channel_int8_fake(w * s).T for w in weights], dim=1)
+                errors.append(float((out - reference).pow(2).mean()))
+            best = alphas[min(range(len(alphas)), key=errors.__getitem__)]
+        _fold(previous, linears, smooth_scales(absmax, weights, best))
+        chosen.append(best)
+    return chosen
