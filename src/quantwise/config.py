@@ -131,7 +131,10 @@ class WeightOnly:
     8-bit: symmetric, one scale per output row (``group_size=None``). 4-bit: asymmetric,
     one scale and zero per ``group_size`` inputs, chosen by ``algorithm``: ``rtn`` (round
     to nearest), ``hqq`` (optimised zero-points, no data), ``gptq`` (Hessian error
-    compensation, calibrated) or ``awq`` (activation-aware scaling, calibrated). int4
+    compensation, calibrated; ``act_order`` quantizes columns by decreasing Hessian
+    diagonal) or ``awq`` (activation-aware scaling, calibrated). GPTQ over-fits a small
+    calibration set (measured on SmolLM2: with 8 windows of 512 tokens its held-out layer
+    error was no better than RTN's; with 128 it was 2-4x lower), hence 128 windows. int4
     models run with bfloat16 activations (the CPU int4 kernel is fast only in bf16).
     The output layer (``lm_head``) gets ``lm_head_bits`` per-row weights, or stays float
     and tied to the embedding when ``lm_head_bits`` is None.
@@ -142,9 +145,10 @@ class WeightOnly:
     group_size: int | None = 64
     algorithm: str = "rtn"
     lm_head_bits: int | None = 8
-    calibration_samples: int = 32
+    calibration_samples: int = 128
     calibration_context: int = 512
     damp: float = 0.01
+    act_order: bool = True
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):

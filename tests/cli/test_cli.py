@@ -10,30 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from quantwise.cli.main import run
+from tests.helpers import error_line, invoke
 
 SMALL = ["--n-calibration", "64", "--n-evaluation", "256"]
-
-
-def invoke(capsys, *args: str) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["quantwise", *args]
-    try:
-        run()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def error_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_help_lists_commands_with_examples(capsys):

@@ -37,6 +37,7 @@ class Artifact:
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # extra files (e.g. a tokenizer), relative paths
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,12 @@ def write(artifact: Artifact, path: Path, overwrite: bool = False) -> Path:
         tensors = {k: v.detach().contiguous() for k, v in artifact.tensors.items()}
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / MANIFEST).write_text(json.dumps(artifact.manifest(), indent=2, sort_keys=True))
+        for name, data in artifact.files.items():
+            target = (tmp / name).resolve()
+            if tmp.resolve() not in target.parents or name in (MANIFEST, WEIGHTS):
+                raise ValueError(f"artifact file name {name!r} escapes the artifact or clobbers it")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             os.replace(path, old)

@@ -36,6 +36,15 @@ ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py
 DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
 NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
 NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
+TextOpt = typer.Option(None, "--text", help="Language models: a plain-text file or folder (default: the gensim Wikipedia sample).")
+ContextOpt = typer.Option(512, "--context", help="Language models: perplexity window length in tokens (stride = window).")
+EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: evaluation tokens for perplexity.")
+
+
+def _is_llm(spec: str) -> bool:
+    from quantwise.llm.model import is_language_model_spec
+
+    return is_language_model_spec(spec)
 
 
 def progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
@@ -106,6 +115,9 @@ def quantize(
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Measure metrics on the evaluation split and store them."),
     n_calibration: Optional[int] = NCalOpt,
     n_evaluation: Optional[int] = NEvalOpt,
+    text: Optional[str] = TextOpt,
+    context: int = ContextOpt,
+    eval_tokens: int = EvalTokensOpt,
 ) -> None:
     """Quantize MODEL with one recipe and save it as an artifact.
 
@@ -113,7 +125,13 @@ def quantize(
       quantwise quantize mnist-cnn --recipe static-fx --out mnist-int8
       quantwise quantize mnist-cnn --recipe static:observer=mse,granularity=per-tensor --out m2
       quantwise quantize my_model.py:build --data images/ --recipe dynamic --out mine
+      quantwise quantize smollm2-135m --recipe int4-gptq --out smol-int4
+      quantwise quantize smollm2-135m --recipe weight-only:bits=4,group_size=32,algorithm=awq --out s32
     """
+    if _is_llm(model):
+        from quantwise.cli import llm
+
+        return llm.quantize(model, recipe, output, text, force, evaluate, eval_tokens, context, out, progress)
     from quantwise import api
     from quantwise.config import parse_recipe
     from quantwise.evaluate.metrics import evaluate as run_eval, outputs
@@ -142,6 +160,9 @@ def eval_(
     target: str = typer.Argument(..., help="An artifact directory, or a model spec to evaluate in float."),
     data: Optional[str] = DataOpt,
     n_evaluation: Optional[int] = NEvalOpt,
+    text: Optional[str] = TextOpt,
+    context: int = ContextOpt,
+    eval_tokens: int = EvalTokensOpt,
 ) -> None:
     """Evaluate a saved artifact (or a float model) on its evaluation split.
 
@@ -153,6 +174,12 @@ def eval_(
     from quantwise.evaluate.metrics import evaluate as run_eval, outputs
     from quantwise.report.table import print_metrics
 
+    from quantwise.llm.artifact import is_language_model_artifact
+
+    if is_language_model_artifact(target):
+        from quantwise.cli import llm
+
+        return llm.evaluate(target, text, eval_tokens, context, out, progress)
     if Path(target).is_dir() or Path(target).suffix == "" and Path(target).exists():
         loaded = api.load(target)
         bundle = _model(loaded.artifact.model, data, None, n_evaluation)
@@ -167,22 +194,36 @@ def eval_(
 @app.command()
 def compare(
     model: str = ModelArg,
-    recipes_: str = typer.Option(",".join(("dynamic", "static-fx", "static-pt2e", "qat")), "--recipes", help="Comma-separated recipes to run."),
+    recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset)."),
     batches: str = typer.Option("1,32", "--batches", help="Batch sizes to time, comma-separated."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
     data: Optional[str] = DataOpt,
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile rows (slow to build)."),
-    repeats: int = typer.Option(20, "--repeats", help="Timed calls per measurement (medians reported)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed calls per measurement, medians reported (default: 20; 5 decode runs for language models)."),
     n_calibration: Optional[int] = NCalOpt,
     n_evaluation: Optional[int] = NEvalOpt,
+    text: Optional[str] = TextOpt,
+    context: int = ContextOpt,
+    eval_tokens: int = EvalTokensOpt,
 ) -> None:
     """Float baselines and every applicable workflow, side by side: size, latency, accuracy.
+
+    For a language model: perplexity, size, decode and prefill tokens/s at batch 1, time
+    and peak memory to quantize, against float32 and bf16 (eager and compiled).
 
     Examples:
       quantwise compare mnist-cnn
       quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json
       quantwise compare minilm-l6 --recipes dynamic,static-pt2e --no-compile
+      quantwise compare smollm2-135m --json out/smollm2.json
+      quantwise compare smollm2-135m --recipes int8-weight-only,int4-gptq --eval-tokens 20480
     """
+    if _is_llm(model):
+        from quantwise.cli import llm
+
+        return llm.compare(model, recipes_ or "", json_path, text, eval_tokens, context, compile_, repeats or 5, out, progress)
+    recipes_ = recipes_ or ",".join(("dynamic", "static-fx", "static-pt2e", "qat"))
+    repeats = repeats or 20
     from quantwise.compare import CompareOptions, compare as run_compare
     from quantwise.config import parse_recipe
     from quantwise.report.table import print_compare, write_json
@@ -203,6 +244,25 @@ def compare(
     if json_path:
         write_json(report.to_dict(), json_path)
         out.print(f"wrote {json_path}")
+
+
+@app.command()
+def generate(
+    artifact: str = typer.Argument(..., help="A language-model artifact written by 'quantwise quantize'."),
+    prompt: str = typer.Argument(..., help="Text to continue."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="Tokens to generate (greedy)."),
+    compile_: bool = typer.Option(False, "--compile/--no-compile", help="Compile the decode step (about a minute to build; faster per token)."),
+    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
+) -> None:
+    """Stream text from a saved quantized language model.
+
+    Examples:
+      quantwise generate smol-int4 "The capital of France is"
+      quantwise generate smol-int4 "Explain quantization in one sentence." --chat -n 80
+    """
+    from quantwise.cli import llm
+
+    llm.generate(artifact, prompt, max_new_tokens, compile_, chat)
 
 
 def run() -> None:

@@ -9,15 +9,15 @@ token count are part of every report.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from quantwise.errors import QuantwiseError
+from quantwise.methods.base import ProgressFn, no_progress
 
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,14 @@ def windows(ids: torch.Tensor, context: int, n_tokens: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, batches: torch.Tensor, batch_size: int = 4, progress: ProgressFn | None = None) -> PerplexityResult:
+def perplexity(model: nn.Module, batches: torch.Tensor, batch_size: int = 4, progress: ProgressFn = no_progress) -> PerplexityResult:
     """Perplexity of a Hugging Face causal LM (or any ``model(ids).logits``) over windows."""
     total, count = 0.0, 0
-    for start in range(0, len(batches), batch_size):
+    starts = range(0, len(batches), batch_size)
+    for start in progress("perplexity", starts, len(starts)):
         chunk = batches[start : start + batch_size]
         logits = model(chunk).logits.float()
         loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
         total += float(loss)
         count += chunk[:, 1:].numel()
-        if progress:
-            progress(min(start + batch_size, len(batches)), len(batches))
     return PerplexityResult(math.exp(total / count), count, len(batches), batches.shape[1])

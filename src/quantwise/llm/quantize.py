@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from quantwise.llm.algorithms import (
     GroupGrid,
     GroupQuant,
     HessianAccumulator,
+    awq_clip_search,
     awq_search,
     gptq,
     hqq,
@@ -39,17 +39,13 @@ from quantwise.llm.algorithms import (
 )
 from quantwise.llm.model import LanguageModel
 from quantwise.llm.perplexity import token_ids, windows
+from quantwise.methods.base import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 
 LLMRecipe = WeightOnly | DynamicActivation
-ProgressFn = Callable[[str, int, int], None]
 CALIBRATION_BATCH = 4
 MAX_SAMPLE_TOKENS = 4096  # activations kept per Linear input for AWQ / SmoothQuant searches
-
-
-def no_progress(stage: str, done: int, total: int) -> None:
-    pass
 
 
 @dataclass
@@ -114,10 +110,9 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     else:
         layers = {}
         linears = _block_linears(model)
-        for i, (name, module) in enumerate(linears.items()):
+        for name, module in progress("quantizing layers", linears.items(), len(linears)):
             layers[name] = _quantize_plain(module.weight.data, recipe, grid)
             module.weight.data = layers[name].dequantize()
-            progress("quantizing", i + 1, len(linears))
     if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
         head = model.get_output_embeddings()
         layers["lm_head"] = rtn(head.weight.data.clone(), LM_HEAD_GRID)
@@ -198,7 +193,7 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     blocks = decoder_layers(model)
     uses_gptq = isinstance(recipe, WeightOnly) and recipe.algorithm == "gptq"
     chosen_alphas: list[float] = []
-    for index, block in enumerate(blocks):
+    for index, block in enumerate(progress("quantizing blocks", blocks, len(blocks))):
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
         stats = {n: _InputStats(m.in_features, hessian=uses_gptq, samples=not uses_gptq) for n, m in linears.items()}
         handles = [m.register_forward_pre_hook(lambda mod, args, s=stats[n]: s.add(args[0])) for n, m in linears.items()]
@@ -215,19 +210,18 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
         for name, module in linears.items():
             w = module.weight.data
             if uses_gptq:
-                quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp)
+                quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp, act_order=recipe.act_order)
             else:
                 quant = rtn(w, grid)
             layers_out[f"model.layers.{index}.{name}"] = quant
             module.weight.data = quant.dequantize()
         del stats
         state = [(block(hidden, **kwargs), kwargs) for hidden, kwargs in state]
-        progress("quantizing blocks", index + 1, len(blocks))
     if chosen_alphas:
         counts = {a: chosen_alphas.count(a) for a in sorted(set(chosen_alphas))}
         notes.append("SmoothQuant alpha chosen per layer group: " + ", ".join(f"{a:g} x{c}" for a, c in counts.items()))
     if isinstance(recipe, WeightOnly) and recipe.algorithm == "awq":
-        notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down); o_proj keeps RTN scaling when v_proj's outputs do not match its inputs (grouped-query attention)")
+        notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down), then per-group clipping searched (not for q/k); o_proj keeps RTN scaling when v_proj's outputs do not match its inputs (grouped-query attention)")
     return layers_out
 
 
@@ -259,8 +253,13 @@ def _fold(previous: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> Non
 def _awq_block(block: nn.Module, stats: dict[str, _InputStats], grid: GroupGrid) -> None:
     for previous, names, _ in _smoothing_groups(block):
         linears = [block.get_submodule(n) for n in names]
-        result = awq_search(stats[names[0]].x(), [m.weight.data for m in linears], grid)
+        x = stats[names[0]].x()
+        result = awq_search(x, [m.weight.data for m in linears], grid)
         _fold(previous, linears, result.scales)
+        # AWQ's clipping search; like the reference, not for q/k (errors there are amplified by softmax)
+        for name, m in zip(names, linears, strict=True):
+            if not name.endswith(("q_proj", "k_proj")):
+                m.weight.data = awq_clip_search(x / result.scales, m.weight.data, grid)
 
 
 def _smooth_block(block: nn.Module, stats: dict[str, _InputStats], recipe: DynamicActivation) -> list[float]:

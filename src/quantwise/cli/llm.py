@@ -1,0 +1,123 @@
+"""Language-model branches of the CLI commands (quantize, eval, compare, generate)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+
+from quantwise.errors import QuantwiseError
+
+
+def _recipe(recipe: str):
+    from quantwise.config import LLM_PRESETS, DynamicActivation, WeightOnly, parse_recipe
+
+    parsed = parse_recipe(recipe)
+    if not isinstance(parsed, (WeightOnly, DynamicActivation)):
+        raise QuantwiseError(f"recipe {recipe} is not for language models", f"use one of: {', '.join(LLM_PRESETS)}, or weight-only:... / dynamic-activation:...")
+    return parsed
+
+
+def quantize(model: str, recipe: str, output: Path, text: Optional[str], force: bool, evaluate: bool, eval_tokens: int, context: int, out: Console, progress: Any) -> None:
+    from quantwise.llm import artifact
+    from quantwise.llm.model import load_language_model
+    from quantwise.llm.perplexity import perplexity, token_ids, windows
+    from quantwise.llm.quantize import check_recipe_fits, quantize_lm
+    from quantwise.llm.runtime import materialize
+
+    parsed = _recipe(recipe)
+    if output.exists() and not force:
+        raise QuantwiseError(f"output {output} already exists", "choose another path or pass --force to replace it")
+    lm = load_language_model(model, text)
+    _check_context(lm, context)
+    check_recipe_fits(lm.model, parsed)  # before any slow work
+    metrics: dict[str, Any] = {}
+    ids = windows(token_ids(lm.tokenizer, lm.text.evaluation, eval_tokens), context, eval_tokens) if evaluate else None
+    if ids is not None:
+        metrics["float_perplexity"] = perplexity(lm.model, ids, progress=progress).perplexity
+    q = quantize_lm(lm, parsed, progress)
+    model_q = materialize(q.model, q.layers, q.recipe)
+    if ids is not None:
+        result = perplexity(model_q, ids, progress=progress)
+        metrics.update(perplexity=result.perplexity, perplexity_setting=result.setting)
+    path = artifact.save(q, lm.tokenizer, model, output, metrics=metrics, overwrite=force)
+    for note in q.notes:
+        out.print(f"[dim]{note}[/]")
+    if metrics:
+        delta = 100 * (metrics["perplexity"] / metrics["float_perplexity"] - 1)
+        out.print(f"perplexity {metrics['perplexity']:.3f} (float {metrics['float_perplexity']:.3f}, {delta:+.2f}%) on {metrics['perplexity_setting']}")
+    out.print(f"wrote {path} in {q.seconds:.1f} s of quantization")
+
+
+def _check_context(lm: Any, context: int) -> None:
+    if context < 2:
+        raise QuantwiseError(f"--context {context} is too short", "use e.g. --context 512")
+    if context > lm.max_context:
+        raise QuantwiseError(f"--context {context} is longer than {lm.name} allows ({lm.max_context})", f"use --context <= {lm.max_context}")
+
+
+def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, out: Console, progress: Any) -> None:
+    from quantwise.llm import artifact
+    from quantwise.llm.model import load_language_model
+    from quantwise.llm.perplexity import perplexity, token_ids, windows
+
+    loaded = artifact.load(target)
+    from quantwise.llm.text import user_split, wiki_split
+
+    split = user_split(text) if text else wiki_split()
+    ids = windows(token_ids(loaded.tokenizer, split.evaluation, eval_tokens), context, eval_tokens)
+    result = perplexity(loaded.model, ids, progress=progress)
+    out.print(f"{target}: perplexity {result.perplexity:.3f} on {result.setting} of {split.description}")
+
+
+def compare(model: str, recipes: str, json_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int, compile_: bool, repeats: int, out: Console, progress: Any) -> None:
+    from quantwise.config import LLM_PRESETS
+    from quantwise.llm.compare import LLMCompareOptions, compare_lm
+    from quantwise.report.llm_table import print_llm_compare
+    from quantwise.report.table import write_json
+
+    names = tuple(r.strip() for r in recipes.split(",") if r.strip()) if recipes else LLM_PRESETS
+    for name in names:
+        _recipe(name)
+    if eval_tokens < context:
+        raise QuantwiseError(f"--eval-tokens {eval_tokens} is less than one window of {context}", "use --eval-tokens >= --context (20000+ for a stable perplexity)")
+    opts = LLMCompareOptions(recipes=names, context=context, eval_tokens=eval_tokens, compile=compile_, repeats=repeats, text=text, progress=progress)
+    report = compare_lm(model, opts)
+    print_llm_compare(report, out)
+    if json_path:
+        write_json(report.to_dict(), json_path)
+        out.print(f"wrote {json_path}")
+
+
+def generate(target: str, prompt: str, max_new_tokens: int, compile_: bool, chat: bool) -> None:
+    import torch
+
+    from quantwise.llm import artifact
+    from quantwise.llm.decode import Decoder
+
+    if not prompt.strip():
+        raise QuantwiseError("the prompt is empty", "give some text to continue, e.g. \"The capital of France is\"")
+    if max_new_tokens < 1:
+        raise QuantwiseError("--max-new-tokens must be at least 1", "e.g. --max-new-tokens 64")
+    loaded = artifact.load(target)
+    tok = loaded.tokenizer
+    if chat and getattr(tok, "chat_template", None):
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt")
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        ids = torch.as_tensor(ids).view(-1)
+    else:
+        ids = torch.tensor(tok(prompt)["input_ids"])
+    limit = int(getattr(loaded.model.config, "max_position_embeddings", 2048))
+    if ids.numel() + max_new_tokens > limit:
+        raise QuantwiseError(f"prompt ({ids.numel()} tokens) + {max_new_tokens} new tokens exceed the model's context ({limit})", "shorten the prompt or lower --max-new-tokens")
+    decoder = Decoder(loaded.model, ids.numel() + max_new_tokens, compiled=compile_)
+    produced: list[int] = []
+    printed = ""
+    for token in decoder.tokens(ids, max_new_tokens, eos=tok.eos_token_id):
+        produced.append(token)
+        text = tok.decode(produced, skip_special_tokens=True)
+        sys.stdout.write(text[len(printed):])
+        sys.stdout.flush()
+        printed = text
+    sys.stdout.write("\n")

@@ -1,0 +1,146 @@
+"""Save and reload quantized language models (safetensors + manifest + tokenizer files).
+
+Stored: for every quantized Linear its codes (4-bit codes packed two per byte), scales and
+zero-points; every other tensor (embedding, norms) in the activation dtype the recipe runs
+in; the model's config and the tokenizer's files. Loading builds the architecture from the
+config (no weights file of the original model is needed), loads the tensors and turns the
+codes into torchao tensors, which gives the same logits as before saving (checked when
+the artifact is written).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantwise.artifact import store
+from quantwise.config import recipe_from_dict, recipe_to_dict
+from quantwise.errors import QuantwiseError
+from quantwise.llm.algorithms import GroupGrid, GroupQuant
+from quantwise.llm.quantize import LLMRecipe, QuantizedLM
+from quantwise.llm.runtime import materialize, run_dtype
+from quantwise.versions import versions
+
+KIND = "language-model"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class LoadedLM:
+    model: nn.Module
+    tokenizer: Any
+    recipe: LLMRecipe
+    manifest_metrics: dict[str, Any]
+    notes: list[str]
+
+
+def pack4(codes: torch.Tensor) -> torch.Tensor:
+    """[out, in] codes 0..15 -> [out, in/2] bytes (low nibble = even column)."""
+    codes = codes.to(torch.uint8)
+    return codes[:, 0::2] | (codes[:, 1::2] << 4)
+
+
+def unpack4(packed: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(packed.shape[0], packed.shape[1] * 2, dtype=torch.uint8)
+    out[:, 0::2] = packed & 0x0F
+    out[:, 1::2] = packed >> 4
+    return out
+
+
+def _tensors(q: QuantizedLM) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    dtype = run_dtype(q.recipe)
+    quantized = {f"{name}.weight" for name in q.layers}
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for key, value in q.model.state_dict().items():
+        if key in quantized or value.data_ptr() in seen:
+            continue  # quantized weights are stored as codes; tied copies once
+        seen.add(value.data_ptr())
+        tensors[key] = value.detach().to(dtype if value.is_floating_point() else value.dtype).clone()
+    layers = {}
+    for name, quant in q.layers.items():
+        grid = quant.grid
+        tensors[f"{name}.qdata"] = pack4(quant.qdata) if grid.bits == 4 else quant.qdata
+        tensors[f"{name}.scale"], tensors[f"{name}.zero"] = quant.scale, quant.zero
+        layers[name] = {"bits": grid.bits, "group_size": grid.group_size, "symmetric": grid.symmetric, "shape": list(quant.shape)}
+    return tensors, layers
+
+
+def save(q: QuantizedLM, tokenizer: Any, model_name: str, path: str | Path, metrics: dict[str, Any] | None = None, overwrite: bool = False, verify: bool = True) -> Path:
+    tensors, layers = _tensors(q)
+    config = q.model.config.to_dict()
+    if "lm_head" in q.layers:
+        config["tie_word_embeddings"] = False
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        files = {f"{TOKENIZER_DIR}/{p.name}": p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+    art = store.Artifact(
+        model=model_name, recipe=recipe_to_dict(q.recipe), tensors=tensors,
+        meta={"kind": KIND, "config": config, "layers": layers}, inputs=[], metrics=metrics or {},
+        versions=versions(), notes=q.notes, files=files,
+    )
+    path = store.write(art, Path(path), overwrite=overwrite)
+    if verify:
+        _verify(q.model, path)
+    return path
+
+
+@torch.no_grad()
+def _verify(model: nn.Module, path: Path) -> None:
+    ids = torch.arange(1, 17).view(1, -1)
+    before = model(ids).logits
+    after = load(path).model(ids).logits
+    if not torch.equal(before, after):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        diff = float((before.float() - after.float()).abs().max())
+        raise QuantwiseError(f"the saved model does not reproduce the quantized logits (max diff {diff:.3g}); nothing was kept", "report this as a bug")
+
+
+def is_language_model_artifact(path: str | Path) -> bool:
+    try:
+        manifest = json.loads((Path(path) / store.MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("meta"), dict) and manifest["meta"].get("kind") == KIND
+
+
+def load(path: str | Path) -> LoadedLM:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    art = store.read(Path(path))
+    meta = art.meta
+    if meta.get("kind") != KIND:
+        raise QuantwiseError(f"{path} does not hold a language model", "use 'quantwise eval' for other artifacts")
+    recipe = recipe_from_dict(art.recipe)
+    config_dict = dict(meta["config"])
+    try:
+        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(Path(path) / TOKENIZER_DIR)
+    except (KeyError, ValueError, OSError) as err:
+        raise QuantwiseError(f"{path}: cannot rebuild the model or tokenizer ({err})".splitlines()[0], "re-create the artifact with 'quantwise quantize'") from None
+    layers: dict[str, GroupQuant] = {}
+    for name, spec in meta["layers"].items():
+        grid = GroupGrid(spec["bits"], spec["group_size"], spec["symmetric"])
+        codes = art.tensors.pop(f"{name}.qdata")
+        codes = unpack4(codes) if grid.bits == 4 else codes
+        layers[name] = GroupQuant(codes, art.tensors.pop(f"{name}.scale"), art.tensors.pop(f"{name}.zero"), grid)
+    model.to(run_dtype(recipe))
+    missing, unexpected = model.load_state_dict(art.tensors, strict=False)
+    quantized = {f"{n}.weight" for n in layers}
+    missing = [k for k in missing if k not in quantized and not _tied(model, k)]
+    if missing or unexpected:
+        raise QuantwiseError(f"{path}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", "re-create the artifact")
+    model = materialize(model, layers, recipe)
+    return LoadedLM(model, tokenizer, recipe, art.metrics, art.notes)
+
+
+def _tied(model: nn.Module, key: str) -> bool:
+    return key == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False)

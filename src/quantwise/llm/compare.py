@@ -1,0 +1,220 @@
+"""``compare`` for language models: perplexity, size, decode and prefill speed, cost to quantize.
+
+Baselines a user could pick instead of quantizing: float32 eager, float32 compiled, bf16
+eager and bf16 compiled. Every quantized row runs the kernels its recipe targets (torchao
+tensors, under torch.compile where ``compile`` is on) and is judged against the best
+baseline's decode speed and the float perplexity. Decode speed is a property of the
+kernel, not of the algorithm that chose the codes: rows sharing a kernel (int4 RTN, HQQ,
+GPTQ, AWQ) are timed once and say so.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quantwise.config import LLM_PRESETS, DynamicActivation, WeightOnly, parse_recipe, recipe_name
+from quantwise.errors import QuantwiseError, first_line
+from quantwise.llm import artifact
+from quantwise.llm.decode import Speed, measure_speed
+from quantwise.llm.memory import rss_bytes, track_peak_rss
+from quantwise.llm.model import LanguageModel, load_language_model
+from quantwise.llm.perplexity import PerplexityResult, perplexity, token_ids, windows
+from quantwise.llm.quantize import check_recipe_fits, quantize_lm
+from quantwise.llm.runtime import materialize, run_dtype
+from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.versions import machine, versions
+
+log = logging.getLogger(__name__)
+PROMPT_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class LLMCompareOptions:
+    recipes: tuple[str, ...] = LLM_PRESETS
+    context: int = 512
+    eval_tokens: int = 24576
+    decode_tokens: int = 64
+    repeats: int = 5
+    compile: bool = True
+    tolerance_pct: float = 2.0  # perplexity increase beyond which a row is flagged
+    text: str | None = None
+    progress: ProgressFn = no_progress
+
+
+@dataclass
+class LLMRow:
+    method: str
+    runtime: str
+    bits: str
+    group: str
+    size_mb: float | None = None
+    perplexity: float | None = None
+    delta_pct: float | None = None
+    decode_tokens_per_s: float | None = None
+    prefill_tokens_per_s: float | None = None
+    quantize_s: float | None = None
+    peak_quantize_mb: float | None = None
+    compile_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class LLMCompareReport:
+    model: str
+    description: str
+    text: str
+    perplexity_setting: str
+    decode_setting: str
+    threads: int
+    float_mb: float
+    rows: list[LLMRow]
+    best: str
+    machine: dict[str, Any]
+    versions: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _weights_mb(lm: LanguageModel, dtype: torch.dtype) -> float:
+    return lm.float_bytes() / 4 * torch.empty((), dtype=dtype).element_size() / 1e6
+
+
+def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
+    recipes = [(name, parse_recipe(name)) for name in opts.recipes]
+    for name, recipe in recipes:
+        if not isinstance(recipe, (WeightOnly, DynamicActivation)):
+            raise QuantwiseError(f"recipe {name} is not a language-model recipe", f"use one of: {', '.join(LLM_PRESETS)}")
+    baseline_rss = rss_bytes()
+    lm = load_language_model(spec, opts.text)
+    if opts.context > lm.max_context:
+        raise QuantwiseError(f"context {opts.context} is longer than {lm.name} allows ({lm.max_context})", f"use --context <= {lm.max_context}")
+    ids = token_ids(lm.tokenizer, lm.text.evaluation, max(opts.eval_tokens, opts.context + PROMPT_TOKENS))
+    eval_windows = windows(ids, opts.context, opts.eval_tokens)
+    prompt, prefill = ids[:PROMPT_TOKENS], ids[: opts.context]
+    float_mb = _weights_mb(lm, torch.float32)
+    for _, recipe in recipes:
+        check_recipe_fits(lm.model, recipe)  # refuse an impossible recipe before any slow work
+
+    def ppl(model: torch.nn.Module) -> PerplexityResult:
+        return perplexity(model, eval_windows, progress=opts.progress)
+
+    def speed(model: torch.nn.Module, compiled: bool) -> Speed:
+        torch._dynamo.reset()
+        return measure_speed(model, prompt, prefill, compiled, opts.decode_tokens, opts.repeats)
+
+    rows: list[LLMRow] = []
+    reference = ppl(lm.model)
+    runtimes = [("eager", False)] + ([("compiled", True)] if opts.compile else [])
+    for label, compiled in runtimes:
+        s = speed(lm.model, compiled)
+        rows.append(LLMRow("float32", label, "32", "-", float_mb, reference.perplexity, 0.0, s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
+    lm.model.to(torch.bfloat16)
+    bf16 = ppl(lm.model)
+    for label, compiled in runtimes:
+        s = speed(lm.model, compiled)
+        rows.append(LLMRow("bf16", label, "16", "-", _weights_mb(lm, torch.bfloat16), bf16.perplexity, _delta(bf16.perplexity, reference.perplexity), s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
+    del lm
+    gc.collect()
+
+    timed: dict[tuple, LLMRow] = {}
+    for name, recipe in recipes:
+        try:
+            rows.append(_quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference, baseline_rss))
+        except QuantwiseError:
+            raise
+        except Exception as err:  # one recipe failing must not lose the others' results
+            log.exception("recipe %s failed", name)
+            rows.append(LLMRow(name, "-", "-", "-", error=f"{type(err).__name__}: {first_line(err)}"))
+        gc.collect()
+    best = _judge(rows, opts.tolerance_pct)
+    return LLMCompareReport(
+        model=spec, description=load_description(spec), text=_text_description(spec, opts.text), perplexity_setting=reference.setting,
+        decode_setting=f"batch 1, greedy, {opts.decode_tokens - 1} tokens after a {PROMPT_TOKENS}-token prompt, static KV cache, median of {opts.repeats}; prefill: one {opts.context}-token forward",
+        threads=torch.get_num_threads(), float_mb=float_mb, rows=rows, best=best, machine=machine(), versions=versions(),
+    )
+
+
+def load_description(spec: str) -> str:
+    from quantwise.llm.model import ZOO_LLMS
+
+    return ZOO_LLMS[spec][2] if spec in ZOO_LLMS else spec
+
+
+def _text_description(spec: str, text: str | None) -> str:
+    from quantwise.llm.text import user_split, wiki_split
+
+    return (user_split(text) if text else wiki_split()).description
+
+
+def _kernel(recipe: WeightOnly | DynamicActivation) -> tuple:
+    if isinstance(recipe, WeightOnly):
+        return ("weight-only", recipe.bits, recipe.group_size, recipe.lm_head_bits)
+    return ("dynamic-activation", recipe.weight_bits, recipe.group_size)
+
+
+def _bits(recipe: WeightOnly | DynamicActivation) -> tuple[str, str]:
+    if isinstance(recipe, WeightOnly):
+        return f"w{recipe.bits}", str(recipe.group_size or "row")
+    return f"w{recipe.weight_bits}a8", str(recipe.group_size or "row")
+
+
+def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference, baseline_rss) -> LLMRow:
+    lm = load_language_model(spec, opts.text)
+    with track_peak_rss() as mem:
+        q = quantize_lm(lm, recipe, opts.progress)
+    model = materialize(q.model, q.layers, q.recipe)
+    bits, group = _bits(recipe)
+    label = "compiled" if opts.compile else "eager"
+    row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), label, bits, group, quantize_s=q.seconds, peak_quantize_mb=(mem.peak - baseline_rss) / 1e6, notes=list(q.notes))
+    workdir = Path(tempfile.mkdtemp(prefix="quantwise-llm-"))
+    try:
+        path = artifact.save(q, lm.tokenizer, spec, workdir / "artifact")  # verifies an identical reload
+        row.size_mb = (path / "model.safetensors").stat().st_size / 1e6
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result = ppl(model)
+    row.perplexity, row.delta_pct = result.perplexity, _delta(result.perplexity, reference.perplexity)
+    key = _kernel(recipe)
+    if key in timed:
+        source = timed[key]
+        row.decode_tokens_per_s, row.prefill_tokens_per_s = source.decode_tokens_per_s, source.prefill_tokens_per_s
+        row.notes.append(f"speed: same kernel and shapes as {source.method}, timed once there")
+    else:
+        s = speed(model, opts.compile)
+        row.decode_tokens_per_s, row.prefill_tokens_per_s, row.compile_s = s.decode_tokens_per_s, s.prefill_tokens_per_s, s.compile_s
+        timed[key] = row
+    row.notes.append(f"runs with {str(run_dtype(recipe)).replace('torch.', '')} activations")
+    return row
+
+
+def _delta(value: float, reference: float) -> float:
+    return 100.0 * (value - reference) / reference
+
+
+def _judge(rows: list[LLMRow], tolerance_pct: float) -> str:
+    baselines = [r for r in rows if r.method in ("float32", "bf16") and r.decode_tokens_per_s]
+    fastest = max(baselines, key=lambda r: r.decode_tokens_per_s)
+    candidates = []
+    for row in rows:
+        if row.error or row in baselines:
+            continue
+        if row.decode_tokens_per_s and row.decode_tokens_per_s < fastest.decode_tokens_per_s:
+            row.warnings.append(f"decodes slower than {fastest.method} {fastest.runtime} ({row.decode_tokens_per_s:.1f} vs {fastest.decode_tokens_per_s:.1f} tokens/s)")
+        if row.delta_pct is not None and row.delta_pct > tolerance_pct:
+            row.warnings.append(f"perplexity {row.delta_pct:+.1f}% vs float (tolerance {tolerance_pct:g}%)")
+        if not row.warnings:
+            candidates.append(row)
+    if not candidates:
+        return f"none: no quantized model decodes faster than {fastest.method} {fastest.runtime} within {tolerance_pct:g}% perplexity"
+    best = max(candidates, key=lambda r: r.decode_tokens_per_s or 0)
+    return f"{best.method} ({best.decode_tokens_per_s:.1f} tokens/s, perplexity {best.delta_pct:+.2f}%, {best.size_mb:.0f} MB)"

@@ -1,0 +1,47 @@
+"""Peak resident memory of this process over a block of work, sampled in a thread."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from collections.abc import Iterator
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+@dataclass
+class PeakRSS:
+    start: int = 0
+    peak: int = 0
+
+    @property
+    def growth(self) -> int:
+        """Peak above the resident size at the start."""
+        return max(0, self.peak - self.start)
+
+
+@contextmanager
+def track_peak_rss(interval_s: float = 0.01) -> Iterator[PeakRSS]:
+    result = PeakRSS(rss_bytes(), rss_bytes())
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            result.peak = max(result.peak, rss_bytes())
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        result.peak = max(result.peak, rss_bytes())
