@@ -23,7 +23,7 @@ from quantwise.config import LLM_PRESETS, DynamicActivation, WeightOnly, parse_r
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.llm import artifact
 from quantwise.llm.decode import Speed, measure_speed
-from quantwise.llm.memory import rss_bytes, track_peak_rss
+from quantwise.llm.memory import release_free_memory, track_peak_rss
 from quantwise.llm.model import LanguageModel, load_language_model
 from quantwise.llm.perplexity import PerplexityResult, perplexity, token_ids, windows
 from quantwise.llm.quantize import check_recipe_fits, quantize_lm
@@ -85,23 +85,18 @@ class LLMCompareReport:
         return asdict(self)
 
 
-def _weights_mb(lm: LanguageModel, dtype: torch.dtype) -> float:
-    return lm.float_bytes() / 4 * torch.empty((), dtype=dtype).element_size() / 1e6
-
-
 def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     recipes = [(name, parse_recipe(name)) for name in opts.recipes]
     for name, recipe in recipes:
         if not isinstance(recipe, (WeightOnly, DynamicActivation)):
             raise QuantwiseError(f"recipe {name} is not a language-model recipe", f"use one of: {', '.join(LLM_PRESETS)}")
-    baseline_rss = rss_bytes()
     lm = load_language_model(spec, opts.text)
     if opts.context > lm.max_context:
         raise QuantwiseError(f"context {opts.context} is longer than {lm.name} allows ({lm.max_context})", f"use --context <= {lm.max_context}")
     ids = token_ids(lm.tokenizer, lm.text.evaluation, max(opts.eval_tokens, opts.context + PROMPT_TOKENS))
     eval_windows = windows(ids, opts.context, opts.eval_tokens)
     prompt, prefill = ids[:PROMPT_TOKENS], ids[: opts.context]
-    float_mb = _weights_mb(lm, torch.float32)
+    float_mb = lm.float_bytes() / 1e6
     for _, recipe in recipes:
         check_recipe_fits(lm.model, recipe)  # refuse an impossible recipe before any slow work
 
@@ -122,14 +117,14 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     bf16 = ppl(lm.model)
     for label, compiled in runtimes:
         s = speed(lm.model, compiled)
-        rows.append(LLMRow("bf16", label, "16", "-", _weights_mb(lm, torch.bfloat16), bf16.perplexity, _delta(bf16.perplexity, reference.perplexity), s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
+        rows.append(LLMRow("bf16", label, "16", "-", float_mb / 2, bf16.perplexity, _delta(bf16.perplexity, reference.perplexity), s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
     del lm
     gc.collect()
 
     timed: dict[tuple, LLMRow] = {}
     for name, recipe in recipes:
         try:
-            rows.append(_quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference, baseline_rss))
+            rows.append(_quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference))
         except QuantwiseError:
             raise
         except Exception as err:  # one recipe failing must not lose the others' results
@@ -168,14 +163,15 @@ def _bits(recipe: WeightOnly | DynamicActivation) -> tuple[str, str]:
     return f"w{recipe.weight_bits}a8", str(recipe.group_size or "row")
 
 
-def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference, baseline_rss) -> LLMRow:
-    lm = load_language_model(spec, opts.text)
-    with track_peak_rss() as mem:
+def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LLMRow:
+    release_free_memory()
+    with track_peak_rss() as mem:  # loading the float model + quantizing it
+        lm = load_language_model(spec, opts.text)
         q = quantize_lm(lm, recipe, opts.progress)
     model = materialize(q.model, q.layers, q.recipe)
     bits, group = _bits(recipe)
     label = "compiled" if opts.compile else "eager"
-    row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), label, bits, group, quantize_s=q.seconds, peak_quantize_mb=(mem.peak - baseline_rss) / 1e6, notes=list(q.notes))
+    row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), label, bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=list(q.notes))
     workdir = Path(tempfile.mkdtemp(prefix="quantwise-llm-"))
     try:
         path = artifact.save(q, lm.tokenizer, spec, workdir / "artifact")  # verifies an identical reload

@@ -5,8 +5,9 @@ activations: the calibration windows run through the embedding once, then each b
 turn (1) runs on the current hidden states with hooks that collect what its Linear layers
 see, (2) is quantized (its float weights replaced by their dequantized values), and (3)
 runs again to produce the next block's input, so later blocks calibrate on what the
-quantized earlier blocks actually produce (as GPTQ does). The model is quantized in place:
-peak memory is the float model plus the codes plus one block's working set.
+quantized earlier blocks actually produce (as GPTQ does). The model is quantized in place and
+each quantized float weight is released once its block is done: peak memory is the float
+model plus the codes plus one block's working set.
 
 The result holds, for every quantized Linear, a :class:`GroupQuant` (codes, scales, zeros)
 and the float tensors that changed (norm weights that absorbed AWQ/SmoothQuant scales);
@@ -50,7 +51,7 @@ MAX_SAMPLE_TOKENS = 4096  # activations kept per Linear input for AWQ / SmoothQu
 
 @dataclass
 class QuantizedLM:
-    """Codes for every quantized Linear plus the model they came from (weights now dequantized)."""
+    """Codes for every quantized Linear plus the model they came from (those weights released)."""
 
     model: nn.Module
     recipe: LLMRecipe
@@ -97,7 +98,9 @@ def _block_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_progress) -> QuantizedLM:
-    """Quantize ``lm.model`` in place (its Linear weights become their dequantized values)."""
+    """Quantize ``lm.model`` in place: the quantized Linear layers' float weights are released
+    (keeping peak memory near the float model's size); pass the result to
+    ``runtime.materialize`` to run it, or to ``artifact.save``."""
     start = time.perf_counter()
     model = lm.model.eval()
     check_recipe_fits(model, recipe)
@@ -112,12 +115,23 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
         linears = _block_linears(model)
         for name, module in progress("quantizing layers", linears.items(), len(linears)):
             layers[name] = _quantize_plain(module.weight.data, recipe, grid)
-            module.weight.data = layers[name].dequantize()
+            _release(module)
     if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
         head = model.get_output_embeddings()
-        layers["lm_head"] = rtn(head.weight.data.clone(), LM_HEAD_GRID)
+        layers["lm_head"] = _rtn_in_row_chunks(head.weight.data, LM_HEAD_GRID)
         notes.append("output layer: int8 per row (untied from the float embedding table)")
     return QuantizedLM(model, recipe, layers, time.perf_counter() - start, notes)
+
+
+def _rtn_in_row_chunks(w: torch.Tensor, grid: GroupGrid, rows: int = 4096) -> GroupQuant:
+    """RTN of a large matrix (the output layer) a slice of rows at a time, bounding temporaries."""
+    parts = [rtn(w[i : i + rows], grid) for i in range(0, w.shape[0], rows)]
+    return GroupQuant(torch.cat([p.qdata for p in parts]), torch.cat([p.scale for p in parts]), torch.cat([p.zero for p in parts]), grid)
+
+
+def _release(module: nn.Linear) -> None:
+    """Drop a quantized Linear's float weight (``runtime.materialize`` installs the codes)."""
+    module.weight = nn.Parameter(torch.empty(0, dtype=module.weight.dtype), requires_grad=False)
 
 
 def _quantize_plain(w: torch.Tensor, recipe: LLMRecipe, grid: GroupGrid) -> GroupQuant:
@@ -217,6 +231,8 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
             module.weight.data = quant.dequantize()
         del stats
         state = [(block(hidden, **kwargs), kwargs) for hidden, kwargs in state]
+        for module in linears.values():
+            _release(module)  # the codes are kept; the dequantized copy was only needed for the pass above
     if chosen_alphas:
         counts = {a: chosen_alphas.count(a) for a in sorted(set(chosen_alphas))}
         notes.append("SmoothQuant alpha chosen per layer group: " + ", ".join(f"{a:g} x{c}" for a, c in counts.items()))
