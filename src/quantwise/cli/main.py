@@ -32,7 +32,7 @@ def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
 STATE: dict[str, Any] = {"debug": False}
 
-ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory' or 'package.module:factory'.")
+ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory', 'package.module:factory', or for language models a .gguf file or Hugging Face directory.")
 DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
 NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
 NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
@@ -85,9 +85,10 @@ def zoo() -> None:
 
     Example:  quantwise zoo
     """
+    from quantwise.llm.model import ZOO_LLMS
     from quantwise.models.zoo import DESCRIPTIONS
 
-    for name, text in sorted(DESCRIPTIONS.items()):
+    for name, text in sorted({**DESCRIPTIONS, **{k: v[2] for k, v in ZOO_LLMS.items()}}.items()):
         out.print(f"[bold]{name}[/]: {text}")
 
 
