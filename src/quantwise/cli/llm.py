@@ -59,12 +59,10 @@ def _check_context(lm: Any, context: int) -> None:
 
 def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, out: Console, progress: Any) -> None:
     from quantwise.llm import artifact
-    from quantwise.llm.model import load_language_model
     from quantwise.llm.perplexity import perplexity, token_ids, windows
-
-    loaded = artifact.load(target)
     from quantwise.llm.text import user_split, wiki_split
 
+    loaded = artifact.load(target)
     split = user_split(text) if text else wiki_split()
     ids = windows(token_ids(loaded.tokenizer, split.evaluation, eval_tokens), context, eval_tokens)
     result = perplexity(loaded.model, ids, progress=progress)

@@ -24,7 +24,7 @@ from quantwise.errors import QuantwiseError, first_line
 from quantwise.llm import artifact
 from quantwise.llm.decode import Speed, measure_speed
 from quantwise.llm.memory import release_free_memory, track_peak_rss
-from quantwise.llm.model import LanguageModel, load_language_model
+from quantwise.llm.model import load_language_model
 from quantwise.llm.perplexity import PerplexityResult, perplexity, token_ids, windows
 from quantwise.llm.quantize import check_recipe_fits, quantize_lm
 from quantwise.llm.runtime import materialize, run_dtype
