@@ -18,6 +18,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+CAVEATS = [
+    "- The model's weights were stored as Q4_1 (4-bit, groups of 32 along the inputs): int4 with group 32 would reproduce"
+    " them almost exactly, so the honest int4 figures are at group 64; group 128 does not divide the hidden size 576 and is refused.",
+    "- Decode speed depends on the kernel, not on the algorithm that chose the codes: int4 RTN/HQQ/GPTQ/AWQ share one timing.",
+    "- int8 weight-only decodes slower than float here even compiled (PITFALLS.md reports 46 tokens/s); not yet understood.",
+    "- Naive w8a8 costs only a few percent because torchao quantizes activations per token; ZOO.md's 22.6 -> 88.7 is the"
+    " legacy per-tensor dynamic int8.",
+    "- Peak memory while quantizing exceeds the 1.5x-float target for the calibrated methods (GPTQ, AWQ).",
+    "- llama.cpp timings are only valid on an idle machine (its threads spin-wait); this run was alone on the 2 cores.",
+]
 
 
 def main() -> None:
@@ -120,7 +130,7 @@ def markdown(data: dict) -> str:
     for r in data["rows"]:
         for n in r.get("notes", []) + [f"**warning:** {w}" for w in r.get("warnings", [])]:
             lines.append(f"- {r['method']}: {n}")
-    lines += ["", f"Best: {data['best']}", "", "## Targets (issue 3)", ""]
+    lines += ["", f"Best: {data['best']}", "", "## Caveats", "", *CAVEATS, "", "## Targets (issue 3)", ""]
     for name, t in data["targets"].items():
         lines.append(f"- {name}: {t['value']} — {'met' if t['met'] else '**not met**'}")
     return "\n".join(lines) + "\n"
