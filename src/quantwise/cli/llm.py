@@ -60,10 +60,10 @@ def _check_context(lm: Any, context: int) -> None:
 def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, out: Console, progress: Any) -> None:
     from quantwise.llm import artifact
     from quantwise.llm.perplexity import perplexity, token_ids, windows
-    from quantwise.llm.text import user_split, wiki_split
+    from quantwise.llm.text import text_split
 
     loaded = artifact.load(target)
-    split = user_split(text) if text else wiki_split()
+    split = text_split(text)
     ids = windows(token_ids(loaded.tokenizer, split.evaluation, eval_tokens), context, eval_tokens)
     result = perplexity(loaded.model, ids, progress=progress)
     out.print(f"{target}: perplexity {result.perplexity:.3f} on {result.setting} of {split.description}")

@@ -118,6 +118,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     for label, compiled in runtimes:
         s = speed(lm.model, compiled)
         rows.append(LLMRow("bf16", label, "16", "-", float_mb / 2, bf16.perplexity, _delta(bf16.perplexity, reference.perplexity), s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
+    description, text = lm.description, lm.text.description
     del lm
     gc.collect()
 
@@ -133,22 +134,10 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
         gc.collect()
     best = _judge(rows, opts.tolerance_pct)
     return LLMCompareReport(
-        model=spec, description=load_description(spec), text=_text_description(spec, opts.text), perplexity_setting=reference.setting,
+        model=spec, description=description, text=text, perplexity_setting=reference.setting,
         decode_setting=f"batch 1, greedy, {opts.decode_tokens - 1} tokens after a {PROMPT_TOKENS}-token prompt, static KV cache, median of {opts.repeats}; prefill: one {opts.context}-token forward",
         threads=torch.get_num_threads(), float_mb=float_mb, rows=rows, best=best, machine=machine(), versions=versions(),
     )
-
-
-def load_description(spec: str) -> str:
-    from quantwise.llm.model import ZOO_LLMS
-
-    return ZOO_LLMS[spec][2] if spec in ZOO_LLMS else spec
-
-
-def _text_description(spec: str, text: str | None) -> str:
-    from quantwise.llm.text import user_split, wiki_split
-
-    return (user_split(text) if text else wiki_split()).description
 
 
 def _kernel(recipe: WeightOnly | DynamicActivation) -> tuple:

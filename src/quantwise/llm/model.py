@@ -21,7 +21,7 @@ from torch import nn
 
 from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError, first_line
-from quantwise.llm.text import TextSplit, user_split, wiki_split
+from quantwise.llm.text import TextSplit, text_split
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def is_language_model_spec(spec: str) -> bool:
 
 
 def load_language_model(spec: str, text: str | None = None) -> LanguageModel:
-    split = user_split(text) if text else wiki_split()
+    split = text_split(text)
     if spec in ZOO_LLMS:
         package, filename, description = ZOO_LLMS[spec]
         found = importlib.util.find_spec(package)

@@ -53,6 +53,11 @@ def wiki_split() -> TextSplit:
     return TextSplit(cal, ev, f"gensim Wikipedia sample, {len(articles)} articles: calibration = every {CALIBRATION_EVERY}th article ({len(cal)}), evaluation = the other {len(ev)}")
 
 
+def text_split(path: str | Path | None = None) -> TextSplit:
+    """The user's text when given, else the zoo's Wikipedia sample."""
+    return user_split(path) if path else wiki_split()
+
+
 def user_split(path: str | Path) -> TextSplit:
     """A plain-text file (split by paragraph blocks) or a folder of text files (split by file).
 
