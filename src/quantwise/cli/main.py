@@ -247,6 +247,30 @@ def compare(
         out.print(f"wrote {json_path}")
 
 
+@app.command("export")
+def export_(
+    artifact: Path = typer.Argument(..., help="An artifact directory written by 'quantwise quantize'."),
+    to: str = typer.Option(..., "--to", help="onnx | pt2 | torchscript | executorch"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: model.<suffix> inside the artifact)."),
+    data: Optional[str] = DataOpt,
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    samples: int = typer.Option(256, "--samples", help="Held-out samples for the parity check."),
+) -> None:
+    """Export a quantized artifact to a runtime and prove it with a parity check.
+
+    The parity check runs the exported file on held-out inputs against the quantized
+    PyTorch model and the float model; an export outside tolerance fails and leaves nothing.
+
+    Examples:
+      quantwise export mnist-int8 --to onnx
+      quantwise export effnet-pt2e --to pt2 --out deploy/effnet.pt2
+      quantwise export mnist-int8 --to torchscript
+    """
+    from quantwise.cli.export import export
+
+    export(artifact, to, output, data, force, samples, out)
+
+
 @app.command()
 def generate(
     artifact: str = typer.Argument(..., help="A language-model artifact written by 'quantwise quantize'."),

@@ -187,8 +187,9 @@ def _convert(prepared: nn.Module) -> nn.Module:
     # convert_pt2e leaves the float parameters attached although the graph no longer reads them
     used = {n.target for n in converted.graph.nodes if n.op == "get_attr"}
     for name, _ in list(converted.named_parameters()):
-        if name not in used and "." not in name:
-            delattr(converted, name)
+        if name not in used:
+            owner, _, leaf = name.rpartition(".")
+            delattr(converted.get_submodule(owner) if owner else converted, leaf)
     return converted
 
 
