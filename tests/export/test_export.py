@@ -118,3 +118,20 @@ def test_cli_prints_parity(capsys, artifacts, tmp_path):
     assert target.is_file() and "parity passed" in out and "quantized PyTorch model" in out
     code, _, err = invoke(capsys, "export", str(artifacts["static-fx"]), "--to", "torchscript", "--out", str(target))
     assert code == 2 and "already exists" in error_line(err)
+
+
+def test_compare_runs_exports_in_onnxruntime_beside_its_own_quantizer(mnist):
+    from quantwise.compare import CompareOptions, compare
+
+    report = compare(mnist, CompareOptions(recipes=("static-pt2e", "dynamic"), batches=(4,), compile=False, repeats=3,
+                                           targets=("pytorch", "onnxruntime"), peers=True))
+    rows = {r.name: r for r in report.rows}
+    assert rows["onnxruntime float"].kind == "baseline" and rows["onnxruntime float"].latency[4].median_ms > 0
+    for peer in ("onnxruntime static int8 (its own quantizer)", "onnxruntime dynamic int8 (its own quantizer)"):
+        assert rows[peer].kind == "peer" and rows[peer].error is None, rows[peer].error
+        assert rows[peer].metrics["agreement"] > 0.97 and rows[peer].size_ratio < 0.3
+    exported = rows["static-pt2e -> onnxruntime"]
+    assert exported.runtime == "onnxruntime" and exported.error is None
+    assert exported.metrics["agreement"] > 0.97 and any("parity with the PyTorch int8 model" in n for n in exported.notes)
+    assert "no ONNX translation" in rows["dynamic -> onnxruntime"].error
+    assert all("(its own quantizer)" not in name for name in report.best.values())  # peers are never quantwise's best

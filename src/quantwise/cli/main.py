@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from quantwise.errors import QuantwiseError, first_line
+from quantwise.errors import QuantwiseError, choice_error, first_line
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -206,6 +206,8 @@ def compare(
     text: Optional[str] = TextOpt,
     context: int = ContextOpt,
     eval_tokens: int = EvalTokensOpt,
+    target: str = typer.Option("pytorch", "--target", help="Where quantized models run: pytorch, onnxruntime (exported, parity-checked, timed in ONNX Runtime), or both: pytorch,onnxruntime."),
+    peers: bool = typer.Option(True, "--peers/--no-peers", help="Add ONNX Runtime float and ONNX Runtime's own static/dynamic int8 quantizers as rows."),
 ) -> None:
     """Float baselines and every applicable workflow, side by side: size, latency, accuracy.
 
@@ -216,6 +218,7 @@ def compare(
       quantwise compare mnist-cnn
       quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json
       quantwise compare minilm-l6 --recipes dynamic,static-pt2e --no-compile
+      quantwise compare efficientnet-lite0 --recipes static-pt2e --target pytorch,onnxruntime
       quantwise compare smollm2-135m --json out/smollm2.json
       quantwise compare smollm2-135m --recipes int8-weight-only,int4-gptq --eval-tokens 20480
     """
@@ -239,7 +242,11 @@ def compare(
     if any(b < 1 for b in batch_list):
         raise QuantwiseError("batch sizes must be at least 1", "write e.g. --batches 1,32")
     bundle = _model(model, data, n_calibration, n_evaluation)
-    opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress)
+    targets = tuple(t.strip() for t in target.split(",") if t.strip())
+    for t in targets:
+        if t not in ("pytorch", "onnxruntime"):
+            raise choice_error("--target", t, ("pytorch", "onnxruntime"))
+    opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress, targets=targets, peers=peers)
     report = run_compare(bundle, opts)
     print_compare(report, out)
     if json_path:
