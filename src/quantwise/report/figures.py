@@ -77,7 +77,7 @@ def _front(keys: Sequence[Sequence[float]]) -> list[int]:
     return [i for i, k in enumerate(keys) if not any(dominates(o, k) for j, o in enumerate(keys) if j != i)]
 
 
-def pareto_figure(points: Sequence[Candidate], metric_name: str, title: str = "") -> bytes:
+def pareto_figure(points: Sequence[Candidate], metric_name: str, title: str = "", latency_label: str = "latency (ms)") -> bytes:
     """Two panels: latency vs metric (colour = size) and size vs metric (colour = latency).
 
     Each panel joins its own two-objective front with a step line; the chosen point is a red
@@ -90,16 +90,16 @@ def pareto_figure(points: Sequence[Candidate], metric_name: str, title: str = ""
         raise ValueError("all points must agree on whether a higher metric is better")
     higher = points[0].higher_is_better
     optimal = set(pareto_front(points))
-    fig = Figure(figsize=(13, 5.2), dpi=DPI, layout="constrained")
+    fig = _figure((13, 5.2))
     left, right = fig.subplots(1, 2)
     size = [p.size_mb for p in points]
     latency = [p.latency_ms for p in points]
-    _pareto_panel(left, points, latency, size, "latency (ms)", "size (MB)", optimal, higher)
-    _pareto_panel(right, points, size, latency, "size (MB)", "latency (ms)", optimal, higher)
+    _pareto_panel(left, points, latency, size, latency_label, "size (MB)", optimal, higher)
+    _pareto_panel(right, points, size, latency, "size (MB)", latency_label, optimal, higher)
     arrow = "higher is better" if higher else "lower is better"
     for ax in (left, right):
         ax.set_ylabel(f"{metric_name} ({arrow})")
-    left.set_title("latency vs " + metric_name)
+    left.set_title(f"{latency_label} vs {metric_name}")
     right.set_title("size vs " + metric_name)
     if title:
         fig.suptitle(title)
@@ -153,6 +153,7 @@ def _place_labels(ax: Axes, xs: list[float], ys: list[float], which: list[int], 
     fig.canvas.draw()
     scale = fig.dpi / 72.0  # pixels per point
     px = ax.transData.transform(np.column_stack([xs, ys]))
+    frame = ax.get_window_extent()
     markers = [(x - 6 * scale, y - 6 * scale, x + 6 * scale, y + 6 * scale) for x, y in px]
     taken: list[tuple[float, float, float, float]] = []
     offsets = [(7, 5), (7, -13), (-7, 5), (-7, -13), (7, 15), (-7, -23), (7, -23), (-7, 15)]
@@ -165,6 +166,7 @@ def _place_labels(ax: Axes, xs: list[float], ys: list[float], which: list[int], 
             x0 = px[i][0] + dx * scale - (w if dx < 0 else 0)
             box = (x0, px[i][1] + dy * scale, x0 + w, px[i][1] + dy * scale + h)
             clashes = sum(_overlap(box, b) for b in taken + [m for j, m in enumerate(markers) if j != i])
+            clashes += 2 * (box[0] < frame.x0 or box[2] > frame.x1 or box[1] < frame.y0 or box[3] > frame.y1)
             if best is None or clashes < best[0]:
                 best = (clashes, dx, dy, box)
             if clashes == 0:
@@ -232,7 +234,7 @@ def histogram_figure(layer: str, distributions: Sequence[Distribution], bins: in
     observer's clipping range as dashed lines, the clipped fraction in the legend."""
     if not distributions:
         raise ValueError("histogram_figure needs at least one distribution")
-    fig = Figure(figsize=(6.2 * len(distributions), 4.2), dpi=DPI, layout="constrained")
+    fig = _figure((6.2 * len(distributions), 4.2))
     axes = np.atleast_1d(fig.subplots(1, len(distributions)))
     for ax, d in zip(axes, distributions):
         v = np.asarray(d.values, dtype=np.float64).ravel()
@@ -268,7 +270,7 @@ def _view(v: np.ndarray, low: float | None, high: float | None) -> tuple[float, 
 
 def _tall_figure(n: int, xlabel: str, title: str) -> tuple[Figure, Axes]:
     # about 0.22 inch per layer keeps 7-pt names apart at 100 layers (about 24 inches)
-    fig = Figure(figsize=(10, max(3.0, 0.22 * n + 1.6)), dpi=DPI, layout="constrained")
+    fig = _figure((10, max(3.0, 0.22 * n + 1.6)))
     ax = fig.subplots()
     ax.set_xlabel(xlabel)
     ax.xaxis.set_tick_params(labeltop=True, top=True)  # readable at both ends of a long figure
@@ -296,8 +298,13 @@ def _wide(values: Sequence[float]) -> bool:
     return len(positive) == len(values) and max(positive) / min(positive) > 20
 
 
+def _figure(size: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # a real canvas: draw() lays the figure out (label placement needs it)
+    return fig
+
+
 def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
