@@ -54,8 +54,10 @@ def compare_document(report: CompareReport) -> Document:
     warnings_section(doc.section("Warnings"), [(r.name, r.warnings, r.error) for r in report.rows])
     figures = doc.section("Size, latency and accuracy")
     for b in report.batches:
-        pareto_section(figures, compare_candidates(report, b), report.primary, f"{report.model}, batch {b}", "latency (ms)",
-                f"Batch {b}: every row by median latency, size and {report.primary}; the star is the best row at this batch.")
+        points = compare_candidates(report, b)
+        star = "the star is the best row at this batch" if any(p.chosen for p in points) else "no row qualifies as best at this batch"
+        pareto_section(figures, points, report.primary, f"{report.model}, batch {b}", "latency (ms)",
+                       f"Batch {b}: every row by median latency, size and {report.primary}; {star}.")
     return doc
 
 

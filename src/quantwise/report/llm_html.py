@@ -36,6 +36,7 @@ def llm_compare_document(report: LLMCompareReport) -> Document:
     results.items([f"{row.method}: {note}" for row in report.rows for note in row.notes])
     results.paragraph(f"Best: {report.best}")
     warnings_section(doc.section("Warnings"), [(r.method, r.warnings, r.error) for r in report.rows])
+    star = "the star is the best row" if report.best_index is not None else "no row qualifies as best"
     pareto_section(doc.section("Size, speed and perplexity"), llm_candidates(report), "perplexity", report.model, "decode ms/token",
-            "Every row by decode time per token (batch 1), size and perplexity; the star is the best row.")
+                   f"Every row by decode time per token (batch 1), size and perplexity; {star}.")
     return doc
