@@ -216,3 +216,40 @@ def test_unusable_html_path_is_refused_before_any_work(capsys, tmp_path, target,
     code, _, err = invoke(capsys, "compare", "mnist-cnn", "--html", target.format(tmp=tmp_path), *SMALL)
     assert code == 2 and words in error_line(err) and "--html" in error_line(err)
     assert "loading" not in err  # refused before the model was loaded
+
+
+# A real language-model compare, recorded on this machine (2 cores, shared: the speeds are
+# only inputs here, not claims) with:
+#   quantwise --threads 1 compare smollm2-135m --recipes int8-weight-only,int4-rtn --no-compile \
+#     --eval-tokens 2048 --context 512 --repeats 2 --json smollm2_compare.json
+LLM_JSON = Path(__file__).parent / "data" / "smollm2_compare.json"
+
+
+def test_language_model_report_matches_its_json_and_renders(tmp_path):
+    from rich.console import Console
+
+    from quantwise.llm.compare import LLMCompareReport, LLMRow
+    from quantwise.report.llm_html import llm_candidates, llm_compare_document
+    from quantwise.report.llm_table import print_llm_compare
+
+    data = json.loads(LLM_JSON.read_text())
+    report = LLMCompareReport(**{**data, "rows": [LLMRow(**r) for r in data["rows"]]})
+    path = write_html(llm_compare_document(report), tmp_path / "llm.html")
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    assert json.loads(page.data) == data
+    table = next(t for t in page.tables if t[0][0][0] == "method")
+    header, rows = [text for text, _ in table[0]], table[1:]
+    terminal = io.StringIO()
+    print_llm_compare(report, Console(file=terminal, width=250))
+    assert [[c.strip() for c in line.split("│")[1:-1]] for line in terminal.getvalue().splitlines() if line.startswith("│")] == [[t for t, _ in r] for r in rows]
+    for cells, row in zip(rows, data["rows"]):
+        for column, key in (("size MB", "size_mb"), ("perplexity", "perplexity"), ("Δ ppl %", "delta_pct"), ("decode tok/s b1", "decode_tokens_per_s")):
+            assert float(cells[header.index(column)][1]) == row[key]
+    points = {p.name: p for p in llm_candidates(report)}
+    assert [n for n, p in points.items() if p.chosen] == [data["rows"][data["best_index"]]["method"]] == ["int8-weight-only"]
+    assert points["int4-rtn"].within_budget is False  # +24.8 % perplexity, past the 2 % tolerance
+    assert points["float32 eager"].latency_ms == pytest.approx(1000 / data["rows"][0]["decode_tokens_per_s"])
+    assert page.warnings == ["int4-rtn: " + w for w in data["rows"][3]["warnings"]]
+    browser = open_page(path, width=1280, height=1600)
+    assert browser.console == [] and browser.errors == [] and [i["ok"] for i in browser.images] == [True]
