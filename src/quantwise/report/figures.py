@@ -181,7 +181,8 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def sensitivity_figure(layers: Sequence[str], quantized_only: Sequence[float], float_only: Sequence[float] | None, metric_name: str, title: str = "") -> bytes:
+def sensitivity_figure(layers: Sequence[str], quantized_only: Sequence[float], float_only: Sequence[float] | None, metric_name: str,
+                       higher_is_better: bool = True, title: str = "") -> bytes:
     """Per-layer metric change as horizontal bars, layers top to bottom in network order.
 
     ``quantized_only[i]``: change of the metric when only layer i is quantized (vs float).
@@ -193,7 +194,8 @@ def sensitivity_figure(layers: Sequence[str], quantized_only: Sequence[float], f
     series = [("only this layer quantized (vs float)", quantized_only, QUANTIZED)]
     if float_only is not None:
         series.append(("only this layer kept float (vs all quantized)", float_only, FLOAT))
-    fig, ax = _tall_figure(n, f"change in {metric_name}", title)
+    better = "higher" if higher_is_better else "lower"
+    fig, ax = _tall_figure(n, f"change in {metric_name} ({better} is better)", title)
     pos = np.arange(n)
     height = 0.8 / len(series)
     for k, (label, values, colour) in enumerate(series):

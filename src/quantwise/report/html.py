@@ -41,6 +41,7 @@ tr.bad td { background: #fdecea; }
 tr.good td { background: #eaf6ea; }
 tr.muted td { color: #777; }
 caption { caption-side: top; text-align: left; color: #444; padding-bottom: 4px; }
+.scroll { overflow-x: auto; }
 figure { margin: 14px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e0e0e0; }
 figcaption { color: #444; font-size: 0.9em; margin-top: 4px; }
@@ -135,7 +136,7 @@ def _table_html(table: Table) -> str:
         cls = f' class="{style}"' if style else ""
         body.append(f"<tr{cls}>" + "".join(_cell_html(c) for c in row) + "</tr>")
     caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="scroll"><table>{caption}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def _cell_html(cell: Cell) -> str:
