@@ -80,8 +80,9 @@ def _front(keys: Sequence[Sequence[float]]) -> list[int]:
 def pareto_figure(points: Sequence[Candidate], metric_name: str, title: str = "", latency_label: str = "latency (ms)") -> bytes:
     """Two panels: latency vs metric (colour = size) and size vs metric (colour = latency).
 
-    Each panel joins its own two-objective front with a step line; the chosen point is a red
-    star with its name; points outside the budget are crosses. Axes spanning more than 20x
+    Each panel joins its own two-objective front with a step line and rings the points optimal
+    on all three objectives; the chosen point is a red star with its name; points outside the
+    budget are crosses. Axes spanning more than 20x
     are logarithmic.
     """
     if not points:
@@ -123,6 +124,8 @@ def _pareto_panel(ax: Axes, points: Sequence[Candidate], xs: list[float], colour
         common["c"] = [colour[i] for i in outside]
         scatter = ax.scatter([xs[i] for i in outside], [ys[i] for i in outside], s=70, marker="X", linewidths=0.6, edgecolors="black", **common)
     ax.figure.colorbar(scatter, ax=ax, pad=0.01).set_label(clabel)
+    ring = sorted(optimal)  # optimal on all three objectives, whichever two this panel shows
+    ax.scatter([xs[i] for i in ring], [ys[i] for i in ring], s=190, facecolors="none", edgecolors="black", linewidths=1.1, zorder=2)
     chosen = [i for i, p in enumerate(points) if p.chosen]
     if chosen:
         ax.scatter([xs[i] for i in chosen], [ys[i] for i in chosen], s=320, marker="*", facecolors="none", edgecolors=CHOSEN, linewidths=1.8, zorder=4)
@@ -138,6 +141,7 @@ def _pareto_panel(ax: Axes, points: Sequence[Candidate], xs: list[float], colour
     handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="0.8", markeredgecolor="black", label="within budget" if outside else "candidate"))
     if outside:
         handles.append(Line2D([], [], marker="X", linestyle="", markerfacecolor="0.8", markeredgecolor="black", label="outside budget"))
+    handles.append(Line2D([], [], marker="o", markersize=13, linestyle="", markerfacecolor="none", markeredgecolor="black", label="Pareto-optimal on size, latency and metric"))
     if chosen:
         handles.append(Line2D([], [], marker="*", markersize=14, linestyle="", markerfacecolor="none", markeredgecolor=CHOSEN, label="chosen"))
     ax.legend(handles=handles, loc="best", fontsize=8)
