@@ -198,6 +198,7 @@ def compare(
     recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset)."),
     batches: str = typer.Option("1,32", "--batches", help="Batch sizes to time, comma-separated."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: setting, table, warnings, Pareto figure."),
     data: Optional[str] = DataOpt,
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile rows (slow to build)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed calls per measurement, medians reported (default: 20; 5 decode runs for language models)."),
@@ -216,21 +217,25 @@ def compare(
 
     Examples:
       quantwise compare mnist-cnn
-      quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json
+      quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json --html out/effnet.html
       quantwise compare minilm-l6 --recipes dynamic,static-pt2e --no-compile
       quantwise compare efficientnet-lite0 --recipes static-pt2e --target pytorch,onnxruntime
       quantwise compare smollm2-135m --json out/smollm2.json
       quantwise compare smollm2-135m --recipes int8-weight-only,int4-gptq --eval-tokens 20480
     """
+    from quantwise.cli.outputs import check_outputs, write_outputs
+
+    check_outputs(json=json_path, html=html_path)
     if _is_llm(model):
         from quantwise.cli import llm
 
-        return llm.compare(model, recipes_ or "", json_path, text, eval_tokens, context, compile_, repeats or 5, out, progress)
+        return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress)
     recipes_ = recipes_ or ",".join(("dynamic", "static-fx", "static-pt2e", "qat"))
     repeats = repeats or 20
     from quantwise.compare import CompareOptions, compare as run_compare
     from quantwise.config import parse_recipe
-    from quantwise.report.table import print_compare, write_json
+    from quantwise.report.compare_html import compare_document
+    from quantwise.report.table import print_compare
 
     recipe_list = tuple(r.strip() for r in recipes_.split(",") if r.strip())
     for r in recipe_list:
@@ -249,9 +254,7 @@ def compare(
     opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress, targets=targets, peers=peers)
     report = run_compare(bundle, opts)
     print_compare(report, out)
-    if json_path:
-        write_json(report.to_dict(), json_path)
-        out.print(f"wrote {json_path}")
+    write_outputs(report.to_dict(), lambda: compare_document(report), json_path, html_path, out)
 
 
 @app.command("export")
