@@ -80,7 +80,7 @@ def compared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("html-report")
     json_path, html_path = folder / "report.json", folder / "nested" / "report.html"
     args = ["quantwise", "-q", "compare", "mnist-cnn", "--recipes", "dynamic,static-fx", "--batches", ",".join(map(str, BATCHES)),
-            "--no-compile", "--repeats", "5", "--json", str(json_path), "--html", str(html_path), *SMALL]
+            "--no-compile", "--no-peers", "--repeats", "5", "--json", str(json_path), "--html", str(html_path), *SMALL]
     out, err = io.StringIO(), io.StringIO()
     old, sys.argv = sys.argv, args
     try:
