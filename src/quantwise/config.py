@@ -18,7 +18,7 @@ RECIPE_VERSION = 1
 
 OBSERVERS = ("minmax", "moving-average", "histogram", "percentile", "mse")
 GRANULARITIES = ("per-channel", "per-tensor")
-BACKENDS = ("x86", "qnnpack")
+BACKENDS = ("x86", "qnnpack", "xnnpack")  # xnnpack: pt2e only, for ExecuTorch
 STATIC_PATHS = ("fx", "pt2e")
 
 
@@ -71,11 +71,13 @@ class StaticInt8:
         _check_weight_bits(self.weight_bits, self.path)
         if not 50.0 < self.percentile <= 100.0:
             raise QuantwiseError(f"percentile {self.percentile} is out of range", "use a value in (50, 100], e.g. 99.99")
-        if self.path == "pt2e" and self.backend != "x86":
+        if self.path == "pt2e" and self.backend == "qnnpack":
             raise QuantwiseError(
-                f"the pt2e path has no {self.backend} quantizer in this torchao build",
-                "use path=fx for backend qnnpack, or backend=x86 with pt2e",
+                "the pt2e path has no qnnpack quantizer in this torchao build",
+                "use path=fx for backend qnnpack, backend=xnnpack with pt2e for ARM/mobile (ExecuTorch), or backend=x86",
             )
+        if self.path == "fx" and self.backend == "xnnpack":
+            raise QuantwiseError("backend xnnpack quantizes through torch.export only", "use static:path=pt2e,backend=xnnpack (needs executorch), or backend=qnnpack with path=fx")
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,7 @@ PRESETS: dict[str, Recipe] = {
     "dynamic": DynamicInt8(),
     "static-fx": StaticInt8(path="fx"),
     "static-pt2e": StaticInt8(path="pt2e"),
+    "static-xnnpack": StaticInt8(path="pt2e", backend="xnnpack"),
     "static-qnnpack": StaticInt8(path="fx", backend="qnnpack", granularity="per-tensor"),
     "qat": QAT(),
     "static-w4": StaticInt8(path="fx", weight_bits=4, observer="minmax"),

@@ -17,7 +17,7 @@ def artifacts(mnist, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("export")
     made = {}
-    for recipe in ("static-pt2e", "static-fx", "dynamic"):
+    for recipe in ("static-pt2e", "static-fx", "dynamic", "static-xnnpack"):
         made[recipe] = api.save(api.quantize(mnist, recipe), root / recipe)
     return made
 
@@ -25,6 +25,7 @@ def artifacts(mnist, tmp_path_factory):
 @pytest.mark.parametrize("recipe,target", [
     ("static-pt2e", "onnx"), ("static-pt2e", "pt2"), ("static-pt2e", "torchscript"),
     ("static-fx", "onnx"), ("static-fx", "torchscript"), ("dynamic", "pt2"),
+    ("static-xnnpack", "executorch"), ("static-xnnpack", "onnx"),
 ])
 def test_export_holds_parity_and_is_recorded(artifacts, mnist, recipe, target):
     from quantwise.export import export_artifact
@@ -88,6 +89,7 @@ def test_failed_parity_leaves_nothing(artifacts, mnist, monkeypatch):
     ("dynamic", "onnx", "no ONNX translation"),
     ("dynamic", "torchscript", "cannot be traced by TorchScript"),
     ("static-fx", "tflite", "unknown export target"),
+    ("static-pt2e", "executorch", "quantize with static:path=pt2e,backend=xnnpack"),
 ])
 def test_unsupported_export_is_one_line(capsys, artifacts, recipe, to, words):
     before = sorted(p.name for p in artifacts[recipe].iterdir())

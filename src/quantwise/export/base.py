@@ -17,11 +17,14 @@ Runner = Callable[..., torch.Tensor]
 
 
 def recipe_family(recipe: Recipe | dict[str, Any]) -> str:
-    """'pt2e', 'fx' (legacy FX modules: static fx, qat, 4-bit), 'dynamic', or the LLM kinds."""
-    data = recipe if isinstance(recipe, dict) else {"kind": recipe.kind, **{k: getattr(recipe, k) for k in ("path",) if hasattr(recipe, k)}}
+    """'pt2e' (x86 quantizer), 'pt2e-xnnpack' (ExecuTorch's quantizer), 'fx' (legacy FX modules:
+    static fx, qat, 4-bit), 'dynamic', or the LLM kinds."""
+    data = recipe if isinstance(recipe, dict) else {"kind": recipe.kind, **{k: getattr(recipe, k) for k in ("path", "backend") if hasattr(recipe, k)}}
     kind = data.get("kind")
+    if kind == "static" and data.get("path") == "pt2e":
+        return "pt2e-xnnpack" if data.get("backend") == "xnnpack" else "pt2e"
     if kind == "static":
-        return "pt2e" if data.get("path") == "pt2e" else "fx"
+        return "fx"
     if kind == "qat":
         return "fx"
     return str(kind)

@@ -69,13 +69,13 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
         try:
             notes = target.write(loaded.module, example, tmp, bool(loaded.quantized.meta.get("dynamic_batch", bundle.dynamic_batch)))
             runner = target.load(tmp, threads or torch.get_num_threads())
+            seconds = time.perf_counter() - start
+            result = parity.check(runner, loaded.module, bundle.model.eval(), held_out, bundle.task == "classification")
         except QuantwiseError:
             raise
         except Exception as err:
             raise QuantwiseError(f"{target.name} export of this {family} model failed ({type(err).__name__}: {first_line(err, 160)})",
                                  "try another target (quantwise export --help lists them) or report it") from err
-        seconds = time.perf_counter() - start
-        result = parity.check(runner, loaded.module, bundle.model.eval(), held_out, bundle.task == "classification")
         if not result.passed:
             q = result.vs_quantized
             got = f"agreement {q.agreement:.4f}" if q.agreement is not None else f"cosine {q.cosine:.5f}"
