@@ -240,7 +240,9 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
         for name, module in linears.items():
             w = module.weight.data
             if uses_gptq:
-                quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp, act_order=recipe.act_order)
+                init = hqq(w, grid) if recipe.gptq_grid == "hqq" else None
+                quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp, act_order=recipe.act_order,
+                             qparams=None if init is None else (init.scale, init.zero))
             else:
                 quant = rtn(w, grid)
             layers_out[f"model.layers.{index}.{name}"] = quant
