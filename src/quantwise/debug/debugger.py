@@ -1,0 +1,286 @@
+"""Layer-by-layer debugging of a quantized classic model against its float original.
+
+For every quantized layer: the error of its own output when fed the float model's input
+(isolated) and when fed the quantized model's own activations (propagated), weight and
+input-range statistics; at the model output the task's fidelity metrics; a one-line
+diagnosis; and raw values of one layer for histograms. Definitions: debug/stats.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from quantwise.config import QAT, DynamicInt8, Recipe, StaticInt8, parse_recipe, recipe_name
+from quantwise.debug.ablation import FloatChain, SourceMeter
+from quantwise.debug.capture import Backend, LayerWeights, QuantLayer, backend_for
+from quantwise.debug.diagnose import diagnose
+from quantwise.debug.float_side import Call, Chain, FloatRecorder, call_name, parse_call, trace_chains
+from quantwise.debug.results import DebugReport, HistogramData, LayerDebug
+from quantwise.debug.stats import ActivationAccumulator, ErrorAccumulator, subsample, weight_stats
+from quantwise.errors import QuantwiseError
+from quantwise.evaluate.metrics import fidelity
+from quantwise.methods.base import ProgressFn, Quantized, no_progress
+from quantwise.models.base import ModelBundle
+
+SUPPORTED_RECIPES = (DynamicInt8, StaticInt8, QAT)
+
+
+@dataclass
+class DebugOptions:
+    """``samples`` evaluation samples in batches of ``batch_size``; ``layer`` picks the
+    layer whose raw values are kept for histograms (default: worst propagated SQNR)."""
+
+    samples: int = 32
+    batch_size: int = 4
+    layer: str | None = None
+    histogram_values: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.batch_size < 1:
+            raise QuantwiseError(f"--samples and the batch size must be at least 1 (got {self.samples}, {self.batch_size})", "e.g. --samples 32")
+
+
+def check_recipe(recipe: Recipe) -> None:
+    if not isinstance(recipe, SUPPORTED_RECIPES):
+        raise QuantwiseError(
+            f"the layer debugger does not handle {recipe.kind} recipes (language-model recipes)",
+            "use a classic recipe: dynamic, static-fx, static-pt2e, qat, or static:/dynamic:/qat:key=value",
+        )
+
+
+def check_layer_name(model: nn.Module, name: str) -> None:
+    """Fail before any slow work when ``name`` is not a module of the float model."""
+    names = {n for n, _ in model.named_modules() if n}
+    if parse_call(name)[0] not in names:
+        close = sorted(n for n in names if name.split(".")[-1] in n)[:5] or sorted(names)[:5]
+        raise QuantwiseError(f"--layer {name!r} is not a module of the float model", f"use a layer name from the table, e.g. {', '.join(close)}")
+
+
+def debug_recipe(bundle: ModelBundle, recipe: Recipe | str, options: DebugOptions | None = None, progress: ProgressFn = no_progress) -> DebugReport:
+    """Quantize ``bundle`` with ``recipe``, then debug the result layer by layer."""
+    from quantwise import api
+
+    options = options or DebugOptions()
+    recipe = parse_recipe(recipe) if isinstance(recipe, str) else recipe
+    check_recipe(recipe)
+    if options.layer:
+        check_layer_name(bundle.model, options.layer)
+    result = api.quantize(bundle, recipe, progress=progress)
+    return debug(bundle, result.quantized, options, progress)
+
+
+def debug(bundle: ModelBundle, quantized: Quantized, options: DebugOptions | None = None, progress: ProgressFn = no_progress) -> DebugReport:
+    """Debug an already quantized model (e.g. loaded from an artifact, or edited by hand)."""
+    options = options or DebugOptions()
+    check_recipe(quantized.recipe)
+    if options.layer:
+        check_layer_name(bundle.model, options.layer)
+    data = bundle.evaluation.take(options.samples)
+    float_model = bundle.model.eval()
+    chains = {c.layer: c for c in trace_chains(float_model, data.example(1))}
+    backend = backend_for(quantized.module, float_model, list(chains.values()), getattr(quantized.recipe, "weight_bits", 8))
+    try:
+        if not backend.layers:
+            raise QuantwiseError("no quantized conv/linear/LSTM/GRU/embedding layer matches a float module", "check that the recipe quantizes this model (quantwise compare)")
+        return _measure(bundle, quantized, backend, chains, data, options, progress)
+    finally:
+        backend.close()
+
+
+@dataclass
+class _Plan:
+    """How one quantized layer is compared: the float call whose input it takes, the one
+    whose output it is compared with, and an activation to apply when the float model
+    applies it as a function (no module to hook)."""
+
+    layer: QuantLayer
+    chain: Chain
+    parts: list[Call]
+    extra_activation: bool
+
+    @property
+    def reference(self) -> Call:
+        return self.parts[-1]
+
+
+def _plan(layer: QuantLayer, chain: Chain) -> _Plan:
+    parts = [layer.call]
+    if layer.folds_batch_norm and chain.batch_norm:
+        parts.append(chain.batch_norm)
+    extra = False
+    if layer.activation is not None:
+        if chain.activation:
+            parts.append(chain.activation)
+        else:
+            extra = True
+    return _Plan(layer, chain, parts, extra)
+
+
+def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains: dict[Call, Chain], data, options: DebugOptions, progress: ProgressFn) -> DebugReport:
+    plans = [_plan(layer, chains[layer.call]) for layer in backend.layers]
+    order = {call: i for i, call in enumerate(chains)}
+    plans.sort(key=lambda p: order[p.layer.call])
+    recorder = FloatRecorder(bundle.model, {p.layer.call for p in plans}, {p.reference for p in plans})
+    isolated = {p.layer.call: ErrorAccumulator() for p in plans}
+    propagated = {p.layer.call: ErrorAccumulator() for p in plans}
+    activations = {p.layer.call: ActivationAccumulator() for p in plans}
+    outputs = {p.layer.call: ActivationAccumulator() for p in plans}
+    meters = {p.layer.call: SourceMeter() for p in plans}
+    modules = dict(bundle.model.named_modules())
+    chains_of = {p.layer.call: _float_chain(p, modules) for p in plans}
+    layer_weights = {p.layer.call: backend.weights(p.layer) for p in plans}
+    kept: dict[Call, list[torch.Tensor]] = {p.layer.call: [] for p in plans}
+    batches = list(data.batches(options.batch_size))
+    per_batch = math.ceil(options.histogram_values / max(len(batches), 1))
+    generator = torch.Generator().manual_seed(options.seed)
+    float_out, quant_out = [], []
+    isolated_ok = True
+    try:
+        for inputs, _ in progress("debugging layers", batches, len(batches)):
+            float_out.append(_logits(recorder.run(inputs)))
+            run = backend.run(inputs)
+            quant_out.append(_logits(run.output))
+            for p in plans:
+                call = p.layer.call
+                reference = recorder.outputs[p.reference]
+                if p.extra_activation:
+                    reference = p.layer.activation(reference)
+                propagated[call].add(reference, run.layer_outputs[call])
+                if run.output_grids.get(call) is not None:
+                    outputs[call].add(reference, run.output_grids[call])
+                args = recorder.inputs[call]
+                grid = run.input_grids.get(call)
+                try:
+                    isolated[call].add(reference, backend.isolated(p.layer, args, inputs, grid))
+                except RuntimeError:
+                    isolated_ok = False
+                    isolated[call] = None  # type: ignore[assignment]
+                got = layer_weights[call]
+                meters[call].add(chains_of[call], args, reference, grid, run.output_grids.get(call), got.dequantized if got else None)
+                x = args[0]
+                if isinstance(x, torch.Tensor) and x.is_floating_point():
+                    activations[call].add(x, grid)
+                    kept[call].append(subsample(x, per_batch, generator))
+    finally:
+        recorder.close()
+    reference_out, test_out = torch.cat(float_out), torch.cat(quant_out)
+    output = fidelity(bundle.task, reference_out, test_out, data.targets)
+    if "agreement" in output:
+        output["flip_rate"] = 1.0 - output["agreement"]
+    rows, weights = [], {}
+    for i, p in enumerate(plans):
+        call = p.layer.call
+        pair = _weights(layer_weights[call], p, modules)
+        weights[call] = pair
+        acc = activations[call]
+        rows.append(LayerDebug(
+            index=i,
+            name=call_name(call),
+            kind=p.layer.kind,
+            quantized_as=p.layer.module_type,
+            fused=[call_name(c) for c in p.parts] + ([f"{p.layer.activation_name} (functional)"] if p.extra_activation else []),
+            isolated=isolated[call].result() if isolated[call] is not None else None,
+            propagated=propagated[call].result(),
+            weights=weight_stats(*pair) if pair else None,
+            inputs=acc.result() if acc.count else None,
+            outputs=outputs[call].result() if outputs[call].grid is not None else None,
+            sources=meters[call].result(),
+        ))
+    notes = _notes(backend, chains, plans, isolated_ok)
+    report = DebugReport(
+        model=bundle.name, recipe=recipe_name(quantized.recipe), task=bundle.task, samples=len(data),
+        data=data.description, output=output, layers=rows, diagnosis=diagnose(rows, output), histogram=None, notes=notes,
+    )
+    report.histogram = _histogram(report, plans, weights, kept, activations, options)
+    return report
+
+
+def _logits(output: torch.Tensor | tuple) -> torch.Tensor:
+    while isinstance(output, (tuple, list)):
+        output = output[0]
+    return (output.dequantize() if output.is_quantized else output).float()
+
+
+def _float_chain(plan: _Plan, modules: dict[str, nn.Module]) -> FloatChain:
+    layer = modules[plan.layer.call[0]]
+    bn = modules[plan.chain.batch_norm[0]] if plan.chain.batch_norm in plan.parts else None
+    tail = []
+    if plan.chain.activation in plan.parts:
+        tail.append(modules[plan.chain.activation[0]].forward)
+    elif plan.extra_activation:
+        tail.append(plan.layer.activation)
+    return FloatChain(layer, bn, tail)
+
+
+def _weights(got: LayerWeights | None, plan: _Plan, modules: dict[str, nn.Module]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(float weights as the layer quantizes them, dequantized weights, per-channel ranges), flattened per row."""
+    if got is None:
+        return None
+    module = modules[plan.layer.call[0]]
+    floats, deqs = [], []
+    for name, deq in got.dequantized.items():
+        weight = getattr(module, name).detach().float()
+        if name == "weight" and plan.layer.folds_batch_norm and plan.chain.batch_norm:
+            weight = _fold_batch_norm(weight, modules[plan.chain.batch_norm[0]])
+        floats.append(weight.reshape(weight.shape[0], -1))
+        deqs.append(deq.float().reshape(deq.shape[0], -1))
+    if any(f.shape != d.shape for f, d in zip(floats, deqs)):
+        return None
+    width = max(f.shape[1] for f in floats)
+    same = all(f.shape[1] == width for f in floats)
+    flat = (lambda ts: torch.cat(ts)) if same else (lambda ts: torch.cat([t.flatten() for t in ts]).reshape(-1, 1))
+    return flat(floats), flat(deqs), got.channel_ranges
+
+
+def _fold_batch_norm(weight: torch.Tensor, bn: nn.Module) -> torch.Tensor:
+    """w * gamma / sqrt(var + eps), per output channel: what conv-bn fusion quantizes."""
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_var)
+    factor = gamma / torch.sqrt(bn.running_var + bn.eps)
+    return weight * factor.reshape(-1, *([1] * (weight.dim() - 1)))
+
+
+def _notes(backend: Backend, chains: dict[Call, Chain], plans: list[_Plan], isolated_ok: bool) -> list[str]:
+    notes = []
+    covered = {p.layer.call for p in plans}
+    left = [call_name(c) for c in chains if c not in covered]
+    if left:
+        notes.append(f"{len(left)} conv/linear/recurrent/embedding layer call(s) stay float: {', '.join(left[:6])}{' ...' if len(left) > 6 else ''}")
+    unmatched = getattr(backend, "unmatched", [])
+    if unmatched:
+        notes.append(f"{len(unmatched)} quantized op(s) could not be named after a float module: {', '.join(unmatched[:4])}")
+    if not isolated_ok:
+        notes.append("isolated error is unavailable for some layers (their graph pattern needs inputs other than the layer's own)")
+    if any(r.layer.kind in ("lstm", "gru") for r in plans):
+        notes.append("LSTM/GRU rows compare the output sequence (not the final hidden state)")
+    return notes
+
+
+def _histogram(report: DebugReport, plans: list[_Plan], weights: dict, kept: dict, activations: dict, options: DebugOptions) -> HistogramData | None:
+    if options.layer:
+        try:
+            row = report.layer(options.layer)
+        except KeyError:
+            names = [r.name for r in report.layers]
+            raise QuantwiseError(f"--layer {options.layer!r} is not a quantized layer of this model", f"use one of: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}") from None
+    else:
+        row = min(report.layers, key=lambda r: r.propagated.sqnr_db)
+    plan = plans[row.index]
+    call = plan.layer.call
+    generator = torch.Generator().manual_seed(options.seed)
+    pair = weights.get(call)
+    w = subsample(pair[0], options.histogram_values, generator) if pair else None
+    ranges = pair[2] if pair else None
+    values = torch.cat(kept[call]) if kept[call] else None
+    grid = activations[call].grid
+    return HistogramData(
+        layer=row.name,
+        weights=w,
+        weight_range=(float(ranges[:, 0].min()), float(ranges[:, 1].max())) if ranges is not None else None,
+        weight_channel_ranges=ranges,
+        activations=values,
+        activation_range=(grid.lo, grid.hi) if grid is not None else None,
+    )
