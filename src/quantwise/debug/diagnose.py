@@ -13,7 +13,6 @@ import math
 
 from quantwise.debug.results import Diagnosis, LayerDebug
 
-CLIP_SHARE = 0.5
 CLIP_MARGIN_DB = 10 * math.log10(2)  # clipping noise > half of the step's noise
 MIN_DROP_DB = 1.0  # a smaller step in propagated SQNR is noise, not accumulation
 _CAP = 200.0  # dB: stands for infinite SQNR in comparisons
@@ -43,10 +42,18 @@ def cause(layer: LayerDebug) -> str:
     if not found:
         return ""
     source = min(found, key=lambda k: _finite(found[k]))
-    clip = {"input": layer.sources.input_clipping_db, "output": layer.sources.output_clipping_db}.get(source)
-    if clip is not None and _finite(clip) < _finite(found[source]) + CLIP_MARGIN_DB:
+    if source != "weight" and clipping_dominated(layer, source):
         return f"{source} clipping"
     return f"{source} rounding"
+
+
+def clipping_dominated(layer: LayerDebug, step: str) -> bool:
+    """Whether clamping alone makes more than half of the noise of ``step`` ("input" or "output")."""
+    src = layer.sources
+    if src is None:
+        return False
+    full, clip = (src.input_db, src.input_clipping_db) if step == "input" else (src.output_db, src.output_clipping_db)
+    return full is not None and clip is not None and _finite(clip) < _finite(full) + CLIP_MARGIN_DB
 
 
 def _own(layer: LayerDebug) -> float:
@@ -75,11 +82,11 @@ def _hints(layers: list[LayerDebug], worst: LayerDebug, why: str) -> list[str]:
     found = sources(worst)
     if found:
         hints.append(f"{worst.name}: noise sources " + ", ".join(f"{k} {v:.1f} dB" for k, v in found.items()) + " at its output (the lowest dominates)")
-    static = [l for l in layers if l.inputs is not None and l.inputs.clip_error_share is not None]
-    clipped = [l for l in static if l.inputs.clip_error_share > CLIP_SHARE]
+    static = [l for l in layers if l.sources is not None and l.sources.input_db is not None]
+    clipped = [l for l in static if clipping_dominated(l, "input")]
     if static:
-        hints.append(f"{len(clipped)} of {len(static)} quantized layer inputs lose more to clipping than to rounding"
-                     + (f" (largest share: {max(clipped, key=lambda l: l.inputs.clip_error_share).name})" if clipped else ""))
+        hints.append(f"{len(clipped)} of {len(static)} statically quantized layer inputs lose more to clipping than to rounding"
+                     + (f": {', '.join(l.name for l in clipped[:5])}{' ...' if len(clipped) > 5 else ''}" if clipped else ""))
     source, _, kind = why.partition(" ")
     stats = {"input": worst.inputs, "output": worst.outputs}.get(source)
     if kind == "clipping" and stats is not None:

@@ -34,15 +34,20 @@ def db(signal: float, noise: float) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    """<a, b> of two flat float32 tensors (BLAS dot, fast; ample precision for dB figures)."""
+    return float(torch.dot(a, b))
+
+
 def outlier_count(x: torch.Tensor, sigmas: float = OUTLIER_SIGMAS) -> int:
     """Values farther than ``sigmas`` standard deviations from the mean."""
-    x = x.detach().double().flatten()
+    x = x.detach().float().flatten()
     if x.numel() < 2:
         return 0
-    std = float(x.std())
-    if std == 0:
+    std, mean = torch.std_mean(x)
+    if float(std) == 0:
         return 0
-    return int(((x - x.mean()).abs() > sigmas * std).sum())
+    return int(((x - mean).abs() > sigmas * std).sum())
 
 
 def fake_quantize(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:
@@ -77,14 +82,14 @@ class ErrorAccumulator:
         self.max_abs = 0.0
 
     def add(self, reference: torch.Tensor, test: torch.Tensor) -> None:
-        ref, out = reference.detach().double().flatten(), test.detach().double().flatten()
+        ref, out = reference.detach().float().flatten(), test.detach().float().flatten()
         if ref.shape != out.shape:
             raise ValueError(f"reference and quantized outputs differ in size: {tuple(reference.shape)} vs {tuple(test.shape)}")
         diff = ref - out
-        self.signal += float(ref.pow(2).sum())
-        self.noise += float(diff.pow(2).sum())
-        self.dot += float((ref * out).sum())
-        self.test_sq += float(out.pow(2).sum())
+        self.signal += _dot(ref, ref)
+        self.noise += _dot(diff, diff)
+        self.dot += _dot(ref, out)
+        self.test_sq += _dot(out, out)
         self.count += ref.numel()
         if ref.numel():
             self.max_abs = max(self.max_abs, float(diff.abs().max()))
@@ -151,12 +156,16 @@ class ActivationAccumulator:
         if grid is None:
             return
         self.grid = grid
+        x = x.flatten()
         outside = (x < grid.lo) | (x > grid.hi)
-        err = (x - fake_quantize(x, grid.scale, grid.zero_point, grid.qmin, grid.qmax)).double().pow(2)
-        self.clipped += int(outside.sum())
-        self.clip_energy += float(err[outside].sum())
-        self.round_energy += float(err[~outside].sum())
-        self.signal += float(x.double().pow(2).sum())
+        err = x - fake_quantize(x, grid.scale, grid.zero_point, grid.qmin, grid.qmax)
+        clipped_err = err[outside]
+        total = _dot(err, err)
+        clip = _dot(clipped_err, clipped_err)
+        self.clipped += clipped_err.numel()
+        self.clip_energy += clip
+        self.round_energy += total - clip
+        self.signal += _dot(x, x)
 
     def result(self) -> ActivationStats:
         n = max(self.count, 1)
@@ -184,9 +193,9 @@ class WeightStats:
 
 
 def weight_stats(weight: torch.Tensor, dequantized: torch.Tensor, channel_ranges: torch.Tensor) -> WeightStats:
-    w, dq = weight.detach().double(), dequantized.detach().double()
-    noise = float((w - dq).pow(2).sum())
+    w, dq = weight.detach().float().flatten(), dequantized.detach().float().flatten()
+    diff = w - dq
     return WeightStats(
-        float(w.min()), float(w.max()), outlier_count(w) / max(w.numel(), 1), db(float(w.pow(2).sum()), noise),
+        float(w.min()), float(w.max()), outlier_count(w) / max(w.numel(), 1), db(_dot(w, w), _dot(diff, diff)),
         float(channel_ranges[:, 0].min()), float(channel_ranges[:, 1].max()),
     )
