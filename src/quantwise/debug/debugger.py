@@ -125,7 +125,9 @@ def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains
     order = {call: i for i, call in enumerate(chains)}
     plans.sort(key=lambda p: order[p.layer.call])
     recorder = FloatRecorder(bundle.model, {p.layer.call for p in plans}, {p.reference for p in plans})
-    isolated = {p.layer.call: ErrorAccumulator() for p in plans}
+    if options.layer:
+        _check_selected(options.layer, plans)
+    isolated: dict[Call, ErrorAccumulator | None] = {p.layer.call: ErrorAccumulator() for p in plans}
     propagated = {p.layer.call: ErrorAccumulator() for p in plans}
     activations = {p.layer.call: ActivationAccumulator() for p in plans}
     outputs = {p.layer.call: ActivationAccumulator() for p in plans}
@@ -154,11 +156,12 @@ def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains
                     outputs[call].add(reference, run.output_grids[call])
                 args = recorder.inputs[call]
                 grid = run.input_grids.get(call)
-                try:
-                    isolated[call].add(reference, backend.isolated(p.layer, args, inputs, grid))
-                except RuntimeError:
-                    isolated_ok = False
-                    isolated[call] = None  # type: ignore[assignment]
+                if isolated[call] is not None:
+                    try:
+                        isolated[call].add(reference, backend.isolated(p.layer, args, inputs, grid))
+                    except RuntimeError:  # a graph pattern that needs more than the layer's own input
+                        isolated_ok = False
+                        isolated[call] = None
                 got = layer_weights[call]
                 meters[call].add(chains_of[call], args, reference, grid, run.output_grids.get(call), got.dequantized if got else None)
                 x = args[0]
@@ -197,6 +200,13 @@ def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains
     )
     report.histogram = _histogram(report, plans, weights, kept, activations, options)
     return report
+
+
+def _check_selected(name: str, plans: list[_Plan]) -> None:
+    """Before the slow part: the histogram layer must be one of the quantized layers (or a part fused into one)."""
+    names = [call_name(p.layer.call) for p in plans]
+    if not any(name in [call_name(c) for c in p.parts] for p in plans):
+        raise QuantwiseError(f"--layer {name!r} is not a quantized layer of this model", f"use one of: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
 
 
 def _logits(output: torch.Tensor | tuple) -> torch.Tensor:
@@ -261,11 +271,7 @@ def _notes(backend: Backend, chains: dict[Call, Chain], plans: list[_Plan], isol
 
 def _histogram(report: DebugReport, plans: list[_Plan], weights: dict, kept: dict, activations: dict, options: DebugOptions) -> HistogramData | None:
     if options.layer:
-        try:
-            row = report.layer(options.layer)
-        except KeyError:
-            names = [r.name for r in report.layers]
-            raise QuantwiseError(f"--layer {options.layer!r} is not a quantized layer of this model", f"use one of: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}") from None
+        row = report.layer(options.layer)  # checked by _check_selected before the run
     else:
         row = min(report.layers, key=lambda r: r.propagated.sqnr_db)
     plan = plans[row.index]
