@@ -114,8 +114,8 @@ def test_dynamic_lstm_is_found_as_the_culprit(speaker):
 
 
 def test_efficientnet_pt2e_names_fold_batch_norm_and_activation():
-    bundle = api.load_model("efficientnet-lite0", n_calibration=4, n_evaluation=2)
-    report = debug_recipe(bundle, StaticInt8(path="pt2e", observer="minmax"), DebugOptions(samples=2, batch_size=2))
+    bundle = api.load_model("efficientnet-lite0", n_calibration=4, n_evaluation=1)
+    report = debug_recipe(bundle, StaticInt8(path="pt2e", observer="minmax"), DebugOptions(samples=1, batch_size=1))
     floats = _float_names(bundle.model)
     assert len(report.layers) == 50
     assert all(parse_call(part)[0] in floats for r in report.layers for part in r.fused)

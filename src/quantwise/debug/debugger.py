@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from quantwise.config import QAT, DynamicInt8, Recipe, StaticInt8, parse_recipe, recipe_name
+from quantwise.data.base import Inputs, TensorSet
 from quantwise.debug.ablation import FloatChain, SourceMeter
-from quantwise.debug.capture import Backend, LayerWeights, QuantLayer, backend_for
+from quantwise.debug.capture import Backend, LayerWeights, QuantizedRun, QuantLayer, backend_for
 from quantwise.debug.diagnose import diagnose
 from quantwise.debug.float_side import Call, Chain, FloatRecorder, call_name, parse_call, trace_chains
 from quantwise.debug.results import DebugReport, HistogramData, LayerDebug
@@ -120,85 +121,86 @@ def _plan(layer: QuantLayer, chain: Chain) -> _Plan:
     return _Plan(layer, chain, parts, extra)
 
 
-def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains: dict[Call, Chain], data, options: DebugOptions, progress: ProgressFn) -> DebugReport:
-    plans = [_plan(layer, chains[layer.call]) for layer in backend.layers]
-    order = {call: i for i, call in enumerate(chains)}
-    plans.sort(key=lambda p: order[p.layer.call])
-    recorder = FloatRecorder(bundle.model, {p.layer.call for p in plans}, {p.reference for p in plans})
+class _LayerMeter:
+    """Everything measured for one quantized layer, accumulated batch by batch."""
+
+    def __init__(self, plan: _Plan, chain: FloatChain, weights: LayerWeights | None) -> None:
+        self.plan, self.chain, self.weights = plan, chain, weights
+        self.isolated: ErrorAccumulator | None = ErrorAccumulator()
+        self.propagated = ErrorAccumulator()
+        self.inputs, self.outputs = ActivationAccumulator(), ActivationAccumulator()
+        self.sources = SourceMeter()
+        self.kept: list[torch.Tensor] = []
+
+    def add(self, backend: Backend, recorder: FloatRecorder, run: QuantizedRun, inputs: Inputs, keep: int, generator: torch.Generator) -> None:
+        layer, call = self.plan.layer, self.plan.layer.call
+        reference = recorder.outputs[self.plan.reference]
+        if self.plan.extra_activation:
+            reference = layer.activation(reference)
+        self.propagated.add(reference, run.layer_outputs[call])
+        out_grid = run.output_grids.get(call)
+        if out_grid is not None:
+            self.outputs.add(reference, out_grid)
+        args, grid = recorder.inputs[call], run.input_grids.get(call)
+        if self.isolated is not None:
+            try:
+                self.isolated.add(reference, backend.isolated(layer, args, inputs, grid))
+            except RuntimeError:  # a graph pattern that needs more than the layer's own input
+                self.isolated = None
+        self.sources.add(self.chain, args, reference, grid, out_grid, self.weights.dequantized if self.weights else None)
+        x = args[0]
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            self.inputs.add(x, grid)
+            self.kept.append(subsample(x, keep, generator))
+
+    def row(self, index: int, pair: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None) -> LayerDebug:
+        p = self.plan
+        return LayerDebug(
+            index=index,
+            name=call_name(p.layer.call),
+            kind=p.layer.kind,
+            quantized_as=p.layer.module_type,
+            fused=[call_name(c) for c in p.parts] + ([f"{p.layer.activation_name} (functional)"] if p.extra_activation else []),
+            isolated=self.isolated.result() if self.isolated is not None else None,
+            propagated=self.propagated.result(),
+            weights=weight_stats(*pair) if pair else None,
+            inputs=self.inputs.result() if self.inputs.count else None,
+            outputs=self.outputs.result() if self.outputs.grid is not None else None,
+            sources=self.sources.result(),
+        )
+
+
+def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains: dict[Call, Chain], data: TensorSet, options: DebugOptions, progress: ProgressFn) -> DebugReport:
+    plans = sorted((_plan(layer, chains[layer.call]) for layer in backend.layers), key=lambda p: list(chains).index(p.layer.call))
     if options.layer:
         _check_selected(options.layer, plans)
-    isolated: dict[Call, ErrorAccumulator | None] = {p.layer.call: ErrorAccumulator() for p in plans}
-    propagated = {p.layer.call: ErrorAccumulator() for p in plans}
-    activations = {p.layer.call: ActivationAccumulator() for p in plans}
-    outputs = {p.layer.call: ActivationAccumulator() for p in plans}
-    meters = {p.layer.call: SourceMeter() for p in plans}
     modules = dict(bundle.model.named_modules())
-    chains_of = {p.layer.call: _float_chain(p, modules) for p in plans}
-    layer_weights = {p.layer.call: backend.weights(p.layer) for p in plans}
-    kept: dict[Call, list[torch.Tensor]] = {p.layer.call: [] for p in plans}
+    meters = [_LayerMeter(p, _float_chain(p, modules), backend.weights(p.layer)) for p in plans]
     batches = list(data.batches(options.batch_size))
-    per_batch = math.ceil(options.histogram_values / max(len(batches), 1))
+    keep = math.ceil(options.histogram_values / max(len(batches), 1))
     generator = torch.Generator().manual_seed(options.seed)
     float_out, quant_out = [], []
-    isolated_ok = True
+    recorder = FloatRecorder(bundle.model, {p.layer.call for p in plans}, {p.reference for p in plans})
     try:
         for inputs, _ in progress("debugging layers", batches, len(batches)):
             float_out.append(_logits(recorder.run(inputs)))
             run = backend.run(inputs)
             quant_out.append(_logits(run.output))
-            for p in plans:
-                call = p.layer.call
-                reference = recorder.outputs[p.reference]
-                if p.extra_activation:
-                    reference = p.layer.activation(reference)
-                propagated[call].add(reference, run.layer_outputs[call])
-                if run.output_grids.get(call) is not None:
-                    outputs[call].add(reference, run.output_grids[call])
-                args = recorder.inputs[call]
-                grid = run.input_grids.get(call)
-                if isolated[call] is not None:
-                    try:
-                        isolated[call].add(reference, backend.isolated(p.layer, args, inputs, grid))
-                    except RuntimeError:  # a graph pattern that needs more than the layer's own input
-                        isolated_ok = False
-                        isolated[call] = None
-                got = layer_weights[call]
-                meters[call].add(chains_of[call], args, reference, grid, run.output_grids.get(call), got.dequantized if got else None)
-                x = args[0]
-                if isinstance(x, torch.Tensor) and x.is_floating_point():
-                    activations[call].add(x, grid)
-                    kept[call].append(subsample(x, per_batch, generator))
+            for meter in meters:
+                meter.add(backend, recorder, run, inputs, keep, generator)
     finally:
         recorder.close()
-    reference_out, test_out = torch.cat(float_out), torch.cat(quant_out)
-    output = fidelity(bundle.task, reference_out, test_out, data.targets)
+    output = fidelity(bundle.task, torch.cat(float_out), torch.cat(quant_out), data.targets)
     if "agreement" in output:
         output["flip_rate"] = 1.0 - output["agreement"]
-    rows, weights = [], {}
-    for i, p in enumerate(plans):
-        call = p.layer.call
-        pair = _weights(layer_weights[call], p, modules)
-        weights[call] = pair
-        acc = activations[call]
-        rows.append(LayerDebug(
-            index=i,
-            name=call_name(call),
-            kind=p.layer.kind,
-            quantized_as=p.layer.module_type,
-            fused=[call_name(c) for c in p.parts] + ([f"{p.layer.activation_name} (functional)"] if p.extra_activation else []),
-            isolated=isolated[call].result() if isolated[call] is not None else None,
-            propagated=propagated[call].result(),
-            weights=weight_stats(*pair) if pair else None,
-            inputs=acc.result() if acc.count else None,
-            outputs=outputs[call].result() if outputs[call].grid is not None else None,
-            sources=meters[call].result(),
-        ))
-    notes = _notes(backend, chains, plans, isolated_ok)
+    pairs = [_weights(m.weights, m.plan, modules) for m in meters]
+    rows = [m.row(i, pair) for i, (m, pair) in enumerate(zip(meters, pairs))]
     report = DebugReport(
-        model=bundle.name, recipe=recipe_name(quantized.recipe), task=bundle.task, samples=len(data),
-        data=data.description, output=output, layers=rows, diagnosis=diagnose(rows, output), histogram=None, notes=notes,
+        model=bundle.name, recipe=recipe_name(quantized.recipe), task=bundle.task, samples=len(data), data=data.description,
+        output=output, layers=rows, diagnosis=diagnose(rows, output), histogram=None,
+        notes=_notes(backend, chains, plans, all(m.isolated is not None for m in meters)),
     )
-    report.histogram = _histogram(report, plans, weights, kept, activations, options)
+    report.histogram = _histogram(report, meters, pairs, options)
     return report
 
 
@@ -269,24 +271,17 @@ def _notes(backend: Backend, chains: dict[Call, Chain], plans: list[_Plan], isol
     return notes
 
 
-def _histogram(report: DebugReport, plans: list[_Plan], weights: dict, kept: dict, activations: dict, options: DebugOptions) -> HistogramData | None:
-    if options.layer:
-        row = report.layer(options.layer)  # checked by _check_selected before the run
-    else:
-        row = min(report.layers, key=lambda r: r.propagated.sqnr_db)
-    plan = plans[row.index]
-    call = plan.layer.call
+def _histogram(report: DebugReport, meters: list[_LayerMeter], pairs: list, options: DebugOptions) -> HistogramData:
+    row = report.layer(options.layer) if options.layer else min(report.layers, key=lambda r: r.propagated.sqnr_db)
+    meter, pair = meters[row.index], pairs[row.index]
     generator = torch.Generator().manual_seed(options.seed)
-    pair = weights.get(call)
-    w = subsample(pair[0], options.histogram_values, generator) if pair else None
     ranges = pair[2] if pair else None
-    values = torch.cat(kept[call]) if kept[call] else None
-    grid = activations[call].grid
+    grid = meter.inputs.grid
     return HistogramData(
         layer=row.name,
-        weights=w,
+        weights=subsample(pair[0], options.histogram_values, generator) if pair else None,
         weight_range=(float(ranges[:, 0].min()), float(ranges[:, 1].max())) if ranges is not None else None,
         weight_channel_ranges=ranges,
-        activations=values,
+        activations=torch.cat(meter.kept) if meter.kept else None,
         activation_range=(grid.lo, grid.hi) if grid is not None else None,
     )
