@@ -198,7 +198,7 @@ def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains
     report = DebugReport(
         model=bundle.name, recipe=recipe_name(quantized.recipe), task=bundle.task, samples=len(data), data=data.description,
         output=output, layers=rows, diagnosis=diagnose(rows, output), histogram=None,
-        notes=_notes(backend, chains, plans, all(m.isolated is not None for m in meters)),
+        notes=_notes(backend, chains, plans, all(m.isolated is not None for m in meters)) + _recipe_notes(quantized.recipe),
     )
     report.histogram = _histogram(report, meters, pairs, options)
     return report
@@ -269,6 +269,14 @@ def _notes(backend: Backend, chains: dict[Call, Chain], plans: list[_Plan], isol
     if any(r.layer.kind in ("lstm", "gru") for r in plans):
         notes.append("LSTM/GRU rows compare the output sequence (not the final hidden state)")
     return notes
+
+
+def _recipe_notes(recipe: Recipe) -> list[str]:
+    if isinstance(recipe, QAT):
+        return ["QAT fine-tuned the weights: the weight step (and the isolated error) include that change, not only rounding"]
+    if isinstance(recipe, StaticInt8) and recipe.path == "fx" and recipe.backend == "x86":
+        return ["fx x86 path: activations use 7-bit ranges (reduce_range) inside 8-bit tensors; the input ranges shown are what the quantize op clamps to"]
+    return []
 
 
 def _histogram(report: DebugReport, meters: list[_LayerMeter], pairs: list, options: DebugOptions) -> HistogramData:
