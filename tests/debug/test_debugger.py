@@ -154,3 +154,17 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, args, message):
     assert code == 2
     assert message in error_line(err)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_language_model_linears_and_perplexity():
+    from quantwise.debug.language_model import debug_language_model
+    from quantwise.llm.model import load_language_model
+
+    report = debug_language_model("smollm2-135m", "int8-weight-only", DebugOptions(samples=1), context=64)
+    linears = {n for n, m in load_language_model("smollm2-135m").model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert {r.name for r in report.layers} == linears  # 30 blocks x 7 projections + lm_head, named as in the float model
+    assert report.layers[-1].name == "lm_head"
+    # the output layer's propagated output is the logits: same SQNR as measured at the output
+    assert report.layers[-1].propagated.sqnr_db == pytest.approx(report.output["sqnr_db"], abs=1e-3)
+    assert statistics.median(r.isolated.sqnr_db for r in report.layers) > 30  # int8 per-row weights, float activations
+    assert report.output["delta_perplexity"] == pytest.approx(report.output["perplexity"] - report.output["perplexity_float"])

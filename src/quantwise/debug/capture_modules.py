@@ -94,11 +94,14 @@ class ModuleBackend:
         self._current = QuantizedRun(torch.empty(0))
         self._counts.clear()
         with torch.no_grad():
-            self._current.output = _dequantize(self.model(*inputs))
+            self._current.output = _dequantize(self.model(*inputs)).float()
         return self._current
 
     def isolated(self, layer: QuantLayer, float_args: tuple[Any, ...], inputs: Inputs, grid: QuantRange | None) -> torch.Tensor:
         args = list(float_args)
+        dtype = getattr(getattr(layer.handle, "weight", None), "dtype", None)
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            args[0] = args[0].to(dtype)  # e.g. int4 language-model layers run in bfloat16
         if grid is not None:  # the quantized module takes a quantized tensor: quantize exactly as its real input was
             args[0] = torch.quantize_per_tensor(args[0], grid.scale, grid.zero_point, grid.dtype)
         with torch.no_grad():

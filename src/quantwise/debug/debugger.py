@@ -8,7 +8,9 @@ diagnosis; and raw values of one layer for histograms. Definitions: debug/stats.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +20,7 @@ from quantwise.data.base import Inputs, TensorSet
 from quantwise.debug.ablation import FloatChain, SourceMeter
 from quantwise.debug.capture import Backend, LayerWeights, QuantizedRun, QuantLayer, backend_for
 from quantwise.debug.diagnose import diagnose
-from quantwise.debug.float_side import Call, Chain, FloatRecorder, call_name, parse_call, trace_chains
+from quantwise.debug.float_side import Call, Chain, FloatRecorder, call_name, first_tensor, parse_call, trace_chains
 from quantwise.debug.results import DebugReport, HistogramData, LayerDebug
 from quantwise.debug.stats import ActivationAccumulator, ErrorAccumulator, subsample, weight_stats
 from quantwise.errors import QuantwiseError
@@ -76,20 +78,47 @@ def debug_recipe(bundle: ModelBundle, recipe: Recipe | str, options: DebugOption
 
 def debug(bundle: ModelBundle, quantized: Quantized, options: DebugOptions | None = None, progress: ProgressFn = no_progress) -> DebugReport:
     """Debug an already quantized model (e.g. loaded from an artifact, or edited by hand)."""
-    options = options or DebugOptions()
     check_recipe(quantized.recipe)
+    return measure(bundle, quantized, options, progress)
+
+
+OutputMetrics = Callable[[torch.Tensor, torch.Tensor, TensorSet], dict[str, float]]
+BackendFactory = Callable[[nn.Module, nn.Module, list[Chain]], Backend]
+
+
+def measure(
+    bundle: ModelBundle, quantized: Quantized, options: DebugOptions | None = None, progress: ProgressFn = no_progress,
+    make_backend: BackendFactory | None = None, output_metrics: OutputMetrics | None = None,
+) -> DebugReport:
+    """The debugger itself, for any model whose quantized layers a backend can find
+    (``make_backend``) and whose outputs ``output_metrics`` can score (default: the task's
+    fidelity metrics plus the top-1 flip rate)."""
+    options = options or DebugOptions()
     if options.layer:
         check_layer_name(bundle.model, options.layer)
     data = bundle.evaluation.take(options.samples)
     float_model = bundle.model.eval()
     chains = {c.layer: c for c in trace_chains(float_model, data.example(1))}
-    backend = backend_for(quantized.module, float_model, list(chains.values()), getattr(quantized.recipe, "weight_bits", 8))
+    if make_backend is None:
+        bits = getattr(quantized.recipe, "weight_bits", 8)
+        make_backend = lambda q, f, c: backend_for(q, f, c, bits)  # noqa: E731
+    backend = make_backend(quantized.module, float_model, list(chains.values()))
     try:
         if not backend.layers:
             raise QuantwiseError("no quantized conv/linear/LSTM/GRU/embedding layer matches a float module", "check that the recipe quantizes this model (quantwise compare)")
-        return _measure(bundle, quantized, backend, chains, data, options, progress)
+        return _measure(bundle, quantized, backend, chains, data, options, progress, output_metrics or _fidelity(bundle))
     finally:
         backend.close()
+
+
+def _fidelity(bundle: ModelBundle) -> OutputMetrics:
+    def metrics(reference: torch.Tensor, test: torch.Tensor, data: TensorSet) -> dict[str, float]:
+        output = fidelity(bundle.task, reference, test, data.targets)
+        if "agreement" in output:
+            output["flip_rate"] = 1.0 - output["agreement"]
+        return output
+
+    return metrics
 
 
 @dataclass
@@ -170,7 +199,10 @@ class _LayerMeter:
         )
 
 
-def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains: dict[Call, Chain], data: TensorSet, options: DebugOptions, progress: ProgressFn) -> DebugReport:
+def _measure(
+    bundle: ModelBundle, quantized: Quantized, backend: Backend, chains: dict[Call, Chain], data: TensorSet,
+    options: DebugOptions, progress: ProgressFn, output_metrics: OutputMetrics,
+) -> DebugReport:
     plans = sorted((_plan(layer, chains[layer.call]) for layer in backend.layers), key=lambda p: list(chains).index(p.layer.call))
     if options.layer:
         _check_selected(options.layer, plans)
@@ -190,15 +222,13 @@ def _measure(bundle: ModelBundle, quantized: Quantized, backend: Backend, chains
                 meter.add(backend, recorder, run, inputs, keep, generator)
     finally:
         recorder.close()
-    output = fidelity(bundle.task, torch.cat(float_out), torch.cat(quant_out), data.targets)
-    if "agreement" in output:
-        output["flip_rate"] = 1.0 - output["agreement"]
+    output = output_metrics(torch.cat(float_out), torch.cat(quant_out), data)
     pairs = [_weights(m.weights, m.plan, modules) for m in meters]
     rows = [m.row(i, pair) for i, (m, pair) in enumerate(zip(meters, pairs))]
     report = DebugReport(
         model=bundle.name, recipe=recipe_name(quantized.recipe), task=bundle.task, samples=len(data), data=data.description,
         output=output, layers=rows, diagnosis=diagnose(rows, output), histogram=None,
-        notes=_notes(backend, chains, plans, all(m.isolated is not None for m in meters)) + _recipe_notes(quantized.recipe),
+        notes=_notes(backend, chains, plans, all(m.isolated is not None for m in meters)) + _recipe_notes(quantized.recipe) + quantized.notes,
     )
     report.histogram = _histogram(report, meters, pairs, options)
     return report
@@ -211,9 +241,8 @@ def _check_selected(name: str, plans: list[_Plan]) -> None:
         raise QuantwiseError(f"--layer {name!r} is not a quantized layer of this model", f"use one of: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}")
 
 
-def _logits(output: torch.Tensor | tuple) -> torch.Tensor:
-    while isinstance(output, (tuple, list)):
-        output = output[0]
+def _logits(output: Any) -> torch.Tensor:
+    output = first_tensor(output)
     return (output.dequantize() if output.is_quantized else output).float()
 
 

@@ -39,9 +39,15 @@ def parse_call(name: str) -> Call:
 
 
 def first_tensor(value: Any) -> torch.Tensor:
-    """A layer's main output: the tensor itself, or an LSTM/GRU's output sequence."""
-    while isinstance(value, (tuple, list)):
-        value = value[0]
+    """A layer's main output: the tensor itself, an LSTM/GRU's output sequence, or the
+    ``logits`` of a Hugging Face model output."""
+    while not isinstance(value, torch.Tensor):
+        if hasattr(value, "logits"):
+            value = value.logits
+        elif isinstance(value, (tuple, list)):
+            value = value[0]
+        else:
+            raise TypeError(f"cannot find the output tensor in a {type(value).__name__}")
     return value
 
 

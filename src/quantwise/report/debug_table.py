@@ -10,7 +10,7 @@ from rich.table import Table
 from quantwise.debug.diagnose import cause
 from quantwise.debug.results import DebugReport, LayerDebug
 
-OUTPUT_METRICS = ("agreement", "flip_rate", "kl", "top1", "cosine", "cosine_min", "sqnr_db")
+OUTPUT_METRICS = ("agreement", "flip_rate", "kl", "top1", "cosine", "cosine_min", "sqnr_db", "perplexity_float", "perplexity", "delta_perplexity")
 
 
 def _db(value: float | None) -> str:
@@ -47,8 +47,8 @@ def _range(layer: LayerDebug) -> str:
     a = layer.inputs
     if a is None:
         return "–"
-    if a.range_lo is None:
-        return f"[{_num(a.min)}, {_num(a.max)}] dyn"
+    if a.range_lo is None:  # float (weight-only) or dynamically quantized input
+        return f"[{_num(a.min)}, {_num(a.max)}]"
     return f"[{_num(a.min)}, {_num(a.max)}] → [{_num(a.range_lo)}, {_num(a.range_hi)}]"
 
 
@@ -56,17 +56,21 @@ def debug_table(report: DebugReport, highlight: int = 3) -> Table:
     worst = {l.name for l in sorted(report.layers, key=_own)[:highlight]}
     accumulates = report.diagnosis.accumulates_at
     table = Table(title=f"quantwise debug: {report.model} · {report.recipe} ({report.samples} samples)")
+    longest = max((len(l.name) for l in report.layers), default=5)
     for column, justify in (
-        ("#", "right"), ("layer", "left"), ("fused", "left"), ("quantized as", "left"),
+        ("#", "right"), ("layer", "left"), ("fused", "left"), ("as", "left"),
         ("isolated dB", "right"), ("propagated dB", "right"), ("prop. cosine", "right"), ("max |err|", "right"),
         ("in / w / out dB", "right"), ("input range → quantized", "left"), ("clip %", "right"), ("w outliers", "right"), ("own error from", "left"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        if column == "layer":  # never shorten a layer's name: it is what the user acts on
+            table.add_column(column, justify="left", no_wrap=True, min_width=longest)
+        else:
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for layer in report.layers:
         a, w = layer.inputs, layer.weights
         style = "bold red" if layer.name in worst else ("yellow" if layer.name == accumulates else "")
         table.add_row(
-            str(layer.index), layer.name, _fused(layer), layer.quantized_as.rpartition(".")[2],
+            str(layer.index), layer.name, _fused(layer), layer.quantized_as.rpartition(".")[2].removeprefix("pt2e "),
             _db(layer.isolated.sqnr_db if layer.isolated else None), _db(layer.propagated.sqnr_db),
             f"{layer.propagated.cosine:.4f}", _num(layer.propagated.max_abs_error),
             _sources(layer), _range(layer),
@@ -86,6 +90,7 @@ def print_debug(report: DebugReport, console: Console | None = None, highlight: 
     console.print(
         "[dim]isolated: the quantized layer fed the float model's input (its own error); propagated: fed the quantized "
         "model's own activations; in / w / out: each quantization step alone, SQNR at the layer's output; "
+        "input range → quantized: float input range and the quantized input's range (none shown: float or dynamically quantized input); "
         "clip %: float inputs outside the quantized input range; w outliers: fraction of |w - mean| > 6 std. "
         f"Red: the {highlight} largest own errors; yellow: where propagated SQNR drops most.[/]"
     )
