@@ -156,6 +156,7 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, args, message):
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow  # the slowest test here: SmolLM2 held twice (float reference + quantized), 211 Linear layers
 def test_language_model_linears_and_perplexity():
     from quantwise.debug.language_model import debug_language_model
     from quantwise.llm.model import load_language_model

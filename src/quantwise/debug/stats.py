@@ -44,10 +44,10 @@ def outlier_count(x: torch.Tensor, sigmas: float = OUTLIER_SIGMAS) -> int:
     x = x.detach().float().flatten()
     if x.numel() < 2:
         return 0
-    std, mean = torch.std_mean(x)
-    if float(std) == 0:
+    std, mean = (float(v) for v in torch.std_mean(x))
+    if std == 0:
         return 0
-    return int(((x - mean).abs() > sigmas * std).sum())
+    return int(torch.count_nonzero(x > mean + sigmas * std)) + int(torch.count_nonzero(x < mean - sigmas * std))
 
 
 def fake_quantize(x: torch.Tensor, scale: float, zero_point: int, qmin: int, qmax: int) -> torch.Tensor:
