@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from quantwise.cli.debug import debug as debug_command
 from quantwise.errors import QuantwiseError, choice_error, first_line
 
 T = TypeVar("T")
@@ -298,6 +299,9 @@ def generate(
     from quantwise.cli import llm
 
     llm.generate(artifact, prompt, max_new_tokens, compile_, chat)
+
+
+app.command("debug")(debug_command)
 
 
 def run() -> None:
