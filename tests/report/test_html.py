@@ -253,3 +253,21 @@ def test_language_model_report_matches_its_json_and_renders(tmp_path):
     assert page.warnings == ["int4-rtn: " + w for w in data["rows"][3]["warnings"]]
     browser = open_page(path, width=1280, height=1600)
     assert browser.console == [] and browser.errors == [] and [i["ok"] for i in browser.images] == [True]
+
+
+def test_debug_report_carries_its_json_numbers_and_renders(capsys, tmp_path):
+    json_path, html_path = tmp_path / "debug.json", tmp_path / "debug.html"
+    code, out, err = invoke(capsys, "-q", "debug", "mnist-cnn", "--recipe", "static-pt2e", "--samples", "16", "--n-calibration", "64",
+                            "--json", str(json_path), "--html", str(html_path))
+    assert code == 0, err
+    data = json.loads(json_path.read_text())
+    page = _Page()
+    page.feed(html_path.read_text())
+    assert json.loads(page.data) == data  # the page embeds exactly the JSON numbers
+    layer_rows = [r for r in page.tables[-1][1:]]
+    assert [r[0][0] for r in layer_rows] == [layer["name"] for layer in data["layers"]]
+    for row, layer in zip(layer_rows, data["layers"]):
+        assert float(row[3][1]) == pytest.approx(layer["propagated"]["sqnr_db"])
+    shown = open_page(html_path, width=1280, height=2400)
+    assert shown.console == [] and shown.errors == [], (shown.console, shown.errors)
+    assert len(shown.images) == 2 and all(i["ok"] and i["width"] > 600 for i in shown.images)  # SQNR figure, histograms

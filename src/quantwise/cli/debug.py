@@ -14,6 +14,7 @@ def debug(
     samples: Optional[int] = typer.Option(None, "--samples", "-n", help="Evaluation samples to run (default 32; language models: windows, default 2). Each runs every layer several times."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer whose raw weights and inputs are kept for histograms (default: worst propagated SQNR)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every number (and the histogram data) as JSON."),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: SQNR isolated vs propagated, the layer table, histograms."),
     data: Optional[str] = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory."),
     n_calibration: Optional[int] = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own)."),
     batch_size: int = typer.Option(4, "--batch-size", help="Samples per forward pass (memory: every layer's input and output of a batch is kept)."),
@@ -28,7 +29,7 @@ def debug(
 
     Examples:
       quantwise debug mnist-cnn --recipe static-fx
-      quantwise debug efficientnet-lite0 --recipe static-pt2e --samples 16 --json out/effnet-debug.json
+      quantwise debug efficientnet-lite0 --recipe static-pt2e --samples 16 --json out/effnet-debug.json --html out/effnet-debug.html
       quantwise debug resemblyzer-lstm --recipe dynamic --layer lstm
       quantwise debug smollm2-135m --recipe int4-rtn --samples 2 --context 256
     """
@@ -37,7 +38,10 @@ def debug(
     from quantwise.debug import DebugOptions, debug_recipe
     from quantwise.debug.debugger import check_recipe
     from quantwise.report.debug_table import print_debug
-    from quantwise.report.table import write_json
+    from quantwise.cli.outputs import check_outputs, write_outputs
+    from quantwise.report.debug_html import debug_document
+
+    check_outputs(json=json_path, html=html_path)
 
     if _is_llm(model):
         from quantwise.debug.language_model import debug_language_model
@@ -51,6 +55,4 @@ def debug(
         bundle = _model(model, data, n_calibration, options.samples)
         report = debug_recipe(bundle, parsed, options, progress)
     print_debug(report, out)
-    if json_path:
-        write_json(report.to_dict(), json_path)
-        out.print(f"wrote {json_path}")
+    write_outputs(report.to_dict(), lambda: debug_document(report), json_path, html_path, out)
