@@ -21,9 +21,10 @@ DEPRECATED = "TorchScript is deprecated upstream (ExecuTorch replaces it on mobi
 def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # not frozen: freezing folds the dequantization of int8 weights into float constants
-        scripted = torch.jit.trace(module, example, check_trace=False)
-    notes = [DEPRECATED]
+        # not frozen: freezing folds the dequantization of int8 weights into float constants.
+        # Traced at batch 1, as mobile runs it: a trace bakes exported graphs' reshapes to the example's batch.
+        scripted = torch.jit.trace(module, tuple(t[:1] for t in example), check_trace=False)
+    notes = [DEPRECATED, "traced for batch 1: call it once per sample"]
     if torch._C._is_xnnpack_enabled():
         from torch.utils.mobile_optimizer import optimize_for_mobile
 
@@ -38,7 +39,12 @@ def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -
 def load(path: Path, threads: int) -> Runner:
     from torch.jit.mobile import _load_for_lite_interpreter
 
-    return _load_for_lite_interpreter(str(path))
+    module = _load_for_lite_interpreter(str(path))
+
+    def run(*inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([module(*(t[i : i + 1] for t in inputs)) for i in range(inputs[0].shape[0])])
+
+    return run
 
 
 TARGET = register(ExportTarget(
