@@ -5,7 +5,7 @@ layer is swapped for a plain module holding the same int8 tensors:
 
 - Linear (torchao ``Int8Tensor``: per-row symmetric int8 weights, per-token symmetric int8
   activations) calls the custom op ``quantwise::int8_dynamic_linear``, translated to
-  ``Abs -> ReduceMax -> Div -> Round -> Add 128 -> Clip -> Cast(uint8) -> MatMulInteger
+  ``Abs -> ReduceMax -> Div -> Reciprocal, Mul -> Round -> Add 128 -> Clip -> Cast(uint8) -> MatMulInteger
   (a_zero_point 128) -> Cast -> Mul(token scale) -> Mul(weight scales) -> Add(bias)``.
   Shifting the symmetric int8 codes by 128 into uint8 gives exactly torchao's integer
   products and uses ONNX Runtime's fast u8 x s8 kernel (its s8 x s8 MatMulInteger is about
@@ -43,11 +43,11 @@ NOTE = ("torch.export-based ONNX exporter; Linear as per-token int8 (uint8 codes
 
 @torch.library.custom_op("quantwise::int8_dynamic_linear", mutates_args=())
 def int8_dynamic_linear(x: torch.Tensor, weight_t: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """torchao's int8 dynamic Linear: ``q = clamp(round(x / s), -128, 127)`` with
+    """torchao's int8 dynamic Linear: ``q = clamp(round(x * (1 / s)), -128, 127)`` with
     ``s = max(max|x| / 127.5, eps)`` per token, then ``(q @ weight_t) * s * weight_scale + bias``.
     ``weight_t`` is the (in, out) int8 weight, ``weight_scale`` its (out,) per-row scales."""
     scale = (x.abs().amax(-1, keepdim=True) / HALF_RANGE).clamp(min=EPS)
-    q = torch.clamp(torch.round(x / scale), -128, 127)
+    q = torch.clamp(torch.round(x * (1.0 / scale)), -128, 127)  # torchao multiplies by the reciprocal
     acc = torch.matmul(q.double(), weight_t.double())  # exact integer sums (float32 is not, past 2^24)
     y = (acc.float() * scale) * weight_scale
     return y if bias is None else y + bias
@@ -68,7 +68,7 @@ def _onnx_int8_dynamic_linear(x: Any, weight_t: Any, weight_scale: Any, bias: An
 
     amax = op.ReduceMax(op.Abs(x), op.Constant(value_ints=[-1]), keepdims=1)
     scale = op.Max(op.Div(amax, const(HALF_RANGE)), const(EPS))
-    shifted = op.Clip(op.Add(op.Round(op.Div(x, scale)), const(128.0)), const(0.0), const(255.0))
+    shifted = op.Clip(op.Add(op.Round(op.Mul(x, op.Reciprocal(scale))), const(128.0)), const(0.0), const(255.0))
     acc = op.MatMulInteger(op.Cast(shifted, to=onnx.TensorProto.UINT8), weight_t, const(128, onnx.TensorProto.UINT8))
     y = op.Mul(op.Mul(op.Cast(acc, to=onnx.TensorProto.FLOAT), scale), weight_scale)
     return y if bias is None else op.Add(y, bias)
