@@ -20,6 +20,7 @@ see; such models are refused with the reason.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -59,19 +60,48 @@ def _(x: torch.Tensor, weight_t: torch.Tensor, weight_scale: torch.Tensor, bias:
 
 
 def _onnx_int8_dynamic_linear(x: Any, weight_t: Any, weight_scale: Any, bias: Any = None) -> Any:
-    """The ONNX translation of ``quantwise::int8_dynamic_linear`` (standard ops, opset 18)."""
+    """The ONNX translation of ``quantwise::int8_dynamic_linear``.
+
+    Per-token scale (Abs, ReduceMax), codes by QuantizeLinear(x * (1 / s), 1, 128) (round half
+    to even and saturation as torchao), then ONNX Runtime's MatMulIntegerToFloat, which applies
+    the token scales and the weight scales inside the integer GEMM's output stage."""
     import onnx
     from onnxscript import opset18 as op
+
+    matmul_integer_to_float = _ort_op("MatMulIntegerToFloat")
 
     def const(value: float | int, dtype: int = onnx.TensorProto.FLOAT) -> Any:
         return op.Constant(value=onnx.helper.make_tensor("c", dtype, [], [value]))
 
     amax = op.ReduceMax(op.Abs(x), op.Constant(value_ints=[-1]), keepdims=1)
     scale = op.Max(op.Div(amax, const(HALF_RANGE)), const(EPS))
-    shifted = op.Clip(op.Add(op.Round(op.Mul(x, op.Reciprocal(scale))), const(128.0)), const(0.0), const(255.0))
-    acc = op.MatMulInteger(op.Cast(shifted, to=onnx.TensorProto.UINT8), weight_t, const(128, onnx.TensorProto.UINT8))
-    y = op.Mul(op.Mul(op.Cast(acc, to=onnx.TensorProto.FLOAT), scale), weight_scale)
+    shift = const(128, onnx.TensorProto.UINT8)  # symmetric int8 codes + 128: uint8 for the fast u8 x s8 kernel
+    codes = op.QuantizeLinear(op.Mul(x, op.Reciprocal(scale)), const(1.0), shift)
+    y = matmul_integer_to_float(codes, weight_t, scale, weight_scale, shift)
+    # the bias stays a separate Add: ONNX Runtime 1.32's MatMulIntegerToFloat adds it wrongly when
+    # a_scale is per row (measured), and its graph optimizer folds the Add into SkipLayerNorm / BiasGelu
     return y if bias is None else op.Add(y, bias)
+
+
+@functools.cache
+def _ort_op(name: str) -> Any:
+    """ONNX Runtime's contrib op com.microsoft::MatMulIntegerToFloat for onnxscript (the onnx
+    package carries no schema for it, so it is declared here as ORT documents it)."""
+    from onnx.defs import OpSchema
+    from onnxscript.values import Op, Opset
+
+    Param = OpSchema.FormalParameter
+    optional = OpSchema.FormalParameterOption.Optional
+    schema = OpSchema(
+        name, "com.microsoft", 1,
+        inputs=[Param("A", "T1"), Param("B", "T2"), Param("a_scale", "T3"), Param("b_scale", "T3"),
+                Param("a_zero_point", "T1", param_option=optional), Param("b_zero_point", "T2", param_option=optional),
+                Param("bias", "T3", param_option=optional)],
+        outputs=[Param("Y", "T3")],
+        type_constraints=[("T1", ["tensor(uint8)", "tensor(int8)"], ""), ("T2", ["tensor(uint8)", "tensor(int8)"], ""),
+                          ("T3", ["tensor(float)"], "")],
+    )
+    return Op(Opset("com.microsoft", 1), name, schema)
 
 
 class Int8DynamicLinear(nn.Module):
