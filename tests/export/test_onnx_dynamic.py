@@ -105,6 +105,18 @@ def test_legacy_lstm_is_refused_in_one_line(capsys, speaker, tmp_path):
     assert sorted(p.name for p in artifact.iterdir()) == before
 
 
+def test_float_lstm_with_int8_linear_exports(speaker, tmp_path):
+    """The fix the refusal names works: int8 Linear, float LSTM (an ONNX LSTM op)."""
+    from quantwise import api
+    from quantwise.export import export_artifact
+
+    artifact = api.save(api.quantize(speaker, "dynamic:recurrent=false"), tmp_path / "linear-only")
+    result = export_artifact(artifact, "onnx", bundle=speaker, samples=32)
+    assert result.parity.passed and result.parity.vs_quantized.cosine > 0.9999
+    ops, _ = _graph(result.path)
+    assert ops["LSTM"] == 3 and ops["MatMulIntegerToFloat"] == 1
+
+
 def test_parity_within_noise_rule():
     """Embeddings: an export as close to float as the int8 model passes even below 0.999 to it;
     one farther from float (a wrong translation) fails."""
