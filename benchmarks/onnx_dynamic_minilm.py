@@ -40,8 +40,6 @@ def ort_runner(path: Path, threads: int):
 
 
 def build(threads: int, workdir: Path) -> tuple[dict, dict, object]:
-    import torch
-
     from quantwise import api
     from quantwise.evaluate.runtime import compiled
     from quantwise.export import export_artifact
