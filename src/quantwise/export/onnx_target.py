@@ -3,7 +3,8 @@
 PT2E models go through the torch.export-based exporter, which writes a clean QDQ graph.
 Legacy FX modules (static fx, QAT, 4-bit) hold packed parameters torch.export cannot
 see, so they go through TorchScript and the deprecated ``dynamo=False`` exporter, the
-only one that knows the quantized ops.
+only one that knows the quantized ops. torchao dynamic int8 models (the ``dynamic``
+recipe) are translated to integer ONNX ops by ``onnx_dynamic``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from quantwise import legacy
 from quantwise.data.base import Inputs
+from quantwise.export import onnx_dynamic
 from quantwise.export.base import ExportTarget, Runner, input_names, register
 from quantwise.methods.base import dynamic_batch_shapes
 
@@ -24,7 +27,13 @@ def _is_pt2e(module: nn.Module) -> bool:
     )
 
 
+def _is_torchao(module: nn.Module) -> bool:
+    return any(type(t).__module__.startswith("torchao") for t in module.parameters()) or legacy.has_recurrent_quantized(module)
+
+
 def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -> list[str]:
+    if _is_torchao(module):
+        return onnx_dynamic.write(module, example, path, dynamic_batch)
     names = input_names(example)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -59,13 +68,10 @@ def load(path: Path, threads: int) -> Runner:
 TARGET = register(ExportTarget(
     name="onnx",
     suffix=".onnx",
-    description="ONNX with QuantizeLinear/DequantizeLinear, run in ONNX Runtime (CPU)",
-    families=("pt2e", "pt2e-xnnpack", "fx"),
+    description="ONNX (QDQ, or integer MatMul for dynamic int8), run in ONNX Runtime (CPU)",
+    families=("pt2e", "pt2e-xnnpack", "fx", "dynamic"),
     write=write,
     load=load,
     requires="onnxruntime",
     install="pip install onnxruntime",
-    refusals=(
-        ("dynamic", "torchao's dynamic int8 ops have no ONNX translation (use static-pt2e for ONNX, or --to pt2 for this recipe)"),
-    ),
 ))
