@@ -39,8 +39,10 @@ class DynamicInt8:
     linear: bool = True
     recurrent: bool = True
     embedding: bool = True
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_keep_float(self)
         if not (self.linear or self.recurrent or self.embedding):
             raise QuantwiseError("dynamic recipe quantizes nothing", "enable at least one of linear, recurrent, embedding")
 
@@ -62,8 +64,10 @@ class StaticInt8:
     weight_bits: int = 8
     percentile: float = 99.99
     calibration_batches: int | None = None
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_keep_float(self)
         _check_choice("observer", self.observer, OBSERVERS)
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("backend", self.backend, BACKENDS)
@@ -95,8 +99,10 @@ class QAT:
     batch_size: int = 64
     lr: float = 1e-4
     freeze_observers_after: float = 0.5
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_keep_float(self)
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_weight_bits(self.weight_bits, "fx")
@@ -104,6 +110,23 @@ class QAT:
             raise QuantwiseError("qat needs steps >= 1, batch_size >= 1 and lr > 0", "e.g. steps=300 batch_size=64 lr=1e-4")
         if not 0.0 <= self.freeze_observers_after <= 1.0:
             raise QuantwiseError("freeze_observers_after is a fraction of the steps", "use a value in [0, 1]")
+
+
+# separates keep_float patterns in the inline form; Python attribute names cannot contain it
+KEEP_FLOAT_SEPARATOR = "|"
+
+
+def _check_keep_float(recipe: Any) -> None:
+    """Accept a list (recipe files), a tuple or one string; store a tuple of non-empty patterns."""
+    value = recipe.keep_float
+    if isinstance(value, str):
+        value = value.split(KEEP_FLOAT_SEPARATOR)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        raise QuantwiseError(f"keep_float must be a list of layer-name patterns (got {value!r})", 'e.g. keep_float: ["features.0.*", "classifier"]')
+    patterns = tuple(p.strip() for p in value)
+    if any(not p for p in patterns):
+        raise QuantwiseError("keep_float holds an empty pattern", f"write module names or fnmatch patterns separated by '{KEEP_FLOAT_SEPARATOR}'")
+    object.__setattr__(recipe, "keep_float", patterns)
 
 
 def _check_weight_bits(bits: int, path: str) -> None:
@@ -246,7 +269,10 @@ LLM_PRESETS = ("int8-weight-only", "int4-rtn", "int4-hqq", "int4-gptq", "int4-aw
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    return {"version": RECIPE_VERSION, "kind": recipe.kind, **dataclasses.asdict(recipe)}
+    data = dataclasses.asdict(recipe)
+    if "keep_float" in data:
+        data["keep_float"] = list(data["keep_float"])  # a list in JSON/YAML; recipe_from_dict takes it back
+    return {"version": RECIPE_VERSION, "kind": recipe.kind, **data}
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
@@ -269,7 +295,10 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
 
 
 def parse_recipe(spec: str) -> Recipe:
-    """A preset name, a JSON/YAML file, or ``kind:key=value,...`` (e.g. ``static:observer=mse,path=pt2e``)."""
+    """A preset name, a JSON/YAML file, or ``kind:key=value,...`` (e.g. ``static:observer=mse,path=pt2e``).
+
+    ``keep_float`` takes layer-name patterns separated by ``|``: ``static:keep_float=_fc|_blocks.0.*``.
+    """
     if spec in PRESETS:
         return PRESETS[spec]
     path = Path(spec)
@@ -288,7 +317,8 @@ def parse_recipe(spec: str) -> Recipe:
         key, eq, value = item.partition("=")
         if not eq:
             raise QuantwiseError(f"recipe option {item!r} has no value", "write key=value, e.g. observer=mse")
-        data[key.strip().replace("-", "_")] = _coerce(value.strip())
+        key = key.strip().replace("-", "_")
+        data[key] = value.strip() if key == "keep_float" else _coerce(value.strip())
     return recipe_from_dict(data)
 
 
@@ -297,8 +327,12 @@ def recipe_name(recipe: Recipe) -> str:
         if preset == recipe:
             return name
     defaults = RECIPE_TYPES[recipe.kind]()  # type: ignore[call-arg]
-    changed = [f"{k}={v}" for k, v in dataclasses.asdict(recipe).items() if getattr(defaults, k) != v]
+    changed = [f"{k}={_inline(v)}" for k, v in dataclasses.asdict(recipe).items() if getattr(defaults, k) != v]
     return f"{recipe.kind}:{','.join(changed)}" if changed else recipe.kind
+
+
+def _inline(value: Any) -> str:
+    return KEEP_FLOAT_SEPARATOR.join(value) if isinstance(value, tuple) else str(value)
 
 
 def _coerce(value: str) -> Any:

@@ -104,6 +104,7 @@ def recipes() -> None:
         fields = {k: v for k, v in recipe_to_dict(recipe).items() if k not in ("version",)}
         out.print(f"[bold]{name}[/]: {fields}")
     out.print("Also: a .json/.yaml recipe file, or kind:key=value,... e.g. static:observer=mse,path=pt2e")
+    out.print("Keep layers float (static, qat, dynamic): keep_float=PATTERN|PATTERN (fnmatch over module names, '|'-separated), e.g. 'static:keep_float=_fc|_blocks.0.*'")
 
 
 @app.command()
