@@ -267,6 +267,11 @@ def generate(
     llm.generate(artifact, prompt, max_new_tokens, compile_, chat)
 
 
+from quantwise.cli import mixed as _mixed  # noqa: E402  (its commands import main lazily)
+
+app.command()(_mixed.sensitivity)
+
+
 def run() -> None:
     """Entry point: one readable line and a non-zero exit for user errors."""
     try:
