@@ -136,6 +136,17 @@ def _check_weight_bits(bits: int, path: str) -> None:
         raise QuantwiseError("4-bit weights are not available on the pt2e path", "use path=fx with weight_bits=4")
 
 
+@dataclass(frozen=True)
+class BF16:
+    """bf16 autocast: float32 weights, convolutions and matmuls run in bfloat16.
+
+    Not quantization, but on CPUs with AMX a strong alternative that ``auto`` weighs
+    against int8. The artifact stores the float32 weights (no size saving).
+    """
+
+    kind: ClassVar[str] = "bf16"
+
+
 LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq")
 INT4_KERNEL_GROUPS = (32, 64, 128)
 
@@ -242,8 +253,8 @@ def _check_calibration(samples: int, context: int) -> None:
         raise QuantwiseError(f"calibration needs samples >= 1 and context >= 16 (got {samples}, {context})", "e.g. calibration_samples=32 calibration_context=512")
 
 
-Recipe = DynamicInt8 | StaticInt8 | QAT | WeightOnly | DynamicActivation
-RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, WeightOnly, DynamicActivation)}
+Recipe = DynamicInt8 | StaticInt8 | QAT | BF16 | WeightOnly | DynamicActivation
+RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, BF16, WeightOnly, DynamicActivation)}
 LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind)
 
 # Named recipes a user can pick by name; ``compare`` runs them all where they apply.
@@ -346,6 +357,33 @@ def _coerce(value: str) -> Any:
         except ValueError:
             pass
     return value
+
+
+def write_recipe(recipe: Recipe, path: str | Path) -> Path:
+    """Write ``recipe`` as JSON, or YAML for a .yaml/.yml path (atomically); ``parse_recipe`` reads it back."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    data = recipe_to_dict(recipe)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    elif path.suffix == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        raise QuantwiseError(f"recipe file {path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

@@ -270,6 +270,7 @@ def generate(
 from quantwise.cli import mixed as _mixed  # noqa: E402  (its commands import main lazily)
 
 app.command()(_mixed.sensitivity)
+app.command()(_mixed.auto)
 
 
 def run() -> None:

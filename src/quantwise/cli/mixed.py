@@ -54,3 +54,54 @@ def sensitivity(
     if json_path:
         write_json(report.to_dict(), json_path)
         out.print(f"wrote {json_path}")
+
+
+def auto(
+    model: str = ModelArg,
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Largest acceptable loss of the model's primary metric, in its own unit (default: the model's tolerance)."),
+    objective: str = typer.Option("latency", "--objective", help="latency or size."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save the winner as an artifact directory."),
+    recipe_out: Optional[Path] = typer.Option(None, "--recipe-out", help="Where to write the winning recipe (.json or .yaml; default MODEL-auto.json)."),
+    batch: int = typer.Option(1, "--batch", help="Batch size for latency."),
+    compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile for models that need it (slow to build)."),
+    max_float: Optional[int] = typer.Option(None, "--max-float", help="Most layers kept float (default: half of them)."),
+    json_path: Optional[Path] = JsonOpt,
+    data: Optional[str] = DataOpt,
+    n_calibration: Optional[int] = NCalOpt,
+    n_evaluation: Optional[int] = NEvalOpt,
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out artifact."),
+) -> None:
+    """Search workflows, observers and per-layer float fallback for the fastest (or smallest)
+    recipe within a metric budget; write that recipe and, with --out, its artifact.
+
+    Every candidate is measured on the evaluation split. When none fits the budget this is
+    reported with the best trade-offs (exit code 0: it is a result).
+
+    Examples:
+      quantwise auto efficientnet-lite0 --max-drop 0.01 --out effnet-auto
+      quantwise auto minilm-l6 --objective size --recipe-out minilm.yaml
+      quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json
+    """
+    from quantwise.cli.main import _model, out, progress
+    from quantwise.mixed.auto import AutoOptions, check_options, search, write_outputs
+    from quantwise.report.mixed import print_auto
+    from quantwise.report.table import write_json
+
+    opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, progress=progress)
+    check_options(opts)
+    if out_dir is not None and out_dir.exists() and not force:
+        raise QuantwiseError(f"output {out_dir} already exists", "choose another path or pass --force to replace it")
+    recipe_path = recipe_out or Path("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model) + "-auto.json")
+    if recipe_path.suffix not in (".json", ".yaml", ".yml"):
+        raise QuantwiseError(f"--recipe-out {recipe_path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
+    bundle = _model(model, data, n_calibration, n_evaluation)
+    report, result = search(bundle, opts)
+    write_outputs(report, bundle, result, recipe_path, out_dir, overwrite=force)
+    print_auto(report, out)
+    if report.recipe_path:
+        out.print(f"wrote {report.recipe_path} (quantwise quantize {model} --recipe {report.recipe_path} reproduces it)")
+    if report.artifact_path:
+        out.print(f"wrote {report.artifact_path}")
+    if json_path:
+        write_json(report.to_dict(), json_path)
+        out.print(f"wrote {json_path}")

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -124,6 +125,7 @@ class SensitivityOptions:
     controls: int = 3
     batch_size: int = 32
     use_cache: bool = True
+    confirm: bool = True  # False: proxy only (what auto needs when no full report is cached)
     progress: ProgressFn = no_progress
 
 
@@ -143,9 +145,15 @@ def _cache_key(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions) ->
         "v": CACHE_VERSION, "model": bundle.name, "recipe": recipe_to_dict(recipe),
         "calibration": [len(bundle.calibration), bundle.calibration.description],
         "evaluation": [len(bundle.evaluation), bundle.evaluation.description],
-        "proxy_samples": opts.proxy_samples, "top_k": opts.top_k, "controls": opts.controls,
+        "proxy_samples": opts.proxy_samples, "top_k": opts.top_k, "controls": opts.controls, "confirm": opts.confirm,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_report(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None = None) -> SensitivityReport | None:
+    """A full report computed earlier (default options unless given), or None."""
+    recipe = dataclasses.replace(recipe, keep_float=()) if hasattr(recipe, "keep_float") else recipe
+    return _read_cache(_cache_key(bundle, recipe, opts or SensitivityOptions()))
 
 
 def _read_cache(key: str) -> SensitivityReport | None:
@@ -236,9 +244,9 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
             module = api.quantize(bundle, dataclasses.replace(recipe, keep_float=tuple(keep)), batch_size=opts.batch_size).quantized.module
         return primary_metric(module, bundle, reference, opts.batch_size)
 
-    quantized_metric = real([])
-    top = order[: opts.top_k]
-    rest = order[opts.top_k:]
+    quantized_metric = real([]) if opts.confirm else math.nan
+    top = order[: opts.top_k] if opts.confirm else []
+    rest = order[opts.top_k:] if opts.confirm else []
     controls = [rest[round(i * (len(rest) - 1) / max(1, opts.controls - 1))] for i in range(opts.controls)] if rest and opts.controls else []
     confirmed = top + [c for c in dict.fromkeys(controls) if c not in top]
     for n in opts.progress("confirming with the real metric", confirmed, len(confirmed)):
