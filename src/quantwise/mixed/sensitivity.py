@@ -232,6 +232,7 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
         for rank, n in enumerate(order)
     ]
     proxy_seconds = time.perf_counter() - start
+    log.info("sensitivity: proxy done in %.0f s (%d layers); most sensitive: %s", proxy_seconds, len(layers), ", ".join(order[:5]))
 
     start = time.perf_counter()
     reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
