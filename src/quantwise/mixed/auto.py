@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from quantwise import api
-from quantwise.config import BF16, DynamicInt8, Recipe, StaticInt8, recipe_from_dict, recipe_name, recipe_to_dict
+from quantwise.config import BF16, DynamicInt8, Recipe, StaticInt8, parse_recipe, recipe_from_dict, recipe_name, recipe_to_dict
 from quantwise.errors import QuantwiseError, choice_error, first_line
 from quantwise.evaluate.latency import batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, outputs
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 OBJECTIVES = ("latency", "size")
 FRACTION_METRICS = ("top1", "agreement", "cosine", "cosine_min")
 OBSERVER_VARIANTS = ("mse", "percentile", "minmax")
+WORKFLOWS = ("bf16", "dynamic", "static-fx", "static-pt2e")
 
 
 @dataclass
@@ -103,6 +104,7 @@ class AutoOptions:
     max_float: int | None = None  # most layers kept float (default: half of them)
     proxy_samples: int = 32
     batch_size: int = 32
+    workflows: tuple[str, ...] = WORKFLOWS  # recipes to start from (presets or kind:key=value)
     progress: ProgressFn = no_progress
 
 
@@ -112,6 +114,13 @@ def check_options(opts: AutoOptions, bundle: ModelBundle | None = None) -> float
         raise choice_error("objective", opts.objective, OBJECTIVES)
     if opts.batch < 1:
         raise QuantwiseError(f"batch {opts.batch} is not a batch size", "use --batch 1 or more")
+    if opts.max_float is not None and opts.max_float < 0:
+        raise QuantwiseError(f"--max-float {opts.max_float} is negative", "give how many layers may stay float, e.g. 8")
+    if not opts.workflows:
+        raise QuantwiseError("no workflow to search", "e.g. --workflows bf16,dynamic,static-pt2e")
+    for name in opts.workflows:
+        if not isinstance(parse_recipe(name), (BF16, DynamicInt8, StaticInt8)):
+            raise QuantwiseError(f"workflow {name!r} cannot be searched by auto", "use bf16, dynamic or static recipes (QAT needs one fine-tuning per candidate)")
     if opts.max_drop is not None and (opts.max_drop < 0 or not math.isfinite(opts.max_drop)):
         raise QuantwiseError(f"--max-drop {opts.max_drop} is negative or not finite", "give the largest acceptable loss of the metric, e.g. 0.01")
     if bundle is None:
@@ -205,13 +214,10 @@ def _bytes(tensors: dict[str, Any]) -> float:
     return sum(t.numel() * t.element_size() for t in tensors.values() if isinstance(t, torch.Tensor)) / 1e6
 
 
-def _workflows(bundle: ModelBundle) -> list[Recipe]:
-    out: list[Recipe] = [BF16()]
-    if quantizable_layers(bundle.model, DynamicInt8()):
-        out.append(DynamicInt8())
-    if quantizable_layers(bundle.model, StaticInt8()):
-        out += [StaticInt8(path="fx"), StaticInt8(path="pt2e")]
-    return out
+def _workflows(bundle: ModelBundle, names: tuple[str, ...]) -> list[Recipe]:
+    """The starting recipes that apply to this model (a recipe that quantizes no layer is skipped)."""
+    recipes = [parse_recipe(n) for n in names]
+    return [r for r in recipes if isinstance(r, BF16) or quantizable_layers(bundle.model, r)]
 
 
 def _variants(recipe: StaticInt8) -> list[StaticInt8]:
@@ -274,7 +280,8 @@ def search(bundle: ModelBundle, opts: AutoOptions | None = None) -> tuple[AutoRe
     clock = {"start": time.perf_counter()}
     s = _Search(bundle, opts, budget)
     s.baselines()
-    stage1 = [s.run(r, "workflow", timed=True) for r in opts.progress("auto: workflows", _workflows(bundle), len(_workflows(bundle)))]
+    starts = _workflows(bundle, opts.workflows)
+    stage1 = [s.run(r, "workflow", timed=True) for r in opts.progress("auto: workflows", starts, len(starts))]
     clock["workflows"] = time.perf_counter()
     # stage 2: observers / granularity for static paths that miss the budget but could win
     bases: list[tuple[Recipe, Candidate]] = []
@@ -297,6 +304,8 @@ def search(bundle: ModelBundle, opts: AutoOptions | None = None) -> tuple[AutoRe
     for recipe, base in bases:
         layers = quantizable_layers(bundle.model, recipe)
         max_float = opts.max_float if opts.max_float is not None else max(1, len(layers) // 2)
+        if max_float == 0:
+            continue
         sens = cached_report(bundle, recipe) or analyse(bundle, recipe, SensitivityOptions(
             proxy_samples=opts.proxy_samples, top_k=1, controls=0, batch_size=opts.batch_size, progress=opts.progress, confirm=False))
         sens_reports.append(sens)
@@ -333,7 +342,7 @@ def search(bundle: ModelBundle, opts: AutoOptions | None = None) -> tuple[AutoRe
 def write_outputs(report: AutoReport, bundle: ModelBundle, result: Any, recipe_path: Path, out: Path | None, overwrite: bool = False) -> None:
     """Write the winner's recipe file, re-create the model from that file and, with ``out``,
     save it as an artifact. The re-created model must match the searched one exactly."""
-    from quantwise.config import parse_recipe, write_recipe
+    from quantwise.config import write_recipe
 
     if report.chosen is None:
         return
