@@ -162,7 +162,8 @@ class _Search:
             c.notes.append("float reference: not a quantized result")
             self.candidates.append(c)
 
-    def run(self, recipe: Recipe, stage: str, timed: bool = False) -> Candidate:
+    def run(self, recipe: Recipe, stage: str, timed: bool = False, time_within: bool = True) -> Candidate:
+        """Quantize, measure the metric and size; time it when ``timed``, or when within budget and ``time_within``."""
         name = recipe_name(recipe)
         known = next((c for c in self.candidates if c.name == name), None)
         if known is not None:
@@ -188,14 +189,18 @@ class _Search:
         c.size_mb = _bytes(q.tensors)
         c.runtime = "compiled" if q.compiled and self.opts.compile else "eager"
         c.notes = list(q.notes)
-        if c.within_budget or timed:
-            try:
-                c.latency_ms = self.time(q.module, c.runtime)
-            except Exception as err:
-                c.notes.append(f"not timed: {type(err).__name__}: {first_line(err)}")
         if c.within_budget:
             self.results[c.name] = result
+        if timed or (c.within_budget and time_within):
+            self.time_candidate(c, q.module)
         return c
+
+    def time_candidate(self, c: Candidate, module: nn.Module | None = None) -> None:
+        module = module if module is not None else self.results[c.name].quantized.module
+        try:
+            c.latency_ms = self.time(module, c.runtime)
+        except Exception as err:  # a compile failure leaves the candidate untimed, not the search dead
+            c.notes.append(f"not timed: {type(err).__name__}: {first_line(err)}")
 
     def fastest_float(self) -> float:
         key = "latency_ms" if self.opts.objective == "latency" else "size_mb"
@@ -232,7 +237,8 @@ def _fallback(search: _Search, base: Recipe, sens: SensitivityReport, max_float:
     ranking = sens.ranking()[:max_float]
 
     def attempt(k: int) -> Candidate:
-        return search.run(dataclasses.replace(base, keep_float=tuple(ranking[:k])), "fallback")
+        # untimed: more float layers never run faster, so only the smallest k that fits is timed
+        return search.run(dataclasses.replace(base, keep_float=tuple(ranking[:k])), "fallback", time_within=False)
 
     passed, failed, k = None, 0, 1
     while k <= len(ranking):
@@ -254,6 +260,7 @@ def _fallback(search: _Search, base: Recipe, sens: SensitivityReport, max_float:
             hi = mid
         else:
             lo = mid
+    search.time_candidate(attempt(hi))
 
 
 def _why(sens: SensitivityReport, name: str) -> str:
