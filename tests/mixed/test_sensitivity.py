@@ -66,6 +66,7 @@ def test_cli_prints_the_table_and_writes_json(capsys, tmp_path):
     data = json.loads(path.read_text())
     assert data["primary"] == "top1" and len(data["layers"]) == 4 and len(data["confirmed"]) == 4
     assert all(row["metric_float"] is not None for row in data["layers"])
+    assert all(row["metric_alone"] is None for row in data["layers"])  # static: one direction unless --confirm-alone
     code, out, _ = invoke(capsys, "sensitivity", "mnist-cnn", "--recipe", "static-fx", "--n-calibration", "32", "--n-evaluation", "128",
                           "--top-k", "2", "--controls", "2", "--proxy-samples", "16")
     assert code == 0 and "from cache" in out

@@ -25,6 +25,7 @@ def sensitivity(
     data: Optional[str] = DataOpt,
     n_calibration: Optional[int] = NCalOpt,
     n_evaluation: Optional[int] = NEvalOpt,
+    confirm_alone: Optional[bool] = typer.Option(None, "--confirm-alone/--no-confirm-alone", help="Also measure 'only this layer int8' with the real metric (default: for dynamic recipes; for static ones it doubles the cost)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even when a cached result exists."),
     all_layers: bool = typer.Option(False, "--all", help="Print every layer, not the 20 most sensitive."),
 ) -> None:
@@ -48,7 +49,8 @@ def sensitivity(
     if top_k < 1 or controls < 0 or proxy_samples < 1:
         raise QuantwiseError("--top-k and --proxy-samples must be at least 1, --controls at least 0", "e.g. --top-k 5 --controls 3")
     bundle = _model(model, data, n_calibration, n_evaluation)
-    opts = SensitivityOptions(proxy_samples=proxy_samples, top_k=top_k, controls=controls, use_cache=not no_cache, progress=progress)
+    opts = SensitivityOptions(proxy_samples=proxy_samples, top_k=top_k, controls=controls, use_cache=not no_cache,
+                              confirm_alone=confirm_alone, progress=progress)
     report = analyse(bundle, parsed, opts)
     print_sensitivity(report, out, limit=None if all_layers else 20)
     if json_path:

@@ -126,6 +126,9 @@ class SensitivityOptions:
     batch_size: int = 32
     use_cache: bool = True
     confirm: bool = True  # False: proxy only (what auto needs when no full report is cached)
+    # also confirm "only this layer int8" with the real metric; None: only where that is cheap
+    # (dynamic recipes, whose proxy is exact); static recipes then confirm the ranking direction only
+    confirm_alone: bool | None = None
     progress: ProgressFn = no_progress
 
 
@@ -146,6 +149,7 @@ def _cache_key(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions) ->
         "calibration": [len(bundle.calibration), bundle.calibration.description],
         "evaluation": [len(bundle.evaluation), bundle.evaluation.description],
         "proxy_samples": opts.proxy_samples, "top_k": opts.top_k, "controls": opts.controls, "confirm": opts.confirm,
+        "confirm_alone": opts.confirm_alone,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -250,10 +254,11 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
     rest = order[opts.top_k:] if opts.confirm else []
     controls = [rest[round(i * (len(rest) - 1) / max(1, opts.controls - 1))] for i in range(opts.controls)] if rest and opts.controls else []
     confirmed = top + [c for c in dict.fromkeys(controls) if c not in top]
+    both = sim.exact if opts.confirm_alone is None else opts.confirm_alone
     for n in opts.progress("confirming with the real metric", confirmed, len(confirmed)):
         row = next(r for r in rows if r.name == n)
         row.metric_float = real([n])
-        row.metric_alone = real([m for m in layers if m != n])
+        row.metric_alone = real([m for m in layers if m != n]) if both else None
         row.control = n not in top
     report = SensitivityReport(
         model=bundle.name, recipe=recipe_to_dict(recipe), recipe_name=recipe_name(recipe), primary=bundle.primary,
