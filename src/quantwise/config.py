@@ -266,6 +266,7 @@ PRESETS: dict[str, Recipe] = {
     "qat": QAT(),
     "static-w4": StaticInt8(path="fx", weight_bits=4, observer="minmax"),
     "qat-w4": QAT(weight_bits=4),
+    "bf16": BF16(),  # not quantization: bf16 autocast, the baseline auto weighs int8 against
     # language models (quantwise compare smollm2-135m)
     "int8-weight-only": WeightOnly(bits=8, group_size=None),
     "int4-rtn": WeightOnly(algorithm="rtn"),
