@@ -65,3 +65,13 @@ def test_nothing_within_budget_is_a_result_with_tradeoffs(capsys, tmp_path):
     report = json.loads(data.read_text())
     assert report["chosen"] is None and report["tradeoffs"] and not recipe.exists()
     assert {c["name"] for c in report["candidates"]} >= {"float", "bf16", "dynamic"}
+
+
+def test_bf16_recipe_runs_under_autocast_and_reloads_exactly(mnist, mnist_reference, tmp_path):
+    result = api.quantize(mnist, "bf16")
+    probe = mnist.evaluation.example(32)
+    out = run(result.quantized.module, probe)
+    assert out.dtype == torch.float32 and not torch.equal(out, mnist_reference[:32])  # bf16 math changes the logits
+    assert (out.argmax(1) == mnist_reference[:32].argmax(1)).all()
+    loaded = api.load(api.save(result, tmp_path / "a"))
+    assert torch.equal(run(loaded.module, probe), out) and loaded.recipe == parse_recipe("bf16")
