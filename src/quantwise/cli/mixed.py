@@ -67,6 +67,7 @@ def auto(
     batch: int = typer.Option(1, "--batch", help="Batch size for latency."),
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile for models that need it (slow to build)."),
     max_float: Optional[int] = typer.Option(None, "--max-float", help="Most layers kept float (default: half of them)."),
+    proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the sensitivity proxy uses."),
     workflows: str = typer.Option("bf16,dynamic,static-fx,static-pt2e", "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value)."),
     json_path: Optional[Path] = JsonOpt,
     data: Optional[str] = DataOpt,
@@ -90,7 +91,7 @@ def auto(
     from quantwise.report.mixed import print_auto
     from quantwise.report.table import write_json
 
-    opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float,
+    opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
                        workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), progress=progress)
     check_options(opts)
     if out_dir is not None and out_dir.exists() and not force:

@@ -116,6 +116,8 @@ def check_options(opts: AutoOptions, bundle: ModelBundle | None = None) -> float
         raise QuantwiseError(f"batch {opts.batch} is not a batch size", "use --batch 1 or more")
     if opts.max_float is not None and opts.max_float < 0:
         raise QuantwiseError(f"--max-float {opts.max_float} is negative", "give how many layers may stay float, e.g. 8")
+    if opts.proxy_samples < 1:
+        raise QuantwiseError("--proxy-samples must be at least 1", "e.g. --proxy-samples 16")
     if not opts.workflows:
         raise QuantwiseError("no workflow to search", "e.g. --workflows bf16,dynamic,static-pt2e")
     for name in opts.workflows:
