@@ -75,11 +75,12 @@ def auto(
     n_evaluation: Optional[int] = NEvalOpt,
     force: bool = typer.Option(False, "--force", help="Replace an existing --out artifact."),
 ) -> None:
-    """Search workflows, observers and per-layer float fallback for the fastest (or smallest)
-    recipe within a metric budget; write that recipe and, with --out, its artifact.
+    """Find the fastest (or smallest) recipe whose metric loss stays within a budget.
 
-    Every candidate is measured on the evaluation split. When none fits the budget this is
-    reported with the best trade-offs (exit code 0: it is a result).
+    Searches workflows, observers and granularity, then keeps the most sensitive layers float
+    until the loss measured on the evaluation split fits --max-drop. Writes the winning recipe
+    (and with --out its artifact). When nothing fits, says so and shows the best trade-offs
+    (exit code 0: it is a result).
 
     Examples:
       quantwise auto efficientnet-lite0 --max-drop 0.01 --out effnet-auto
