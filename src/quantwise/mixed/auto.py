@@ -310,12 +310,13 @@ def search(bundle: ModelBundle, opts: AutoOptions | None = None) -> tuple[AutoRe
     # stage 3: per-layer float fallback, guided by sensitivity
     sens_reports: list[SensitivityReport] = []
     why: dict[str, str] = {}
-    for recipe, base in bases:
+    for recipe, _ in bases:
         layers = quantizable_layers(bundle.model, recipe)
         max_float = opts.max_float if opts.max_float is not None else max(1, len(layers) // 2)
         if max_float == 0:
             continue
-        sens = cached_report(bundle, recipe) or analyse(bundle, recipe, SensitivityOptions(
+        # a full report from 'quantwise sensitivity' with the same proxy size is reused; else the proxy alone
+        sens = cached_report(bundle, recipe, SensitivityOptions(proxy_samples=opts.proxy_samples)) or analyse(bundle, recipe, SensitivityOptions(
             proxy_samples=opts.proxy_samples, top_k=1, controls=0, batch_size=opts.batch_size, progress=opts.progress, confirm=False))
         sens_reports.append(sens)
         _fallback(s, recipe, sens, min(max_float, len(layers)))
