@@ -1,4 +1,5 @@
-"""Side-by-side benchmark of the zoo: quantwise compare + ONNX Runtime peers, one process per
+"""Side-by-side benchmark of the zoo: quantwise compare with ONNX Runtime as a target and its own
+quantizer as peer rows (``--target pytorch,onnxruntime --peers``), one process per
 (model, thread count) because Inductor bakes the thread count into compiled kernels.
 
     .venv/bin/python benchmarks/compare_zoo.py                      # all models, 2 threads
@@ -37,68 +38,13 @@ def child(model: str, threads: int, batches: tuple[int, ...]) -> None:
     torch.set_num_threads(threads)
     from quantwise import api
     from quantwise.compare import CompareOptions, compare
-    from quantwise.evaluate.latency import batch_of, measure
     from quantwise.report.table import write_json
 
     bundle = api.load_model(model)
     recipes = ("dynamic", "static-fx", "static-pt2e") + (("qat",) if bundle.train is not None else ())
-    report = compare(bundle, CompareOptions(recipes=recipes, batches=batches, repeats=30, max_seconds=20.0))
-    data = report.to_dict()
-    data["onnxruntime"] = onnxruntime_rows(bundle, threads, batches)
-    write_json(data, RESULTS / f"{model}-t{threads}.json")
-
-
-def onnxruntime_rows(bundle, threads: int, batches: tuple[int, ...]) -> list[dict]:
-    """ONNX Runtime float and its own static int8 (QDQ, per-channel) quantization of the same model."""
-    import tempfile
-
-    import numpy as np
-    import onnxruntime as ort
-    import torch
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from quantwise.evaluate.latency import batch_of, measure
-    from quantwise.evaluate.metrics import fidelity, outputs
-
-    if len(bundle.example_inputs(1)) != 1:
-        return []
-    rows = []
-    tmp = Path(tempfile.mkdtemp())
-    example = bundle.example_inputs(2)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    torch.onnx.export(bundle.model, example, str(tmp / "float.onnx"), dynamo=True, input_names=["x"],
-                      dynamic_shapes=({0: batch},), verbose=False)
-    quant_pre_process(str(tmp / "float.onnx"), str(tmp / "pre.onnx"))
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"x": inputs[0].numpy()} for inputs, _ in bundle.calibration.batches(16)])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    reference = outputs(bundle.model, bundle.evaluation)
-    float_size = (tmp / "float.onnx").stat().st_size
-    for name, file in (("onnxruntime float", "float.onnx"), ("onnxruntime static int8 (QDQ, per-channel)", "int8.onnx")):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(tmp / file), options, providers=["CPUExecutionProvider"])
-
-        def run(x, session=session):
-            return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
-
-        out = torch.cat([run(inputs[0]) for inputs, _ in bundle.evaluation.batches(32)])
-        row = {"name": name, "size_mb": (tmp / file).stat().st_size / 1e6, "size_ratio": (tmp / file).stat().st_size / float_size,
-               "metrics": fidelity(bundle.task, reference, out, bundle.evaluation.targets), "latency": {}}
-        for b in batches:
-            lat = measure(run, batch_of(bundle.example_inputs(1), b), warmup=3, repeats=30, max_seconds=20.0)
-            row["latency"][str(b)] = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": lat.repeats}
-        rows.append(row)
-    return rows
+    # ONNX Runtime float and its own quantizers as rows; every recipe also exported to ONNX and timed there
+    opts = CompareOptions(recipes=recipes, batches=batches, repeats=30, max_seconds=20.0, peers=True, targets=("pytorch", "onnxruntime"))
+    write_json(compare(bundle, opts).to_dict(), RESULTS / f"{model}-t{threads}.json")
 
 
 def summarise() -> None:
@@ -120,11 +66,8 @@ def summarise() -> None:
             lat = " | ".join(f"{r['latency'][str(b)]['median_ms']:.3g} ({r['latency'][str(b)]['p90_ms']:.3g})" for b in batches)
             sp = " | ".join(f"{r['speedup'][str(b)]:.2f}" for b in batches)
             metric = r["metrics"].get(data["primary"])
-            lines.append(f"| {r['name']} | {r['runtime']} | {r['size_mb']:.3g} ({r['size_ratio']:.2f}) | {lat} | {sp} | {metric:.4f} | {'; '.join(r['warnings'])} |")
-        for r in data.get("onnxruntime", []):
-            lat = " | ".join(f"{r['latency'][str(b)]['median_ms']:.3g} ({r['latency'][str(b)]['p90_ms']:.3g})" for b in batches)
-            metric = r["metrics"].get(data["primary"], r["metrics"].get("agreement"))
-            lines.append(f"| {r['name']} | onnxruntime | {r['size_mb']:.3g} ({r['size_ratio']:.2f}) | {lat} | " + " | ".join("" for _ in batches) + f" | {metric:.4f} | peer, not quantwise |")
+            flags = r["warnings"] + (["peer: ONNX Runtime's own quantizer, not quantwise"] if r["kind"] == "peer" else [])
+            lines.append(f"| {r['name']} | {r['runtime']} | {r['size_mb']:.3g} ({r['size_ratio']:.2f}) | {lat} | {sp} | {metric:.4f} | {'; '.join(flags)} |")
         lines += ["", "Best quantized row: " + "; ".join(f"batch {b}: {v}" for b, v in data["best"].items()), ""]
     lines += ["## Caveats (read before quoting a number)", "", *CAVEATS, ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")

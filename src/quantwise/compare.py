@@ -8,6 +8,7 @@ the stated tolerance allows.
 from __future__ import annotations
 
 import logging
+import time
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,8 @@ class CompareOptions:
     max_seconds: float = 10.0
     batch_size: int = 32
     progress: ProgressFn = no_progress
+    targets: tuple[str, ...] = ("pytorch",)  # "onnxruntime": also export each recipe to ONNX and time it there
+    peers: bool = False  # ONNX Runtime float and its own static/dynamic quantizers as rows
 
 
 def _time(row: Row, fn: Any, example: tuple[torch.Tensor, ...], opts: CompareOptions) -> None:
@@ -129,19 +132,70 @@ def _metrics(fn: Any, bundle: ModelBundle, reference: torch.Tensor, opts: Compar
     return evaluate(_Wrap(), bundle, reference, opts.batch_size)
 
 
-def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor, workdir: Path, opts: CompareOptions) -> Row:
+def _runtime_row(row: Row, fn: Any, path: Path, bundle: ModelBundle, reference: torch.Tensor, opts: CompareOptions) -> Row:
+    row.size_mb = path.stat().st_size / 1e6
+    row.metrics = _metrics(fn, bundle, reference, opts)
+    log.info("timing %s", row.name)
+    _time(row, fn, bundle.example_inputs(1), opts)
+    return row
+
+
+def _failed(row: Row, err: Exception) -> Row:
+    if not isinstance(err, QuantwiseError):
+        log.exception("%s failed", row.name)
+    row.error = str(err) if isinstance(err, QuantwiseError) else f"failed: {type(err).__name__}: {first_line(err)}"
+    return row
+
+
+def _peer_rows(bundle: ModelBundle, reference: torch.Tensor, workdir: Path, opts: CompareOptions) -> list[Row]:
+    """ONNX Runtime float (a baseline a user could deploy instead) and its own quantizers (peers)."""
+
+    from quantwise.export.onnx_target import load
+    from quantwise.peers import onnxruntime as ort_peer
+
+    rows = []
+    try:
+        float_path = ort_peer.export_float(bundle, workdir / "float.onnx")
+    except Exception as err:
+        return [_failed(Row("onnxruntime float", "baseline", "onnxruntime"), err)]
+    for name, kind, make in ort_peer.PEERS:
+        row = Row(name, kind, "onnxruntime")
+        log.info("measuring %s", name)
+        try:
+            start = time.perf_counter()
+            path = make(bundle, float_path, workdir)
+            if kind == "peer":
+                row.quantize_s = time.perf_counter() - start
+                row.notes.append("peer: ONNX Runtime's quantizer, not quantwise's (quant_pre_process, then quantize_static QDQ per-channel / quantize_dynamic)")
+            rows.append(_runtime_row(row, load(path, torch.get_num_threads()), path, bundle, reference, opts))
+        except Exception as err:
+            rows.append(_failed(row, err))
+    return rows
+
+
+def _exported_row(name: str, artifact: Path, bundle: ModelBundle, reference: torch.Tensor, opts: CompareOptions) -> Row:
+    """The recipe's own model exported to ONNX (parity-checked) and run in ONNX Runtime."""
+    from quantwise.export import export_artifact
+    from quantwise.export.onnx_target import load
+
+    row = Row(f"{name} -> onnxruntime", "quantized", "onnxruntime")
+    try:
+        result = export_artifact(artifact, "onnx", bundle=bundle, samples=min(256, len(bundle.evaluation)))
+    except Exception as err:
+        return _failed(row, err)
+    q = result.parity.vs_quantized
+    row.notes = [*result.notes, f"parity with the PyTorch int8 model: max |diff| {q.max_abs:.3g}, cosine {q.cosine:.5f}" + ("" if q.agreement is None else f", top-1 agreement {q.agreement:.4f}")]
+    return _runtime_row(row, load(result.path, torch.get_num_threads()), result.path, bundle, reference, opts)
+
+
+def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor, workdir: Path, opts: CompareOptions) -> tuple[Row, Path | None]:
     name = recipe_name(recipe)
     row = Row(name, "quantized", "eager")
     log.info("quantizing with %s", name)
     try:
         result = api.quantize(bundle, recipe, progress=opts.progress, batch_size=opts.batch_size)
-    except QuantwiseError as err:  # not applicable to this model: say why
-        row.error = str(err)
-        return row
-    except Exception as err:  # a method that breaks on one model must not lose the other rows
-        log.exception("%s failed", name)
-        row.error = f"failed: {type(err).__name__}: {first_line(err)}"
-        return row
+    except Exception as err:  # not applicable, or broken on this model: say why, keep the other rows
+        return _failed(row, err), None
     q = result.quantized
     row.quantize_s = result.seconds
     row.notes = list(q.notes)
@@ -153,7 +207,7 @@ def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor,
         row.notes.append("needs torch.compile to be fast; timed in eager mode because compilation was turned off")
     log.info("timing %s (%s)", name, row.runtime)
     _time(row, RUNTIMES[row.runtime](q.module), bundle.example_inputs(1), opts)
-    return row
+    return row, path
 
 
 def _judge(report_rows: list[Row], bundle: ModelBundle, opts: CompareOptions) -> dict[int, str]:
@@ -193,11 +247,16 @@ def compare(bundle: ModelBundle, opts: CompareOptions | None = None) -> CompareR
     reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
     rows = _baselines(bundle, reference, opts)
     with tempfile.TemporaryDirectory(prefix="quantwise-compare-") as tmp:
+        if opts.peers:
+            rows += _peer_rows(bundle, reference, Path(tmp), opts)
         for recipe in recipes:
             if isinstance(recipe, QAT) and bundle.train is None and opts.recipes == DEFAULT_RECIPES:
                 rows.append(Row(recipe_name(recipe), "quantized", "eager", error="skipped by default: this model has no training split (name --recipes qat to distil the float model)"))
                 continue
-            rows.append(_quantized_row(bundle, recipe, reference, Path(tmp), opts))
+            row, artifact = _quantized_row(bundle, recipe, reference, Path(tmp), opts)
+            rows.append(row)
+            if "onnxruntime" in opts.targets:
+                rows.append(_exported_row(row.name, artifact, bundle, reference, opts) if artifact else Row(f"{row.name} -> onnxruntime", "quantized", "onnxruntime", error="not exported: the recipe did not run"))
     best = _judge(rows, bundle, opts)
     return CompareReport(
         model=bundle.name,

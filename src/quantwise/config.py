@@ -18,7 +18,7 @@ RECIPE_VERSION = 1
 
 OBSERVERS = ("minmax", "moving-average", "histogram", "percentile", "mse")
 GRANULARITIES = ("per-channel", "per-tensor")
-BACKENDS = ("x86", "qnnpack")
+BACKENDS = ("x86", "qnnpack", "xnnpack")  # xnnpack: pt2e only, for ExecuTorch
 STATIC_PATHS = ("fx", "pt2e")
 
 
@@ -75,11 +75,13 @@ class StaticInt8:
         _check_weight_bits(self.weight_bits, self.path)
         if not 50.0 < self.percentile <= 100.0:
             raise QuantwiseError(f"percentile {self.percentile} is out of range", "use a value in (50, 100], e.g. 99.99")
-        if self.path == "pt2e" and self.backend != "x86":
+        if self.path == "pt2e" and self.backend == "qnnpack":
             raise QuantwiseError(
-                f"the pt2e path has no {self.backend} quantizer in this torchao build",
-                "use path=fx for backend qnnpack, or backend=x86 with pt2e",
+                "the pt2e path has no qnnpack quantizer in this torchao build",
+                "use path=fx for backend qnnpack, backend=xnnpack with pt2e for ARM/mobile (ExecuTorch), or backend=x86",
             )
+        if self.path == "fx" and self.backend == "xnnpack":
+            raise QuantwiseError("backend xnnpack quantizes through torch.export only", "use static:path=pt2e,backend=xnnpack (needs executorch), or backend=qnnpack with path=fx")
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class BF16:
 
 
 LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq")
+GPTQ_GRIDS = ("minmax", "hqq")  # where GPTQ's group scales and zero-points come from
 INT4_KERNEL_GROUPS = (32, 64, 128)
 
 
@@ -166,7 +169,8 @@ class WeightOnly:
     one scale and zero per ``group_size`` inputs, chosen by ``algorithm``: ``rtn`` (round
     to nearest), ``hqq`` (optimised zero-points, no data), ``gptq`` (Hessian error
     compensation, calibrated; ``act_order`` quantizes columns by decreasing Hessian
-    diagonal) or ``awq`` (activation-aware scaling, calibrated). GPTQ over-fits a small
+    diagonal; ``gptq_grid=hqq`` takes HQQ's optimised group parameters instead of min/max)
+    or ``awq`` (activation-aware scaling, calibrated). GPTQ over-fits a small
     calibration set (measured on SmolLM2: with 8 windows of 512 tokens its held-out layer
     error was no better than RTN's; with 128 it was 2-4x lower), hence 128 windows. int4
     models run with bfloat16 activations (the CPU int4 kernel is fast only in bf16).
@@ -183,8 +187,10 @@ class WeightOnly:
     calibration_context: int = 512
     damp: float = 0.01
     act_order: bool = True
+    gptq_grid: str = "minmax"
 
     def __post_init__(self) -> None:
+        _check_choice("gptq_grid", self.gptq_grid, GPTQ_GRIDS)
         if self.bits not in (4, 8):
             raise QuantwiseError(f"bits={self.bits} is not supported for weight-only", "use bits=8 or bits=4")
         _check_choice("algorithm", self.algorithm, LLM_ALGORITHMS)
@@ -262,6 +268,7 @@ PRESETS: dict[str, Recipe] = {
     "dynamic": DynamicInt8(),
     "static-fx": StaticInt8(path="fx"),
     "static-pt2e": StaticInt8(path="pt2e"),
+    "static-xnnpack": StaticInt8(path="pt2e", backend="xnnpack"),
     "static-qnnpack": StaticInt8(path="fx", backend="qnnpack", granularity="per-tensor"),
     "qat": QAT(),
     "static-w4": StaticInt8(path="fx", weight_bits=4, observer="minmax"),

@@ -50,7 +50,7 @@ def test_quantize_then_eval_artifact(capsys, tmp_path):
 def test_compare_writes_json_and_flags_rows(capsys, tmp_path):
     path = tmp_path / "report.json"
     code, out, err = invoke(capsys, "-q", "compare", "mnist-cnn", "--recipes", "dynamic,static-fx", "--batches", "1,8",
-                            "--no-compile", "--repeats", "5", "--json", str(path), *SMALL)
+                            "--no-compile", "--repeats", "5", "--json", str(path), "--no-peers", *SMALL)
     assert code == 0, err
     report = json.loads(path.read_text())
     names = [r["name"] for r in report["rows"]]

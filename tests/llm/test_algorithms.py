@@ -251,6 +251,22 @@ def test_gptq_output_error_is_clearly_below_rtn_on_correlated_inputs(grid):
         assert (y - x @ out.dequantize().T).norm() < 0.8 * err_rtn, kwargs
 
 
+def test_gptq_on_hqq_group_parameters_keeps_them_and_beats_both():
+    x, w = _correlated(10)
+    acc = HessianAccumulator(64)
+    acc.add(x)
+    grid = GroupGrid(4, 16)
+    init = hqq(w, grid)
+    out = gptq(w, acc.hessian(), grid, act_order=True, qparams=(init.scale, init.zero))
+    _assert_valid(out, w.shape)
+    assert torch.equal(out.scale, init.scale) and torch.equal(out.zero, init.zero)
+    y = x @ w.T
+    error = lambda q: (y - x @ q.dequantize().T).norm()  # noqa: E731
+    assert error(out) < 0.8 * error(init)
+    with pytest.raises(ValueError, match="qparams must be"):
+        gptq(w, acc.hessian(), grid, qparams=(init.scale[:, :2], init.zero))
+
+
 def test_gptq_act_order_keeps_the_original_column_groups():
     x, w = _correlated(9)
     H = _hessian(x)

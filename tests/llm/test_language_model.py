@@ -107,6 +107,17 @@ def test_group_128_is_refused_where_it_does_not_divide():
         check_recipe_fits(fresh().model, WeightOnly(group_size=128))
 
 
+def test_calibration_that_cannot_fit_in_memory_is_refused_before_work(monkeypatch):
+    from quantwise.llm import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 200 * 2**20)
+    lm = fresh()
+    with pytest.raises(QuantwiseError, match="needs about 1.3 GiB more memory, and 0.2 GiB is available") as err:
+        quantize_lm(lm, WeightOnly(bits=4, group_size=64, algorithm="gptq"))
+    assert "calibration_samples" in str(err.value)
+    assert all(m.weight.numel() > 0 for m in lm.model.modules() if isinstance(m, torch.nn.Linear))  # nothing released
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [

@@ -89,15 +89,7 @@ def read(path: Path) -> Artifact:
     from safetensors.torch import load_file
 
     path = Path(path)
-    if not path.exists():
-        raise QuantwiseError(f"artifact {path} does not exist", "give the directory written by 'quantwise quantize'")
-    if not path.is_dir() or not (path / MANIFEST).is_file() or not (path / WEIGHTS).is_file():
-        raise QuantwiseError(f"{path} is not a quantwise artifact (expected a directory with {MANIFEST} and {WEIGHTS})", "give the directory written by 'quantwise quantize'")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise QuantwiseError(f"{path / MANIFEST} is corrupt ({err})", "re-create the artifact with 'quantwise quantize'") from None
-    _check_manifest(manifest, path)
+    manifest = read_manifest(path)
     try:
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:
@@ -112,6 +104,35 @@ def read(path: Path) -> Artifact:
         versions=manifest.get("versions", {}),
         notes=manifest.get("notes", []),
     )
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The artifact's manifest, parsed and checked (its tensors are not read)."""
+    path = Path(path)
+    if not path.exists():
+        raise QuantwiseError(f"artifact {path} does not exist", "give the directory written by 'quantwise quantize'")
+    if not path.is_dir() or not (path / MANIFEST).is_file() or not (path / WEIGHTS).is_file():
+        raise QuantwiseError(f"{path} is not a quantwise artifact (expected a directory with {MANIFEST} and {WEIGHTS})", "give the directory written by 'quantwise quantize'")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise QuantwiseError(f"{path / MANIFEST} is corrupt ({err})", "re-create the artifact with 'quantwise quantize'") from None
+    _check_manifest(manifest, path)
+    return manifest
+
+
+def record_export(path: Path, target: str, record: dict[str, Any]) -> None:
+    """Add one export's record (file, parity, versions) to the manifest, atomically."""
+    manifest = read_manifest(path)
+    manifest.setdefault("exports", {})[target] = record
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(tmp, path / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _check_manifest(manifest: Any, path: Path) -> None:

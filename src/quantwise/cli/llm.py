@@ -69,11 +69,12 @@ def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, o
     out.print(f"{target}: perplexity {result.perplexity:.3f} on {result.setting} of {split.description}")
 
 
-def compare(model: str, recipes: str, json_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int, compile_: bool, repeats: int, out: Console, progress: Any) -> None:
+def compare(model: str, recipes: str, json_path: Optional[Path], html_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int, compile_: bool, repeats: int, out: Console, progress: Any) -> None:
     from quantwise.config import LLM_PRESETS
     from quantwise.llm.compare import LLMCompareOptions, compare_lm
+    from quantwise.cli.outputs import write_outputs
+    from quantwise.report.llm_html import llm_compare_document
     from quantwise.report.llm_table import print_llm_compare
-    from quantwise.report.table import write_json
 
     names = tuple(r.strip() for r in recipes.split(",") if r.strip()) if recipes else LLM_PRESETS
     for name in names:
@@ -83,9 +84,7 @@ def compare(model: str, recipes: str, json_path: Optional[Path], text: Optional[
     opts = LLMCompareOptions(recipes=names, context=context, eval_tokens=eval_tokens, compile=compile_, repeats=repeats, text=text, progress=progress)
     report = compare_lm(model, opts)
     print_llm_compare(report, out)
-    if json_path:
-        write_json(report.to_dict(), json_path)
-        out.print(f"wrote {json_path}")
+    write_outputs(report.to_dict(), lambda: llm_compare_document(report), json_path, html_path, out)
 
 
 def generate(target: str, prompt: str, max_new_tokens: int, compile_: bool, chat: bool) -> None:

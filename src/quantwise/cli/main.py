@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from quantwise.errors import QuantwiseError, first_line
+from quantwise.cli.debug import debug as debug_command
+from quantwise.errors import QuantwiseError, choice_error, first_line
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -199,6 +200,7 @@ def compare(
     recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset)."),
     batches: str = typer.Option("1,32", "--batches", help="Batch sizes to time, comma-separated."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: setting, table, warnings, Pareto figure."),
     data: Optional[str] = DataOpt,
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile rows (slow to build)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed calls per measurement, medians reported (default: 20; 5 decode runs for language models)."),
@@ -207,6 +209,8 @@ def compare(
     text: Optional[str] = TextOpt,
     context: int = ContextOpt,
     eval_tokens: int = EvalTokensOpt,
+    target: str = typer.Option("pytorch", "--target", help="Where quantized models run: pytorch, onnxruntime (exported, parity-checked, timed in ONNX Runtime), or both: pytorch,onnxruntime."),
+    peers: bool = typer.Option(True, "--peers/--no-peers", help="Add ONNX Runtime float and ONNX Runtime's own static/dynamic int8 quantizers as rows."),
 ) -> None:
     """Float baselines and every applicable workflow, side by side: size, latency, accuracy.
 
@@ -215,20 +219,25 @@ def compare(
 
     Examples:
       quantwise compare mnist-cnn
-      quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json
+      quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json --html out/effnet.html
       quantwise compare minilm-l6 --recipes dynamic,static-pt2e --no-compile
+      quantwise compare efficientnet-lite0 --recipes static-pt2e --target pytorch,onnxruntime
       quantwise compare smollm2-135m --json out/smollm2.json
       quantwise compare smollm2-135m --recipes int8-weight-only,int4-gptq --eval-tokens 20480
     """
+    from quantwise.cli.outputs import check_outputs, write_outputs
+
+    check_outputs(json=json_path, html=html_path)
     if _is_llm(model):
         from quantwise.cli import llm
 
-        return llm.compare(model, recipes_ or "", json_path, text, eval_tokens, context, compile_, repeats or 5, out, progress)
+        return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress)
     recipes_ = recipes_ or ",".join(("dynamic", "static-fx", "static-pt2e", "qat"))
     repeats = repeats or 20
     from quantwise.compare import CompareOptions, compare as run_compare
     from quantwise.config import parse_recipe
-    from quantwise.report.table import print_compare, write_json
+    from quantwise.report.compare_html import compare_document
+    from quantwise.report.table import print_compare
 
     recipe_list = tuple(r.strip() for r in recipes_.split(",") if r.strip())
     for r in recipe_list:
@@ -240,12 +249,38 @@ def compare(
     if any(b < 1 for b in batch_list):
         raise QuantwiseError("batch sizes must be at least 1", "write e.g. --batches 1,32")
     bundle = _model(model, data, n_calibration, n_evaluation)
-    opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress)
+    targets = tuple(t.strip() for t in target.split(",") if t.strip())
+    for t in targets:
+        if t not in ("pytorch", "onnxruntime"):
+            raise choice_error("--target", t, ("pytorch", "onnxruntime"))
+    opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress, targets=targets, peers=peers)
     report = run_compare(bundle, opts)
     print_compare(report, out)
-    if json_path:
-        write_json(report.to_dict(), json_path)
-        out.print(f"wrote {json_path}")
+    write_outputs(report.to_dict(), lambda: compare_document(report), json_path, html_path, out)
+
+
+@app.command("export")
+def export_(
+    artifact: Path = typer.Argument(..., help="An artifact directory written by 'quantwise quantize'."),
+    to: str = typer.Option(..., "--to", help="onnx | pt2 | torchscript | executorch"),
+    output: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: model.<suffix> inside the artifact)."),
+    data: Optional[str] = DataOpt,
+    force: bool = typer.Option(False, "--force", help="Replace an existing output."),
+    samples: int = typer.Option(256, "--samples", help="Held-out samples for the parity check."),
+) -> None:
+    """Export a quantized artifact to a runtime and prove it with a parity check.
+
+    The parity check runs the exported file on held-out inputs against the quantized
+    PyTorch model and the float model; an export outside tolerance fails and leaves nothing.
+
+    Examples:
+      quantwise export mnist-int8 --to onnx
+      quantwise export effnet-pt2e --to pt2 --out deploy/effnet.pt2
+      quantwise export mnist-int8 --to torchscript
+    """
+    from quantwise.cli.export import export
+
+    export(artifact, to, output, data, force, samples, out)
 
 
 @app.command()
@@ -266,6 +301,8 @@ def generate(
 
     llm.generate(artifact, prompt, max_new_tokens, compile_, chat)
 
+
+app.command("debug")(debug_command)
 
 from quantwise.cli import mixed as _mixed  # noqa: E402  (its commands import main lazily)
 

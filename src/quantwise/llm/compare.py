@@ -33,6 +33,7 @@ from quantwise.versions import machine, versions
 
 log = logging.getLogger(__name__)
 PROMPT_TOKENS = 32
+BASELINES = ("float32", "bf16")  # methods of the rows a user could pick instead of quantizing
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class LLMCompareReport:
     best: str
     machine: dict[str, Any]
     versions: dict[str, str]
+    best_index: int | None = None  # the row named by ``best``; None when no row qualifies
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,11 +134,11 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
             log.exception("recipe %s failed", name)
             rows.append(LLMRow(name, "-", "-", "-", error=f"{type(err).__name__}: {first_line(err)}"))
         gc.collect()
-    best = _judge(rows, opts.tolerance_pct)
+    best, best_index = _judge(rows, opts.tolerance_pct)
     return LLMCompareReport(
         model=spec, description=description, text=text, perplexity_setting=reference.setting,
         decode_setting=f"batch 1, greedy, {opts.decode_tokens - 1} tokens after a {PROMPT_TOKENS}-token prompt, static KV cache, median of {opts.repeats}; prefill: one {opts.context}-token forward",
-        threads=torch.get_num_threads(), float_mb=float_mb, rows=rows, best=best, machine=machine(), versions=versions(),
+        threads=torch.get_num_threads(), float_mb=float_mb, rows=rows, best=best, machine=machine(), versions=versions(), best_index=best_index,
     )
 
 
@@ -186,8 +188,9 @@ def _delta(value: float, reference: float) -> float:
     return 100.0 * (value - reference) / reference
 
 
-def _judge(rows: list[LLMRow], tolerance_pct: float) -> str:
-    baselines = [r for r in rows if r.method in ("float32", "bf16") and r.decode_tokens_per_s]
+def _judge(rows: list[LLMRow], tolerance_pct: float) -> tuple[str, int | None]:
+    """The verdict line and the index of the best row (None: no quantized row qualifies)."""
+    baselines = [r for r in rows if r.method in BASELINES and r.decode_tokens_per_s]
     fastest = max(baselines, key=lambda r: r.decode_tokens_per_s)
     candidates = []
     for row in rows:
@@ -200,6 +203,7 @@ def _judge(rows: list[LLMRow], tolerance_pct: float) -> str:
         if not row.warnings:
             candidates.append(row)
     if not candidates:
-        return f"none: no quantized model decodes faster than {fastest.method} {fastest.runtime} within {tolerance_pct:g}% perplexity"
+        return f"none: no quantized model decodes faster than {fastest.method} {fastest.runtime} within {tolerance_pct:g}% perplexity", None
     best = max(candidates, key=lambda r: r.decode_tokens_per_s or 0)
-    return f"{best.method} ({best.decode_tokens_per_s:.1f} tokens/s, perplexity {best.delta_pct:+.2f}%, {best.size_mb:.0f} MB)"
+    verdict = f"{best.method} ({best.decode_tokens_per_s:.1f} tokens/s, perplexity {best.delta_pct:+.2f}%, {best.size_mb:.0f} MB)"
+    return verdict, next(i for i, r in enumerate(rows) if r is best)

@@ -57,3 +57,25 @@ def track_peak_rss(interval_s: float = 0.01) -> Iterator[PeakRSS]:
         stop.set()
         thread.join()
         result.peak = max(result.peak, rss_bytes())
+
+
+def available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo: what the kernel can hand out without swapping."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def calibration_working_set(samples: int, context: int, hidden: int, widest: int) -> int:
+    """Bytes the calibrated layer-by-layer pass adds on top of the loaded model, roughly: one
+    block's float32 input and output hidden states for every calibration window, the widest
+    Linear input captured for its statistics, and as much again for the block's own forward
+    temporaries (attention, MLP). Measured on SmolLM2 (128 x 512 windows): GPTQ grew about 1 GB
+    over the loaded model, AWQ about 1.4 GB; this estimate gives 1.3 GiB."""
+    tokens = samples * context
+    return 4 * tokens * (2 * hidden + widest) * 2

@@ -108,6 +108,7 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     notes: list[str] = []
     if recipe.needs_calibration:
         batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
+        _check_memory(model, batches.shape[0], batches.shape[1])
         notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
         layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes)
     else:
@@ -121,6 +122,21 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
         layers["lm_head"] = _rtn_in_row_chunks(head.weight.data, LM_HEAD_GRID)
         notes.append("output layer: int8 per row (untied from the float embedding table)")
     return QuantizedLM(model, recipe, layers, time.perf_counter() - start, notes)
+
+
+def _check_memory(model: nn.Module, samples: int, context: int) -> None:
+    """Refuse up front, with the knobs that shrink it, a calibration that cannot fit in memory."""
+    from quantwise.llm.memory import available_bytes, calibration_working_set
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    hidden = model.get_input_embeddings().weight.shape[1]
+    need = calibration_working_set(samples, context, hidden, max(m.in_features for m in linears))
+    free = available_bytes()
+    if free is not None and need > free:
+        raise QuantwiseError(
+            f"calibrating on {samples} windows x {context} tokens needs about {need / 2**30:.1f} GiB more memory, and {free / 2**30:.1f} GiB is available",
+            "lower calibration_samples or calibration_context in the recipe (e.g. weight-only:algorithm=gptq,calibration_samples=32), or use rtn/hqq, which need no calibration",
+        )
 
 
 def _rtn_in_row_chunks(w: torch.Tensor, grid: GroupGrid, rows: int = 4096) -> GroupQuant:
@@ -224,7 +240,9 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
         for name, module in linears.items():
             w = module.weight.data
             if uses_gptq:
-                quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp, act_order=recipe.act_order)
+                init = hqq(w, grid) if recipe.gptq_grid == "hqq" else None
+                quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp, act_order=recipe.act_order,
+                             qparams=None if init is None else (init.scale, init.zero))
             else:
                 quant = rtn(w, grid)
             layers_out[f"model.layers.{index}.{name}"] = quant

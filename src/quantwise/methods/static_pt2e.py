@@ -46,13 +46,25 @@ def _quantizer(recipe: StaticInt8, restoring: bool = False, keep_float: list[str
         "mse": (_PT2E_VARIANTS["mse"], {}),
     }
     cls, kwargs = observers["minmax" if restoring else recipe.observer]
-    config = get_default_x86_inductor_quantization_config()
+    quantizer, config = _xnnpack() if recipe.backend == "xnnpack" else (X86InductorQuantizer(), get_default_x86_inductor_quantization_config())
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=cls.with_args(eps=2**-12, **kwargs))
     config = dataclasses.replace(config, input_activation=act, output_activation=act if config.output_activation else None)
-    quantizer = X86InductorQuantizer().set_global(config)
+    quantizer.set_global(config)
+    # the x86 and XNNPACK quantizers name this setter differently
+    keep = getattr(quantizer, "set_module_name_qconfig", None) or quantizer.set_module_name
     for name in keep_float or ():
-        quantizer.set_module_name_qconfig(name, None)
+        keep(name, None)
     return quantizer
+
+
+def _xnnpack() -> tuple[Any, Any]:
+    """ExecuTorch's XNNPACK quantizer: symmetric int8 activations and per-channel weights, the
+    graph its XNNPACK backend lowers (the x86 quantizer's uint8 graph does not run correctly there)."""
+    try:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+    except ImportError:
+        raise QuantwiseError("backend xnnpack needs executorch, which is not installed", "pip install 'quantwise[executorch]' (executorch==1.5.1), or use backend=x86") from None
+    return XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True)
 
 
 def _variants() -> dict[str, type]:
@@ -192,8 +204,9 @@ def _convert(prepared: nn.Module) -> nn.Module:
     # convert_pt2e leaves the float parameters attached although the graph no longer reads them
     used = {n.target for n in converted.graph.nodes if n.op == "get_attr"}
     for name, _ in list(converted.named_parameters()):
-        if name not in used and "." not in name:
-            delattr(converted, name)
+        if name not in used:
+            owner, _, leaf = name.rpartition(".")
+            delattr(converted.get_submodule(owner) if owner else converted, leaf)
     return converted
 
 
@@ -207,7 +220,7 @@ def quantize(model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized
     meta = {"dynamic_batch": data.dynamic_batch}
     restored = restore(copy.deepcopy(model), recipe, data.example(2), tensors, meta)
     restored.notes = [
-        f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile",
+        f"pt2e path (torch.export + {'XNNPACKQuantizer, for ExecuTorch' if recipe.backend == 'xnnpack' else 'X86InductorQuantizer'}), {recipe.observer} observer; runs fast only under torch.compile",
         f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
     ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else [])
     return restored

@@ -1,1 +1,1 @@
-"""Results -> terminal tables and JSON. No computation happens here."""
+"""Results -> terminal tables, JSON and HTML reports with figures. No computation happens here."""

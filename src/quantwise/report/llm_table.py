@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
-from quantwise.llm.compare import LLMCompareReport
+from quantwise.llm.compare import BASELINES, LLMCompareReport
+from quantwise.report.grid import Cell, Table, rich_table
 
 COLUMNS = ("method", "runtime", "bits", "group", "size MB", "x float", "perplexity", "Δ ppl %", "decode tok/s b1", "prefill tok/s", "quantize s", "peak MB quantizing")
 
@@ -15,20 +16,30 @@ def _num(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def llm_table(report: LLMCompareReport) -> Table:
-    table = Table(title=f"quantwise compare: {report.model}  ({report.threads} threads)")
-    for i, name in enumerate(COLUMNS):
-        table.add_column(name, justify="left" if i < 4 else "right")
+def _cell(value: float | None, digits: int = 3) -> Cell:
+    return Cell(_num(value, digits), value)
+
+
+def llm_grid(report: LLMCompareReport) -> Table:
+    """The comparison table's cells: the terminal and the HTML report both render this."""
+    rows, styles = [], []
     for r in report.rows:
+        label = [Cell(r.method), Cell(r.runtime), Cell(r.bits), Cell(r.group)]
         if r.error:
-            table.add_row(r.method, r.runtime, r.bits, r.group, *(["n/a"] * (len(COLUMNS) - 4)))
+            rows.append(label + [Cell("n/a")] * (len(COLUMNS) - 4))
+            styles.append("muted")
             continue
-        table.add_row(
-            r.method, r.runtime, r.bits, r.group, _num(r.size_mb), _num(r.size_mb / report.float_mb if r.size_mb else None, 2),
-            _num(r.perplexity, 4), f"{r.delta_pct:+.2f}" if r.delta_pct is not None else "–", _num(r.decode_tokens_per_s), _num(r.prefill_tokens_per_s),
-            _num(r.quantize_s), _num(r.peak_quantize_mb),
-        )
-    return table
+        rows.append(label + [
+            _cell(r.size_mb), _cell(r.size_mb / report.float_mb if r.size_mb else None, 2), _cell(r.perplexity, 4),
+            Cell(f"{r.delta_pct:+.2f}" if r.delta_pct is not None else "–", r.delta_pct), _cell(r.decode_tokens_per_s),
+            _cell(r.prefill_tokens_per_s), _cell(r.quantize_s), _cell(r.peak_quantize_mb),
+        ])
+        styles.append("bad" if r.warnings else ("good" if r.method not in BASELINES else ""))
+    return Table(list(COLUMNS), rows, row_styles=styles, right_from=4)
+
+
+def llm_table(report: LLMCompareReport) -> RichTable:
+    return rich_table(llm_grid(report), f"quantwise compare: {report.model}  ({report.threads} threads)")
 
 
 def print_llm_compare(report: LLMCompareReport, console: Console | None = None) -> None:

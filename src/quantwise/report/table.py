@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Table as RichTable
 
-from quantwise.compare import CompareReport
+from quantwise.compare import CompareReport, Row
+from quantwise.report.grid import Cell, Table, rich_table
 
 METRIC_ORDER = ("top1", "agreement", "kl", "cosine", "cosine_min", "sqnr_db")
 
@@ -24,34 +25,43 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def compare_table(report: CompareReport) -> Table:
-    table = Table(title=f"quantwise compare: {report.model}  ({report.threads} threads)", show_lines=False)
-    table.add_column("recipe")
-    table.add_column("runtime")
-    table.add_column("size MB", justify="right")
-    table.add_column("x float", justify="right")
+def compare_grid(report: CompareReport) -> Table:
+    """The comparison table's cells: the terminal and the HTML report both render this."""
+    columns = ["recipe", "runtime", "size MB", "x float"]
     for b in report.batches:
-        table.add_column(f"b{b} med ms", justify="right")
-        table.add_column(f"b{b} p90", justify="right")
-        table.add_column(f"b{b} speed-up", justify="right")
-    table.add_column(f"{report.primary}", justify="right")
-    table.add_column("Δ vs float", justify="right")
-    table.add_column("quantize s", justify="right")
+        columns += [f"b{b} med ms", f"b{b} p90", f"b{b} speed-up"]
+    columns += [report.primary, "Δ vs float", "quantize s"]
     float_value = report.rows[0].metrics.get(report.primary)
+    rows, styles = [], []
     for row in report.rows:
         if row.error:
-            table.add_row(row.name, "–", *["–"] * (3 * len(report.batches) + 2), f"[yellow]n/a[/]", "", "")
+            rows.append([Cell(row.name), Cell("–"), *[Cell("–")] * (3 * len(report.batches) + 2), Cell("n/a"), Cell(""), Cell("")])
+            styles.append("muted")
             continue
-        cells = [row.name, row.runtime, _fmt(row.size_mb, 3), _fmt(row.size_ratio, 2)]
+        cells = [Cell(row.name), Cell(row.runtime), _num(row.size_mb, 3), _num(row.size_ratio, 2)]
         for b in report.batches:
             lat = row.latency.get(b)
-            cells += [_fmt(lat.median_ms if lat else None, 3), _fmt(lat.p90_ms if lat else None, 3), _fmt(row.speedup.get(b), 3)]
+            cells += [_num(lat.median_ms if lat else None, 3), _num(lat.p90_ms if lat else None, 3), _num(row.speedup.get(b), 3)]
         value = row.metrics.get(report.primary)
         delta = None if value is None or float_value is None else value - float_value
-        cells += [_fmt(value, 5), _fmt(delta, 3), _fmt(row.quantize_s, 3)]
-        style = "red" if row.warnings else ("green" if row.kind == "quantized" else "")
-        table.add_row(*cells, style=style)
-    return table
+        cells += [_num(value, 5), _num(delta, 3), _num(row.quantize_s, 3)]
+        rows.append(cells)
+        styles.append("bad" if row.warnings else ("good" if row.kind == "quantized" else ""))
+    return Table(columns, rows, row_styles=styles, right_from=2)
+
+
+def other_metrics(report: CompareReport, row: Row) -> list[tuple[str, Cell]]:
+    """The row's metrics besides the primary one, in the usual order."""
+    other = {k: v for k, v in row.metrics.items() if k != report.primary}
+    return [(k, _num(v, 5)) for k, v in sorted(other.items(), key=lambda kv: _order(kv[0]))]
+
+
+def _num(value: float | None, digits: int) -> Cell:
+    return Cell(_fmt(value, digits), value)
+
+
+def compare_table(report: CompareReport) -> RichTable:
+    return rich_table(compare_grid(report), f"quantwise compare: {report.model}  ({report.threads} threads)")
 
 
 def print_compare(report: CompareReport, console: Console | None = None) -> None:
@@ -62,12 +72,11 @@ def print_compare(report: CompareReport, console: Console | None = None) -> None
     console.print(f"primary metric: {report.primary} (tolerance {report.tolerance:g}); speed-up is against the fastest float baseline at each batch")
     console.print(compare_table(report))
     for row in report.rows:
-        other = {k: v for k, v in row.metrics.items() if k != report.primary}
         if row.error:
             console.print(f"[yellow]{row.name}: n/a[/] {row.error}")
             continue
-        if other:
-            console.print(f"  {row.name}: " + ", ".join(f"{k}={_fmt(v, 5)}" for k, v in sorted(other.items(), key=lambda kv: _order(kv[0]))))
+        if other := other_metrics(report, row):
+            console.print(f"  {row.name}: " + ", ".join(f"{k}={cell.text}" for k, cell in other))
         for note in row.notes:
             console.print(f"    [dim]{note}[/]")
         for warning in row.warnings:
@@ -82,7 +91,7 @@ def _order(key: str) -> int:
 
 def print_metrics(title: str, metrics: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=title)
+    table = RichTable(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in sorted(metrics.items(), key=lambda kv: _order(kv[0])):

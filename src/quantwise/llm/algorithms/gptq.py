@@ -110,11 +110,14 @@ def gptq(
     block_size: int = 128,
     act_order: bool = False,
     static_groups: bool = False,
+    qparams: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> GroupQuant:
     """Quantize ``w`` ``[out, in]`` with GPTQ given the Hessian ``H`` ``[in, in]`` of its inputs.
 
     ``damp`` is relative to ``mean(diag(H))``. See the module docstring for the group
     parameter rule, ``act_order`` (forces ``static_groups`` when grouped) and precision.
+    ``qparams`` = ``(scale, zero)`` ``[out, n_groups]`` fixes the group parameters up front
+    (e.g. HQQ's optimised ones) instead of min/max; dead input columns keep them.
     Neither ``w`` nor ``H`` is modified.
     """
     out, n_groups, glen = _check_weight(w, grid)
@@ -140,7 +143,12 @@ def gptq(
     column_grid = dataclasses.replace(grid, group_size=None)
     scale = torch.empty(out, n_groups, dtype=torch.float32)
     zero = torch.empty(out, n_groups, dtype=torch.float32)
-    if static_groups:
+    if qparams is not None:  # given group parameters (e.g. HQQ's) are static by definition
+        static_groups = True
+        if qparams[0].shape != (out, n_groups) or qparams[1].shape != (out, n_groups):
+            raise ValueError(f"qparams must be two [out, n_groups] = [{out}, {n_groups}] tensors")
+        scale[:], zero[:] = qparams[0], qparams[1]
+    elif static_groups:
         scale[:], zero[:] = qparams_minmax(W, grid)
 
     if act_order:

@@ -1,0 +1,105 @@
+"""Every zoo model x every workflow x every export target: does the export succeed, and does
+parity hold? One row per combination, with the refusal reason where a target does not take a
+recipe. Parity only (no timing), so it may run while the machine is busy.
+
+    .venv/bin/python benchmarks/export_zoo.py
+    .venv/bin/python benchmarks/export_zoo.py --models mnist-cnn --recipes static-pt2e
+
+Writes benchmarks/results/exports.json and benchmarks/EXPORT_RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODELS = ("mnist-cnn", "efficientnet-lite0", "minilm-l6", "resemblyzer-lstm")
+RECIPES = ("static-pt2e", "static-xnnpack", "static-fx", "qat", "dynamic")
+TARGETS = ("onnx", "pt2", "torchscript", "executorch")
+SIZES = {"mnist-cnn": (512, 2000), "efficientnet-lite0": (None, None), "minilm-l6": (None, None), "resemblyzer-lstm": (None, None)}
+
+
+def run(models: list[str], recipes: list[str], targets: list[str]) -> list[dict]:
+    import torch
+
+    from quantwise import api
+    from quantwise.errors import QuantwiseError, first_line
+    from quantwise.export import export_artifact
+
+    rows = []
+    for model in models:
+        n_cal, n_eval = SIZES.get(model, (None, None))
+        bundle = api.load_model(model, n_calibration=n_cal, n_evaluation=n_eval)
+        for recipe in recipes:
+            if recipe == "qat" and bundle.train is None:
+                rows.append({"model": model, "recipe": recipe, "target": "*", "status": "n/a", "reason": "no training split for QAT"})
+                continue
+            work = Path(tempfile.mkdtemp(prefix="qw-export-"))
+            try:
+                start = time.perf_counter()
+                path = api.save(api.quantize(bundle, recipe), work / "artifact")
+                print(f"{model} {recipe}: quantized in {time.perf_counter() - start:.0f} s", flush=True)
+            except Exception as err:
+                rows.append({"model": model, "recipe": recipe, "target": "*", "status": "quantize failed", "reason": first_line(err, 200)})
+                shutil.rmtree(work, ignore_errors=True)
+                continue
+            for target in targets:
+                row = {"model": model, "recipe": recipe, "target": target}
+                try:
+                    result = export_artifact(path, target, bundle=bundle, samples=256)
+                    row.update(status="ok", size_mb=result.size_mb, seconds=result.seconds, parity=result.parity.to_dict(), notes=result.notes)
+                except QuantwiseError as err:
+                    refused = "cannot export" in str(err) or "not installed" in str(err)
+                    row.update(status="unsupported" if refused else "failed", reason=str(err))
+                except Exception as err:
+                    row.update(status="failed", reason=f"{type(err).__name__}: {first_line(err, 200)}")
+                print(f"  -> {target}: {row['status']}", flush=True)
+                rows.append(row)
+            shutil.rmtree(work, ignore_errors=True)
+        del bundle
+        torch.set_num_threads(torch.get_num_threads())
+    return rows
+
+
+def summarise(data: dict) -> str:
+    lines = ["# Export results", "", "Written by `benchmarks/export_zoo.py`: each zoo model quantized with each workflow, exported to each target,",
+             "and checked on 256 held-out evaluation samples against the quantized PyTorch model and against float.",
+             "Tolerance: top-1 agreement >= 0.99 with the quantized PyTorch model (classifiers), mean cosine >= 0.999 (embeddings).", "",
+             f"Machine: {data['machine']['cpu']}; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()), "",
+             "| model | recipe | target | status | size MB | vs quantized: max abs / cosine / top-1 | vs float: cosine / top-1 | reason or note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['model']} | {r['recipe']} | {r['target']} | {r['status']} | | | | {r.get('reason', '')} |")
+            continue
+        q, f = r["parity"]["vs_quantized"], r["parity"]["vs_float"]
+        top = lambda a: "" if a["agreement"] is None else f" / {a['agreement']:.4f}"  # noqa: E731
+        lines.append(f"| {r['model']} | {r['recipe']} | {r['target']} | ok | {r['size_mb']:.2f} | {q['max_abs']:.3g} / {q['cosine']:.5f}{top(q)} | "
+                     f"{f['cosine']:.5f}{top(f)} | {'; '.join(n for n in r['notes'] if 'deprecated' in n or 'NOT' in n or 'delegated' in n)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    from quantwise.report.table import write_json
+    from quantwise.versions import machine, versions
+
+    rows = run(args.models.split(","), args.recipes.split(","), args.targets.split(","))
+    data = {"machine": machine(), "versions": versions(), "rows": rows}
+    write_json(data, HERE / "results" / "exports.json")
+    (HERE / "EXPORT_RESULTS.md").write_text(summarise(data))
+    print((HERE / "EXPORT_RESULTS.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

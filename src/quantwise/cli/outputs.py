@@ -1,0 +1,40 @@
+"""Result files a command writes besides its terminal output (--json, --html)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+
+from quantwise.errors import QuantwiseError
+
+
+def check_outputs(**paths: Optional[Path]) -> None:
+    """Refuse an unusable output path before any slow work (keyword: option name without --)."""
+    for option, path in paths.items():
+        if path is None:
+            continue
+        flag = f"--{option}"
+        if path.is_dir():
+            raise QuantwiseError(f"{flag} {path} is a folder", f"give a file path, e.g. {flag} {path / ('report.' + option)}")
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent  # the first folder that exists; the rest is created on write
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise QuantwiseError(f"cannot write {flag} {path}: {parent} is not a writable folder", f"choose another path for {flag}")
+
+
+def write_outputs(data: dict[str, Any], document: Callable[[], Any], json_path: Optional[Path], html_path: Optional[Path], out: Console) -> None:
+    """Write the JSON and the HTML report (each atomically) from the same report object."""
+    from quantwise.report.table import write_json
+
+    if json_path:
+        write_json(data, json_path)
+        out.print(f"wrote {json_path}")
+    if html_path:
+        from quantwise.report.html import write_html
+
+        write_html(document(), html_path)
+        out.print(f"wrote {html_path}")

@@ -1,0 +1,82 @@
+"""What an export target is: which recipes it takes, how it writes a file, how it runs one."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantwise.config import Recipe
+from quantwise.data.base import Inputs
+from quantwise.errors import QuantwiseError, choice_error
+
+Runner = Callable[..., torch.Tensor]
+
+
+def recipe_family(recipe: Recipe | dict[str, Any]) -> str:
+    """'pt2e' (x86 quantizer), 'pt2e-xnnpack' (ExecuTorch's quantizer), 'fx' (legacy FX modules:
+    static fx, qat, 4-bit), 'dynamic', or the LLM kinds."""
+    data = recipe if isinstance(recipe, dict) else {"kind": recipe.kind, **{k: getattr(recipe, k) for k in ("path", "backend") if hasattr(recipe, k)}}
+    kind = data.get("kind")
+    if kind == "static" and data.get("path") == "pt2e":
+        return "pt2e-xnnpack" if data.get("backend") == "xnnpack" else "pt2e"
+    if kind == "static":
+        return "fx"
+    if kind == "qat":
+        return "fx"
+    return str(kind)
+
+
+@dataclass(frozen=True)
+class ExportTarget:
+    """One deployment format.
+
+    ``supports`` maps a recipe family to the reason it is refused (``None`` = supported),
+    ``write(module, example, path, dynamic_batch) -> notes`` writes the file, and
+    ``load(path, threads) -> runner`` runs it on torch tensors, as a fresh user would.
+    """
+
+    name: str
+    suffix: str
+    description: str
+    families: tuple[str, ...]
+    write: Callable[[nn.Module, Inputs, Path, bool], list[str]]
+    load: Callable[[Path, int], Runner]
+    requires: str | None = None  # a module that must import, else the install hint below
+    install: str = ""
+    refusals: tuple[tuple[str, str], ...] = ()  # (family, reason + which recipe works)
+
+    def check(self, family: str) -> None:
+        if self.requires is not None:
+            import importlib.util
+
+            if importlib.util.find_spec(self.requires) is None:
+                raise QuantwiseError(f"the {self.name} export needs {self.requires}, which is not installed", f"install it: {self.install}")
+        if family in self.families:
+            return
+        reason = dict(self.refusals).get(family, f"the {self.name} export does not take {family} models")
+        works = ", ".join(self.families)
+        raise QuantwiseError(f"cannot export a {family} model to {self.name}: {reason}", f"recipe families this target takes: {works}")
+
+
+TARGETS: dict[str, ExportTarget] = {}
+
+
+def register(target: ExportTarget) -> ExportTarget:
+    TARGETS[target.name] = target
+    return target
+
+
+def target_for(name: str) -> ExportTarget:
+    import quantwise.export.formats  # noqa: F401  (registers the targets)
+
+    if name not in TARGETS:
+        raise choice_error("export target", name, tuple(TARGETS))
+    return TARGETS[name]
+
+
+def input_names(example: Inputs) -> list[str]:
+    return ["input"] if len(example) == 1 else [f"input_{i}" for i in range(len(example))]

@@ -1,0 +1,89 @@
+"""``export_artifact``: write the file next to (or away from) the artifact, check parity,
+record it in the manifest. A failure at any step leaves nothing behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from quantwise import api
+from quantwise.artifact import store
+from quantwise.errors import QuantwiseError, first_line
+from quantwise.export import parity
+from quantwise.export.base import ExportTarget, recipe_family, target_for
+from quantwise.models.base import ModelBundle
+from quantwise.versions import versions
+
+
+@dataclass
+class ExportResult:
+    artifact: Path
+    target: str
+    path: Path
+    size_mb: float
+    seconds: float
+    parity: parity.Parity
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "file": str(self.path), "size_mb": self.size_mb, "seconds": self.seconds,
+                "parity": self.parity.to_dict(), "notes": self.notes, "versions": versions()}
+
+
+def default_path(artifact: Path, target: ExportTarget) -> Path:
+    return Path(artifact) / f"model{target.suffix}"
+
+
+def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle | None = None, out: str | Path | None = None,
+                    overwrite: bool = False, samples: int = 256, threads: int | None = None) -> ExportResult:
+    """Export the quantized model in ``artifact`` to ``target_name`` and prove it.
+
+    ``bundle`` gives the float model and held-out data for the parity check (default: the
+    artifact's own model spec resolved again)."""
+    artifact = Path(artifact)
+    target = target_for(target_name)
+    manifest = store.read_manifest(artifact)
+    family = recipe_family(manifest["recipe"])
+    target.check(family)
+    path = Path(out) if out is not None else default_path(artifact, target)
+    if path.suffix != target.suffix:
+        raise QuantwiseError(f"output {path} does not end in {target.suffix}", f"name the {target.name} file *{target.suffix}")
+    if path.exists() and not overwrite:
+        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
+    loaded = api.load(artifact)
+    if bundle is None:
+        bundle = api.load_model(loaded.artifact.model)
+    held_out = bundle.evaluation.take(samples)
+    example = tuple(t.clone() for t in held_out.example(2))  # a view would save the whole split
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = workdir / path.name  # formats that embed the file name (.pt2 archives) see the final one
+    try:
+        start = time.perf_counter()
+        try:
+            notes = target.write(loaded.module, example, tmp, bool(loaded.quantized.meta.get("dynamic_batch", bundle.dynamic_batch)))
+            runner = target.load(tmp, threads or torch.get_num_threads())
+            seconds = time.perf_counter() - start
+            result = parity.check(runner, loaded.module, bundle.model.eval(), held_out, bundle.task == "classification")
+        except QuantwiseError:
+            raise
+        except Exception as err:
+            raise QuantwiseError(f"{target.name} export of this {family} model failed ({type(err).__name__}: {first_line(err, 160)})",
+                                 "try another target (quantwise export --help lists them) or report it") from err
+        if not result.passed:
+            q = result.vs_quantized
+            got = f"agreement {q.agreement:.4f}" if q.agreement is not None else f"cosine {q.cosine:.5f}"
+            raise QuantwiseError(f"the {target.name} export does not match the quantized model ({got}; needs {result.tolerance}); nothing was written",
+                                 "export with another target, or report this model and recipe")
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    export = ExportResult(artifact, target.name, path, path.stat().st_size / 1e6, seconds, result, notes)
+    store.record_export(artifact, target.name, export.to_dict())
+    return export

@@ -1,0 +1,54 @@
+"""TorchScript lite-interpreter file (``.ptl``) for legacy mobile runtimes.
+
+TorchScript is deprecated upstream; ExecuTorch is its successor. ``optimize_for_mobile``
+needs XNNPACK: it is applied when this torch build has it, and otherwise the note says
+plainly that the file is unoptimised.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from quantwise.data.base import Inputs
+from quantwise.export.base import ExportTarget, Runner, register
+
+DEPRECATED = "TorchScript is deprecated upstream (ExecuTorch replaces it on mobile)"
+
+
+def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -> list[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # not frozen: freezing folds the dequantization of int8 weights into float constants
+        scripted = torch.jit.trace(module, example, check_trace=False)
+    notes = [DEPRECATED]
+    if torch._C._is_xnnpack_enabled():
+        from torch.utils.mobile_optimizer import optimize_for_mobile
+
+        scripted = optimize_for_mobile(scripted)
+        notes.append("optimized for mobile (XNNPACK)")
+    else:
+        notes.append("NOT optimized for mobile: this torch build has no XNNPACK, so optimize_for_mobile cannot run; the file is correct but unoptimised")
+    scripted._save_for_lite_interpreter(str(path))
+    return notes
+
+
+def load(path: Path, threads: int) -> Runner:
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    return _load_for_lite_interpreter(str(path))
+
+
+TARGET = register(ExportTarget(
+    name="torchscript",
+    suffix=".ptl",
+    description="TorchScript lite interpreter (legacy mobile; deprecated upstream)",
+    families=("fx", "pt2e", "pt2e-xnnpack"),
+    write=write,
+    load=load,
+    refusals=(
+        ("dynamic", "torchao's int8 tensor subclasses cannot be traced by TorchScript (use --to pt2, or static-fx for TorchScript)"),
+    ),
+))

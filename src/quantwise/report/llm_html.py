@@ -1,0 +1,42 @@
+"""The language-model compare report as an HTML document (see compare_html for the classic one)."""
+from __future__ import annotations
+
+from quantwise.llm.compare import BASELINES, LLMCompareReport
+from quantwise.report.compare_html import STYLE_NOTE, environment, pareto_section, warnings_section
+from quantwise.report.figures import Candidate
+from quantwise.report.html import Document
+from quantwise.report.llm_table import llm_grid
+
+
+def llm_candidates(report: LLMCompareReport) -> list[Candidate]:
+    """Every measured row as a point: decode milliseconds per token, perplexity (lower is better)."""
+    points = []
+    for i, row in enumerate(report.rows):
+        if row.error or not row.decode_tokens_per_s or row.size_mb is None or row.perplexity is None:
+            continue
+        baseline = row.method in BASELINES
+        name = f"{row.method} {row.runtime}" if baseline else row.method
+        budget = None if baseline else not any(w.startswith("perplexity") for w in row.warnings)
+        points.append(Candidate(name, row.size_mb, 1000.0 / row.decode_tokens_per_s, row.perplexity, False, i == report.best_index, budget))
+    return points
+
+
+def llm_compare_document(report: LLMCompareReport) -> Document:
+    doc = Document(f"quantwise compare: {report.model}", data=report.to_dict())
+    doc.setting("model", f"{report.model}: {report.description}")
+    doc.setting("text", report.text)
+    doc.setting("perplexity", f"{report.perplexity_setting}, evaluation text only")
+    doc.setting("speed", report.decode_setting)
+    doc.setting("size", "model.safetensors of the saved artifact (float rows: weights x dtype size); peak MB quantizing: growth of resident memory while loading the float model and quantizing it")
+    doc.setting("threads", str(report.threads))
+    environment(doc, report.versions, report.machine)
+    results = doc.section("Results")
+    results.paragraph(STYLE_NOTE)
+    results.table(llm_grid(report))
+    results.items([f"{row.method}: {note}" for row in report.rows for note in row.notes])
+    results.paragraph(f"Best: {report.best}")
+    warnings_section(doc.section("Warnings"), [(r.method, r.warnings, r.error) for r in report.rows])
+    star = "the star is the best row" if report.best_index is not None else "no row qualifies as best"
+    pareto_section(doc.section("Size, speed and perplexity"), llm_candidates(report), "perplexity", report.model, "decode ms/token",
+                   f"Every row by decode time per token (batch 1), size and perplexity; {star}.")
+    return doc
