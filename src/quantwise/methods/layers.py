@@ -51,3 +51,10 @@ def kept_float(model: nn.Module, recipe: Recipe) -> list[str]:
             )
         kept += [n for n in hits if n not in kept]
     return [n for n in layers if n in kept]
+
+
+def kept_scopes(model: nn.Module, recipe: Recipe) -> list[str]:
+    """Every module a keep_float pattern names (containers too), for quantizers that annotate by
+    module scope: keeping ``_blocks.0`` float then also keeps its adds and activations float."""
+    patterns = getattr(recipe, "keep_float", ())
+    return [n for n, _ in model.named_modules() if n and any(fnmatchcase(n, p) for p in patterns)]

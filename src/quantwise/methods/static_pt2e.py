@@ -18,7 +18,7 @@ from quantwise.config import StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes
-from quantwise.methods.layers import kept_float
+from quantwise.methods.layers import kept_float, kept_scopes
 from quantwise.observers import histogram_variant
 
 WEIGHT_SUFFIX = ".int8"
@@ -86,7 +86,8 @@ def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: boo
         raise QuantwiseError(f"torch.export failed on this model ({type(err).__name__}: {first})", "try path=fx or the dynamic recipe") from err
     graph_module = exported.module()
     _expose_layer_subclasses(graph_module, model)
-    return prepare_pt2e(graph_module, _quantizer(recipe, restoring, kept_float(model, recipe)))
+    keep = list(dict.fromkeys(kept_float(model, recipe) + kept_scopes(model, recipe)))
+    return prepare_pt2e(graph_module, _quantizer(recipe, restoring, keep))
 
 
 _LAYER_OPS = {
