@@ -39,8 +39,10 @@ class DynamicInt8:
     linear: bool = True
     recurrent: bool = True
     embedding: bool = True
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_keep_float(self)
         if not (self.linear or self.recurrent or self.embedding):
             raise QuantwiseError("dynamic recipe quantizes nothing", "enable at least one of linear, recurrent, embedding")
 
@@ -62,8 +64,10 @@ class StaticInt8:
     weight_bits: int = 8
     percentile: float = 99.99
     calibration_batches: int | None = None
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_keep_float(self)
         _check_choice("observer", self.observer, OBSERVERS)
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("backend", self.backend, BACKENDS)
@@ -97,8 +101,10 @@ class QAT:
     batch_size: int = 64
     lr: float = 1e-4
     freeze_observers_after: float = 0.5
+    keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_keep_float(self)
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_weight_bits(self.weight_bits, "fx")
@@ -108,11 +114,39 @@ class QAT:
             raise QuantwiseError("freeze_observers_after is a fraction of the steps", "use a value in [0, 1]")
 
 
+# separates keep_float patterns in the inline form; Python attribute names cannot contain it
+KEEP_FLOAT_SEPARATOR = "|"
+
+
+def _check_keep_float(recipe: Any) -> None:
+    """Accept a list (recipe files), a tuple or one string; store a tuple of non-empty patterns."""
+    value = recipe.keep_float
+    if isinstance(value, str):
+        value = value.split(KEEP_FLOAT_SEPARATOR)
+    if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
+        raise QuantwiseError(f"keep_float must be a list of layer-name patterns (got {value!r})", 'e.g. keep_float: ["features.0.*", "classifier"]')
+    patterns = tuple(p.strip() for p in value)
+    if any(not p for p in patterns):
+        raise QuantwiseError("keep_float holds an empty pattern", f"write module names or fnmatch patterns separated by '{KEEP_FLOAT_SEPARATOR}'")
+    object.__setattr__(recipe, "keep_float", patterns)
+
+
 def _check_weight_bits(bits: int, path: str) -> None:
     if bits not in (4, 8):
         raise QuantwiseError(f"weight_bits={bits} is not supported", "use 8, or 4 (stored as int8 values in [-8, 7])")
     if bits == 4 and path == "pt2e":
         raise QuantwiseError("4-bit weights are not available on the pt2e path", "use path=fx with weight_bits=4")
+
+
+@dataclass(frozen=True)
+class BF16:
+    """bf16 autocast: float32 weights, convolutions and matmuls run in bfloat16.
+
+    Not quantization, but on CPUs with AMX a strong alternative that ``auto`` weighs
+    against int8. The artifact stores the float32 weights (no size saving).
+    """
+
+    kind: ClassVar[str] = "bf16"
 
 
 LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq")
@@ -225,8 +259,8 @@ def _check_calibration(samples: int, context: int) -> None:
         raise QuantwiseError(f"calibration needs samples >= 1 and context >= 16 (got {samples}, {context})", "e.g. calibration_samples=32 calibration_context=512")
 
 
-Recipe = DynamicInt8 | StaticInt8 | QAT | WeightOnly | DynamicActivation
-RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, WeightOnly, DynamicActivation)}
+Recipe = DynamicInt8 | StaticInt8 | QAT | BF16 | WeightOnly | DynamicActivation
+RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, BF16, WeightOnly, DynamicActivation)}
 LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind)
 
 # Named recipes a user can pick by name; ``compare`` runs them all where they apply.
@@ -239,6 +273,7 @@ PRESETS: dict[str, Recipe] = {
     "qat": QAT(),
     "static-w4": StaticInt8(path="fx", weight_bits=4, observer="minmax"),
     "qat-w4": QAT(weight_bits=4),
+    "bf16": BF16(),  # not quantization: bf16 autocast, the baseline auto weighs int8 against
     # language models (quantwise compare smollm2-135m)
     "int8-weight-only": WeightOnly(bits=8, group_size=None),
     "int4-rtn": WeightOnly(algorithm="rtn"),
@@ -253,7 +288,10 @@ LLM_PRESETS = ("int8-weight-only", "int4-rtn", "int4-hqq", "int4-gptq", "int4-aw
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    return {"version": RECIPE_VERSION, "kind": recipe.kind, **dataclasses.asdict(recipe)}
+    data = dataclasses.asdict(recipe)
+    if "keep_float" in data:
+        data["keep_float"] = list(data["keep_float"])  # a list in JSON/YAML; recipe_from_dict takes it back
+    return {"version": RECIPE_VERSION, "kind": recipe.kind, **data}
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
@@ -276,7 +314,10 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
 
 
 def parse_recipe(spec: str) -> Recipe:
-    """A preset name, a JSON/YAML file, or ``kind:key=value,...`` (e.g. ``static:observer=mse,path=pt2e``)."""
+    """A preset name, a JSON/YAML file, or ``kind:key=value,...`` (e.g. ``static:observer=mse,path=pt2e``).
+
+    ``keep_float`` takes layer-name patterns separated by ``|``: ``static:keep_float=_fc|_blocks.0.*``.
+    """
     if spec in PRESETS:
         return PRESETS[spec]
     path = Path(spec)
@@ -295,7 +336,8 @@ def parse_recipe(spec: str) -> Recipe:
         key, eq, value = item.partition("=")
         if not eq:
             raise QuantwiseError(f"recipe option {item!r} has no value", "write key=value, e.g. observer=mse")
-        data[key.strip().replace("-", "_")] = _coerce(value.strip())
+        key = key.strip().replace("-", "_")
+        data[key] = value.strip() if key == "keep_float" else _coerce(value.strip())
     return recipe_from_dict(data)
 
 
@@ -304,8 +346,12 @@ def recipe_name(recipe: Recipe) -> str:
         if preset == recipe:
             return name
     defaults = RECIPE_TYPES[recipe.kind]()  # type: ignore[call-arg]
-    changed = [f"{k}={v}" for k, v in dataclasses.asdict(recipe).items() if getattr(defaults, k) != v]
+    changed = [f"{k}={_inline(v)}" for k, v in dataclasses.asdict(recipe).items() if getattr(defaults, k) != v]
     return f"{recipe.kind}:{','.join(changed)}" if changed else recipe.kind
+
+
+def _inline(value: Any) -> str:
+    return KEEP_FLOAT_SEPARATOR.join(value) if isinstance(value, tuple) else str(value)
 
 
 def _coerce(value: str) -> Any:
@@ -319,6 +365,33 @@ def _coerce(value: str) -> Any:
         except ValueError:
             pass
     return value
+
+
+def write_recipe(recipe: Recipe, path: str | Path) -> Path:
+    """Write ``recipe`` as JSON, or YAML for a .yaml/.yml path (atomically); ``parse_recipe`` reads it back."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    data = recipe_to_dict(recipe)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        text = yaml.safe_dump(data, sort_keys=False)
+    elif path.suffix == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        raise QuantwiseError(f"recipe file {path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

@@ -78,9 +78,12 @@ def qconfig(observer: str, granularity: str, backend: str, weight_bits: int, per
     return QConfig(activation=activation, weight=_weight_observer(granularity, weight_bits, qat))
 
 
-def fx_prepare(model: nn.Module, qc: QConfig, example: tuple[torch.Tensor, ...], qat: bool = False) -> nn.Module:
-    """Trace, fuse (conv-bn-relu, linear-relu) and insert observers; the model is not edited."""
+def fx_prepare(model: nn.Module, qc: QConfig, example: tuple[torch.Tensor, ...], qat: bool = False, keep_float: Iterable[str] = ()) -> nn.Module:
+    """Trace, fuse (conv-bn-relu, linear-relu) and insert observers; the model is not edited.
+    Modules named in ``keep_float`` get no qconfig: they stay float modules in the converted model."""
     mapping = QConfigMapping().set_global(qc)
+    for name in keep_float:
+        mapping.set_module_name(name, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if qat:
@@ -103,11 +106,14 @@ def freeze_qat(prepared: nn.Module) -> None:
     prepared.apply(nniqat.freeze_bn_stats)
 
 
-def quantize_recurrent(model: nn.Module) -> nn.Module:
-    """Dynamic int8 LSTM/GRU (in place); per-tensor symmetric weights, legacy kernels."""
+def quantize_recurrent(model: nn.Module, keep_float: Iterable[str] = ()) -> nn.Module:
+    """Dynamic int8 LSTM/GRU (in place) except those named in ``keep_float``; per-tensor
+    symmetric weights, legacy kernels."""
+    keep = set(keep_float)
+    names = {n: default_dynamic_qconfig for n, m in model.named_modules() if isinstance(m, RECURRENT) and n not in keep}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}, inplace=True)
+        return quantize_dynamic(model, names, inplace=True)
 
 
 def has_recurrent(model: nn.Module) -> bool:

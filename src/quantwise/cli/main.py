@@ -105,6 +105,7 @@ def recipes() -> None:
         fields = {k: v for k, v in recipe_to_dict(recipe).items() if k not in ("version",)}
         out.print(f"[bold]{name}[/]: {fields}")
     out.print("Also: a .json/.yaml recipe file, or kind:key=value,... e.g. static:observer=mse,path=pt2e")
+    out.print("Keep layers float (static, qat, dynamic): keep_float=PATTERN|PATTERN (fnmatch over module names, '|'-separated), e.g. 'static:keep_float=_fc|_blocks.0.*'")
 
 
 @app.command()
@@ -302,6 +303,11 @@ def generate(
 
 
 app.command("debug")(debug_command)
+
+from quantwise.cli import mixed as _mixed  # noqa: E402  (its commands import main lazily)
+
+app.command()(_mixed.sensitivity)
+app.command()(_mixed.auto)
 
 
 def run() -> None:

@@ -13,6 +13,7 @@ from quantwise.config import DynamicInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, load_state, register
+from quantwise.methods.layers import kept_float, quantizable_layers
 
 RNN_PREFIX = "__recurrent__."
 
@@ -21,20 +22,25 @@ def _apply(model: nn.Module, recipe: DynamicInt8) -> list[str]:
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis
 
+    keep = set(kept_float(model, recipe))
+    quantized = [n for n in quantizable_layers(model, recipe) if n not in keep]
+    kinds = {n: type(model.get_submodule(n)) for n in quantized}
     done = []
-    if recipe.recurrent and legacy.has_recurrent(model):
-        legacy.quantize_recurrent(model)
+    if any(issubclass(k, legacy.RECURRENT) for k in kinds.values()):
+        legacy.quantize_recurrent(model, keep_float=keep)
         done.append("LSTM/GRU (legacy dynamic int8)")
-    if recipe.linear and any(isinstance(m, nn.Linear) for m in model.modules()):
-        quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, _: type(m) is nn.Linear)
+    if any(k is nn.Linear for k in kinds.values()):
+        quantize_(model, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda m, fqn: type(m) is nn.Linear and fqn not in keep)
         done.append("Linear (torchao int8 dynamic)")
-    if recipe.embedding and any(isinstance(m, nn.Embedding) for m in model.modules()):
+    if any(issubclass(k, nn.Embedding) for k in kinds.values()):
         quantize_(
             model,
             IntxWeightOnlyConfig(weight_dtype=torch.int8, granularity=PerAxis(0)),
-            filter_fn=lambda m, _: isinstance(m, nn.Embedding),
+            filter_fn=lambda m, fqn: isinstance(m, nn.Embedding) and fqn not in keep,
         )
         done.append("Embedding (torchao int8 weight-only)")
+    if keep:
+        done.append(f"kept float ({len(keep)}): {', '.join(sorted(keep))}")
     return done
 
 

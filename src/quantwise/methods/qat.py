@@ -14,7 +14,7 @@ from quantwise import legacy
 from quantwise.config import QAT
 from quantwise.data.base import Inputs, TensorSet
 from quantwise.methods.base import QuantData, Quantized, register
-from quantwise.methods.static_fx import finish, prepare, restore_converted
+from quantwise.methods.static_fx import finish, kept_note, prepare, restore_converted
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class QuantizationAwareTraining:
             f"QAT {recipe.steps} steps, batch {recipe.batch_size}, lr {recipe.lr}, "
             f"{'cross-entropy on labels' if labelled else 'distilling the float outputs'} ({train.description or 'training data'}); "
             f"loss {first:.4g} -> {last:.4g}"
-        ]
+        ] + kept_note(model, recipe)
         return finish(prepared, recipe, notes)
 
     def restore(self, arch: nn.Module, recipe: QAT, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:

@@ -13,6 +13,7 @@ from quantwise.config import QAT, StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, load_state, register
+from quantwise.methods.layers import kept_float
 
 
 def qconfig_for(recipe: StaticInt8 | QAT) -> Any:
@@ -26,14 +27,20 @@ def prepare(model: nn.Module, recipe: StaticInt8 | QAT, example: Inputs) -> nn.M
     legacy.set_engine(recipe.backend)
     if not any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) for m in model.modules()):
         raise QuantwiseError("the model has no Conv or Linear layer for static quantization", "use the dynamic recipe")
+    keep = kept_float(model, recipe)
     try:
-        return legacy.fx_prepare(model, qconfig_for(recipe), example, qat=isinstance(recipe, QAT))
+        return legacy.fx_prepare(model, qconfig_for(recipe), example, qat=isinstance(recipe, QAT), keep_float=keep)
     except Exception as err:  # tracing errors come in many types
         first = first_line(err)
         raise QuantwiseError(
             f"the model cannot be traced by torch.fx for the eager-module path ({type(err).__name__}: {first})",
             "try path=pt2e (torch.export) or the dynamic recipe",
         ) from err
+
+
+def kept_note(model: nn.Module, recipe: Any) -> list[str]:
+    keep = kept_float(model, recipe)
+    return [f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else []
 
 
 def finish(prepared: nn.Module, recipe: StaticInt8 | QAT, notes: list[str]) -> Quantized:
@@ -64,7 +71,7 @@ class Static:
             return static_pt2e.quantize(model, recipe, data)
         prepared = prepare(copy.deepcopy(model).eval(), recipe, data.example(1))
         calibrate(prepared, data, recipe.calibration_batches)
-        notes = [f"fx path, {recipe.backend} kernels, {recipe.observer} observer, {recipe.granularity} weights"]
+        notes = [f"fx path, {recipe.backend} kernels, {recipe.observer} observer, {recipe.granularity} weights"] + kept_note(model, recipe)
         if legacy.has_recurrent(model):
             notes.append("LSTM/GRU layers stay float: static int8 does not cover them (use dynamic)")
         return finish(prepared, recipe, notes)

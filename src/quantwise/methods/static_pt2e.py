@@ -18,14 +18,16 @@ from quantwise.config import StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes
+from quantwise.methods.layers import kept_float, kept_scopes
 from quantwise.observers import histogram_variant
 
 WEIGHT_SUFFIX = ".int8"
 
 
-def _quantizer(recipe: StaticInt8, restoring: bool = False) -> Any:
+def _quantizer(recipe: StaticInt8, restoring: bool = False, keep_float: list[str] | None = None) -> Any:
     """The x86 quantizer with the recipe's activation observer; when ``restoring``, plain
-    min/max observers that take the stored ranges (they compute the same qparams)."""
+    min/max observers that take the stored ranges (they compute the same qparams).
+    Layers named in ``keep_float`` get no annotation and stay float."""
     from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
@@ -47,7 +49,12 @@ def _quantizer(recipe: StaticInt8, restoring: bool = False) -> Any:
     quantizer, config = _xnnpack() if recipe.backend == "xnnpack" else (X86InductorQuantizer(), get_default_x86_inductor_quantization_config())
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=cls.with_args(eps=2**-12, **kwargs))
     config = dataclasses.replace(config, input_activation=act, output_activation=act if config.output_activation else None)
-    return quantizer.set_global(config)
+    quantizer.set_global(config)
+    # the x86 and XNNPACK quantizers name this setter differently
+    keep = getattr(quantizer, "set_module_name_qconfig", None) or quantizer.set_module_name
+    for name in keep_float or ():
+        keep(name, None)
+    return quantizer
 
 
 def _xnnpack() -> tuple[Any, Any]:
@@ -79,7 +86,8 @@ def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: boo
         raise QuantwiseError(f"torch.export failed on this model ({type(err).__name__}: {first})", "try path=fx or the dynamic recipe") from err
     graph_module = exported.module()
     _expose_layer_subclasses(graph_module, model)
-    return prepare_pt2e(graph_module, _quantizer(recipe, restoring))
+    keep = list(dict.fromkeys(kept_float(model, recipe) + kept_scopes(model, recipe)))
+    return prepare_pt2e(graph_module, _quantizer(recipe, restoring, keep))
 
 
 _LAYER_OPS = {
@@ -204,6 +212,7 @@ def _convert(prepared: nn.Module) -> nn.Module:
 
 
 def quantize(model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized:
+    keep = kept_float(model, recipe)  # checks the patterns before the slow export
     prepared = _prepare(copy.deepcopy(model), recipe, data.example(2), data.dynamic_batch)
     calibrate(prepared, data, recipe.calibration_batches)
     observed, layers = quantized_fraction(prepared)
@@ -213,8 +222,8 @@ def quantize(model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized
     restored = restore(copy.deepcopy(model), recipe, data.example(2), tensors, meta)
     restored.notes = [
         f"pt2e path (torch.export + {'XNNPACKQuantizer, for ExecuTorch' if recipe.backend == 'xnnpack' else 'X86InductorQuantizer'}), {recipe.observer} observer; runs fast only under torch.compile",
-        f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers else " (the quantizer left the others float)"),
-    ]
+        f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
+    ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else [])
     return restored
 
 

@@ -1,0 +1,113 @@
+"""``quantwise sensitivity`` and ``quantwise auto``: per-layer float fallback, measured."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from quantwise.errors import QuantwiseError
+
+ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory' or 'package.module:factory'.")
+DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
+NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
+NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
+JsonOpt = typer.Option(None, "--json", help="Also write every number as JSON.")
+
+
+def sensitivity(
+    model: str = ModelArg,
+    recipe: str = typer.Option("static-pt2e", "--recipe", "-r", help="A static or dynamic recipe (preset, file, or kind:key=value,...)."),
+    top_k: int = typer.Option(5, "--top-k", help="Layers confirmed with the real metric, best-ranked by the proxy."),
+    controls: int = typer.Option(3, "--controls", help="Extra confirmed layers spread over the rest of the ranking (to measure the proxy)."),
+    proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the proxy (output SQNR) uses."),
+    json_path: Optional[Path] = JsonOpt,
+    data: Optional[str] = DataOpt,
+    n_calibration: Optional[int] = NCalOpt,
+    n_evaluation: Optional[int] = NEvalOpt,
+    confirm_alone: Optional[bool] = typer.Option(None, "--confirm-alone/--no-confirm-alone", help="Also measure 'only this layer int8' with the real metric (default: for dynamic recipes; for static ones it doubles the cost)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even when a cached result exists."),
+    all_layers: bool = typer.Option(False, "--all", help="Print every layer, not the 20 most sensitive."),
+) -> None:
+    """Per-layer sensitivity: the metric when only one layer is quantized, and when only one is kept float.
+
+    Ranks every layer with a cheap proxy (output SQNR on a few evaluation samples), then measures
+    the model's primary metric on the whole evaluation split for the top layers. Cached on disk.
+
+    Examples:
+      quantwise sensitivity efficientnet-lite0 --recipe static-pt2e
+      quantwise sensitivity minilm-l6 --recipe dynamic --top-k 8 --json out/minilm-sens.json
+      quantwise sensitivity mnist-cnn --recipe static-fx --no-cache
+    """
+    from quantwise.cli.main import _model, out, progress
+    from quantwise.config import parse_recipe
+    from quantwise.mixed.sensitivity import SensitivityOptions, analyse
+    from quantwise.report.mixed import print_sensitivity
+    from quantwise.report.table import write_json
+
+    parsed = parse_recipe(recipe)
+    if top_k < 1 or controls < 0 or proxy_samples < 1:
+        raise QuantwiseError("--top-k and --proxy-samples must be at least 1, --controls at least 0", "e.g. --top-k 5 --controls 3")
+    bundle = _model(model, data, n_calibration, n_evaluation)
+    opts = SensitivityOptions(proxy_samples=proxy_samples, top_k=top_k, controls=controls, use_cache=not no_cache,
+                              confirm_alone=confirm_alone, progress=progress)
+    report = analyse(bundle, parsed, opts)
+    print_sensitivity(report, out, limit=None if all_layers else 20)
+    if json_path:
+        write_json(report.to_dict(), json_path)
+        out.print(f"wrote {json_path}")
+
+
+def auto(
+    model: str = ModelArg,
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Largest acceptable loss of the model's primary metric, in its own unit (default: the model's tolerance)."),
+    objective: str = typer.Option("latency", "--objective", help="latency or size."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save the winner as an artifact directory."),
+    recipe_out: Optional[Path] = typer.Option(None, "--recipe-out", help="Where to write the winning recipe (.json or .yaml; default MODEL-auto.json)."),
+    batch: int = typer.Option(1, "--batch", help="Batch size for latency."),
+    compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile for models that need it (slow to build)."),
+    max_float: Optional[int] = typer.Option(None, "--max-float", help="Most layers kept float (default: half of them)."),
+    proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the sensitivity proxy uses."),
+    workflows: str = typer.Option("bf16,dynamic,static-fx,static-pt2e", "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value)."),
+    json_path: Optional[Path] = JsonOpt,
+    data: Optional[str] = DataOpt,
+    n_calibration: Optional[int] = NCalOpt,
+    n_evaluation: Optional[int] = NEvalOpt,
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out artifact."),
+) -> None:
+    """Find the fastest (or smallest) recipe whose metric loss stays within a budget.
+
+    Searches workflows, observers and granularity, then keeps the most sensitive layers float
+    until the loss measured on the evaluation split fits --max-drop. Writes the winning recipe
+    (and with --out its artifact). When nothing fits, says so and shows the best trade-offs
+    (exit code 0: it is a result).
+
+    Examples:
+      quantwise auto efficientnet-lite0 --max-drop 0.01 --out effnet-auto
+      quantwise auto minilm-l6 --objective size --recipe-out minilm.yaml
+      quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json
+    """
+    from quantwise.cli.main import _model, out, progress
+    from quantwise.mixed.auto import AutoOptions, check_options, search, write_outputs
+    from quantwise.report.mixed import print_auto
+    from quantwise.report.table import write_json
+
+    opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
+                       workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), progress=progress)
+    check_options(opts)
+    if out_dir is not None and out_dir.exists() and not force:
+        raise QuantwiseError(f"output {out_dir} already exists", "choose another path or pass --force to replace it")
+    recipe_path = recipe_out or Path("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model) + "-auto.json")
+    if recipe_path.suffix not in (".json", ".yaml", ".yml"):
+        raise QuantwiseError(f"--recipe-out {recipe_path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
+    bundle = _model(model, data, n_calibration, n_evaluation)
+    report, result = search(bundle, opts)
+    write_outputs(report, bundle, result, recipe_path, out_dir, overwrite=force)
+    print_auto(report, out)
+    if report.recipe_path:
+        out.print(f"wrote {report.recipe_path} (quantwise quantize {model} --recipe {report.recipe_path} reproduces it)")
+    if report.artifact_path:
+        out.print(f"wrote {report.artifact_path}")
+    if json_path:
+        write_json(report.to_dict(), json_path)
+        out.print(f"wrote {json_path}")

@@ -1,0 +1,1 @@
+"""Mixed precision: per-layer sensitivity and the automatic recipe search built on it."""

@@ -1,0 +1,79 @@
+"""Sensitivity on real models: the proxies are checked against the real recipe, the ranking
+against what is known about the model, and the cache and CLI against their contracts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from quantwise import api
+from quantwise.config import DynamicInt8, StaticInt8
+from quantwise.errors import QuantwiseError
+from quantwise.evaluate.metrics import outputs
+from quantwise.mixed.sensitivity import SensitivityOptions, analyse
+from quantwise.mixed.simulate import FakeQuantModel, SwapModel, simulator
+from tests.helpers import error_line, invoke, run
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTWISE_CACHE", str(tmp_path / "cache"))
+
+
+def test_dynamic_proxy_is_exactly_the_keep_float_recipe(mnist):
+    sim = simulator(mnist.model, DynamicInt8(), mnist.calibration)
+    assert isinstance(sim, SwapModel) and sim.layers == ["classifier.0", "classifier.2"]
+    probe = mnist.evaluation.example(64)
+    swapped = run(sim.set_quantized(["classifier.0"]), probe)
+    real = run(api.quantize(mnist, DynamicInt8(keep_float=("classifier.2",))).quantized.module, probe)
+    assert torch.equal(swapped, real)
+    assert torch.equal(run(sim.set_quantized([]), probe), run(mnist.model, probe))  # nothing quantized: float
+
+
+def test_static_proxy_weights_are_the_converted_int8_weights(mnist):
+    """Per-channel symmetric fake quantization gives the same weight values as the fx int8 model."""
+    sim = FakeQuantModel(mnist.model, StaticInt8(), mnist.calibration)
+    converted = api.quantize(mnist, StaticInt8()).quantized.module
+    sim.set_quantized(sim.layers)
+    for name in ("features.3", "classifier.2"):
+        real = converted.get_submodule(name).weight().dequantize()
+        assert torch.allclose(sim.module.get_submodule(name).weight, real, rtol=0, atol=1e-6)
+    sim.set_quantized([])
+    assert torch.equal(sim.module.get_submodule("features.3").weight, mnist.model.get_submodule("features.3").weight)
+
+
+def test_lstm_is_the_sensitive_layer_and_the_report_is_cached():
+    speaker = api.load_model("resemblyzer-lstm", n_calibration=16, n_evaluation=40)
+    opts = SensitivityOptions(proxy_samples=8, top_k=1, controls=1)
+    report = analyse(speaker, DynamicInt8(), opts)
+    assert [l.name for l in report.layers] == ["lstm", "linear"]  # ZOO.md: the int8 LSTM is what loses cosine
+    lstm = report.layer("lstm")
+    assert report.quantized_metric < 0.8 and lstm.metric_float > 0.99  # measured on all evaluation samples
+    assert report.improvement(lstm) > 0.2 and report.drop_alone(lstm) > 0.2
+    assert report.confirmed == ["lstm", "linear"] and report.ranking()[0] == "lstm"
+    assert set(report.seconds) == {"proxy", "confirm", "total"} and not report.cached
+    again = analyse(speaker, DynamicInt8(), opts)
+    assert again.cached and again.to_dict() | {"cached": False} == report.to_dict() | {"cached": False}
+    json.dumps(report.to_dict())
+
+
+def test_cli_prints_the_table_and_writes_json(capsys, tmp_path):
+    path = tmp_path / "s.json"
+    code, out, _ = invoke(capsys, "sensitivity", "mnist-cnn", "--recipe", "static-fx", "--n-calibration", "32", "--n-evaluation", "128",
+                          "--top-k", "2", "--controls", "2", "--proxy-samples", "16", "--json", str(path))
+    assert code == 0 and "per-layer sensitivity" in out and "features.0" in out
+    data = json.loads(path.read_text())
+    assert data["primary"] == "top1" and len(data["layers"]) == 4 and len(data["confirmed"]) == 4
+    assert all(row["metric_float"] is not None for row in data["layers"])
+    assert all(row["metric_alone"] is None for row in data["layers"])  # static: one direction unless --confirm-alone
+    code, out, _ = invoke(capsys, "sensitivity", "mnist-cnn", "--recipe", "static-fx", "--n-calibration", "32", "--n-evaluation", "128",
+                          "--top-k", "2", "--controls", "2", "--proxy-samples", "16")
+    assert code == 0 and "from cache" in out
+
+
+def test_qat_is_refused_with_the_alternative(capsys):
+    code, _, err = invoke(capsys, "sensitivity", "mnist-cnn", "--recipe", "qat", "--n-calibration", "32", "--n-evaluation", "64")
+    assert code == 2 and "static recipe" in error_line(err)
+    with pytest.raises(QuantwiseError, match="top_k"):
+        analyse(api.load_model("mnist-cnn", n_calibration=8, n_evaluation=8), StaticInt8(), SensitivityOptions(top_k=0))
