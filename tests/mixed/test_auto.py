@@ -10,6 +10,7 @@ import torch
 from quantwise import api
 from quantwise.config import parse_recipe, recipe_from_dict
 from quantwise.mixed.auto import AutoOptions, search, write_outputs
+from tests.report.browser import open_page
 from tests.helpers import error_line, invoke, run
 
 FAST = ("bf16", "dynamic")  # the two workflows that need no calibration: keeps the test in seconds
@@ -60,9 +61,12 @@ def test_nothing_within_budget_is_a_result_with_tradeoffs(capsys, tmp_path):
     recipe, data = tmp_path / "r.json", tmp_path / "auto.json"
     code, out, _ = invoke(capsys, "auto", "resemblyzer-lstm", "--n-calibration", "16", "--n-evaluation", "24", "--max-drop", "0",
                           "--objective", "size", "--no-compile", "--workflows", ",".join(FAST), "--max-float", "0",
-                          "--recipe-out", str(recipe), "--json", str(data))
+                          "--recipe-out", str(recipe), "--json", str(data), "--html", str(tmp_path / "auto.html"))
     assert code == 0 and "no candidate keeps cosine within 0 of float" in out
     report = json.loads(data.read_text())
+    page = open_page(tmp_path / "auto.html")
+    assert page.console == [] and page.errors == [] and page.images and all(i["ok"] for i in page.images)
+    assert "No candidate meets the budget" in (tmp_path / "auto.html").read_text()
     assert report["chosen"] is None and report["tradeoffs"] and not recipe.exists()
     assert {c["name"] for c in report["candidates"]} >= {"float", "bf16", "dynamic"}
 

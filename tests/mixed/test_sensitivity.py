@@ -13,6 +13,8 @@ from quantwise.errors import QuantwiseError
 from quantwise.evaluate.metrics import outputs
 from quantwise.mixed.sensitivity import SensitivityOptions, analyse
 from quantwise.mixed.simulate import FakeQuantModel, SwapModel, simulator
+from tests.report.browser import open_page
+from tests.report.test_html import _Page
 from tests.helpers import error_line, invoke, run
 
 
@@ -59,11 +61,16 @@ def test_lstm_is_the_sensitive_layer_and_the_report_is_cached():
 
 
 def test_cli_prints_the_table_and_writes_json(capsys, tmp_path):
-    path = tmp_path / "s.json"
+    path, html = tmp_path / "s.json", tmp_path / "s.html"
     code, out, _ = invoke(capsys, "sensitivity", "mnist-cnn", "--recipe", "static-fx", "--n-calibration", "32", "--n-evaluation", "128",
-                          "--top-k", "2", "--controls", "2", "--proxy-samples", "16", "--json", str(path))
+                          "--top-k", "2", "--controls", "2", "--proxy-samples", "16", "--json", str(path), "--html", str(html))
     assert code == 0 and "per-layer sensitivity" in out and "features.0" in out
     data = json.loads(path.read_text())
+    page = open_page(html)
+    assert page.console == [] and page.errors == [] and len(page.images) == 1 and page.images[0]["ok"]
+    parsed = _Page()
+    parsed.feed(html.read_text())
+    assert json.loads(parsed.data) == data  # the page carries exactly the JSON numbers
     assert data["primary"] == "top1" and len(data["layers"]) == 4 and len(data["confirmed"]) == 4
     assert all(row["metric_float"] is not None for row in data["layers"])
     assert all(row["metric_alone"] is None for row in data["layers"])  # static: one direction unless --confirm-alone

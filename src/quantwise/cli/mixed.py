@@ -13,6 +13,7 @@ DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.saf
 NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
 NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
 JsonOpt = typer.Option(None, "--json", help="Also write every number as JSON.")
+HtmlOpt = typer.Option(None, "--html", help="Also write a self-contained HTML report (figures, the same numbers as --json).")
 
 
 def sensitivity(
@@ -22,6 +23,7 @@ def sensitivity(
     controls: int = typer.Option(3, "--controls", help="Extra confirmed layers spread over the rest of the ranking (to measure the proxy)."),
     proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the proxy (output SQNR) uses."),
     json_path: Optional[Path] = JsonOpt,
+    html_path: Optional[Path] = HtmlOpt,
     data: Optional[str] = DataOpt,
     n_calibration: Optional[int] = NCalOpt,
     n_evaluation: Optional[int] = NEvalOpt,
@@ -36,15 +38,17 @@ def sensitivity(
 
     Examples:
       quantwise sensitivity efficientnet-lite0 --recipe static-pt2e
-      quantwise sensitivity minilm-l6 --recipe dynamic --top-k 8 --json out/minilm-sens.json
+      quantwise sensitivity minilm-l6 --recipe dynamic --top-k 8 --json out/minilm-sens.json --html out/minilm-sens.html
       quantwise sensitivity mnist-cnn --recipe static-fx --no-cache
     """
     from quantwise.cli.main import _model, out, progress
     from quantwise.config import parse_recipe
     from quantwise.mixed.sensitivity import SensitivityOptions, analyse
+    from quantwise.cli.outputs import check_outputs, write_outputs
     from quantwise.report.mixed import print_sensitivity
-    from quantwise.report.table import write_json
+    from quantwise.report.mixed_html import sensitivity_document
 
+    check_outputs(json=json_path, html=html_path)
     parsed = parse_recipe(recipe)
     if top_k < 1 or controls < 0 or proxy_samples < 1:
         raise QuantwiseError("--top-k and --proxy-samples must be at least 1, --controls at least 0", "e.g. --top-k 5 --controls 3")
@@ -53,9 +57,7 @@ def sensitivity(
                               confirm_alone=confirm_alone, progress=progress)
     report = analyse(bundle, parsed, opts)
     print_sensitivity(report, out, limit=None if all_layers else 20)
-    if json_path:
-        write_json(report.to_dict(), json_path)
-        out.print(f"wrote {json_path}")
+    write_outputs(report.to_dict(), lambda: sensitivity_document(report), json_path, html_path, out)
 
 
 def auto(
@@ -70,6 +72,7 @@ def auto(
     proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the sensitivity proxy uses."),
     workflows: str = typer.Option("bf16,dynamic,static-fx,static-pt2e", "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value)."),
     json_path: Optional[Path] = JsonOpt,
+    html_path: Optional[Path] = HtmlOpt,
     data: Optional[str] = DataOpt,
     n_calibration: Optional[int] = NCalOpt,
     n_evaluation: Optional[int] = NEvalOpt,
@@ -85,12 +88,16 @@ def auto(
     Examples:
       quantwise auto efficientnet-lite0 --max-drop 0.01 --out effnet-auto
       quantwise auto minilm-l6 --objective size --recipe-out minilm.yaml
-      quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json
+      quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json --html out/auto.html
     """
     from quantwise.cli.main import _model, out, progress
     from quantwise.mixed.auto import AutoOptions, check_options, search, write_outputs
+    from quantwise.cli.outputs import check_outputs
+    from quantwise.cli.outputs import write_outputs as write_report_files
     from quantwise.report.mixed import print_auto
-    from quantwise.report.table import write_json
+    from quantwise.report.mixed_html import auto_document
+
+    check_outputs(json=json_path, html=html_path)
 
     opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
                        workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), progress=progress)
@@ -108,6 +115,4 @@ def auto(
         out.print(f"wrote {report.recipe_path} (quantwise quantize {model} --recipe {report.recipe_path} reproduces it)")
     if report.artifact_path:
         out.print(f"wrote {report.artifact_path}")
-    if json_path:
-        write_json(report.to_dict(), json_path)
-        out.print(f"wrote {json_path}")
+    write_report_files(report.to_dict(), lambda: auto_document(report), json_path, html_path, out)
