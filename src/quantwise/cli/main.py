@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -322,7 +321,7 @@ def run() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except (typer.Exit, SystemExit) as e:
+    except (typer.Exit, SystemExit):
         raise
     except Exception as e:
         import click

@@ -7,15 +7,10 @@ import math
 from quantwise.debug.results import DebugReport
 from quantwise.report.compare_html import environment
 from quantwise.report.figures import Distribution, histogram_figure, sqnr_figure
-from quantwise.report.grid import Cell, Table
+from quantwise.report.grid import Cell, Table, number
 from quantwise.report.html import Document
 from quantwise.versions import machine, versions
 
-
-def _num(value: float | None, digits: int = 4) -> Cell:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Cell("–")
-    return Cell("inf" if math.isinf(value) else f"{value:.{digits}g}", value)
 
 
 def debug_document(report: DebugReport) -> Document:
@@ -40,9 +35,9 @@ def debug_document(report: DebugReport) -> Document:
     for layer in layers:
         iso, prop = layer.isolated, layer.propagated
         inputs = layer.inputs
-        rows.append([Cell(layer.name), Cell(layer.quantized_as), _num(iso.sqnr_db if iso else None, 3), _num(prop.sqnr_db, 3), _num(prop.cosine, 5),
-                     _num(layer.weights.sqnr_db if layer.weights else None, 3), _num(layer.weights.outlier_ratio if layer.weights else None, 3),
-                     _num(inputs.clip_fraction if inputs else None, 3), Cell(", ".join(layer.fused[1:]))])
+        rows.append([Cell(layer.name), Cell(layer.quantized_as), number(iso.sqnr_db if iso else None, 3), number(prop.sqnr_db, 3), number(prop.cosine, 5),
+                     number(layer.weights.sqnr_db if layer.weights else None, 3), number(layer.weights.outlier_ratio if layer.weights else None, 3),
+                     number(inputs.clip_fraction if inputs else None, 3), Cell(", ".join(layer.fused[1:]))])
         styles.append("bad" if layer in worst else "")
     table = doc.section("Layers")
     table.table(Table(["layer", "quantized as", "isolated SQNR dB", "propagated SQNR dB", "propagated cosine", "weight SQNR dB",

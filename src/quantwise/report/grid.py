@@ -2,6 +2,7 @@
 render, so the two always show the same numbers."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rich.table import Table as RichTable
@@ -16,6 +17,13 @@ class Cell:
 
     text: str
     value: float | None = None
+
+
+def number(value: float | None, digits: int = 4) -> Cell:
+    """A number cell: significant digits shown, the exact value kept; '–' when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Cell("–")
+    return Cell("inf" if math.isinf(value) else f"{value:.{digits}g}", value)
 
 
 @dataclass

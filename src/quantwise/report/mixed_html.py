@@ -2,21 +2,14 @@
 candidate auto tried (the chosen one marked), and the same numbers as their JSON."""
 from __future__ import annotations
 
-import math
-
 from quantwise.mixed.auto import AutoReport
 from quantwise.mixed.sensitivity import SensitivityReport
 from quantwise.report import figures
 from quantwise.report.compare_html import environment, pareto_section
-from quantwise.report.grid import Cell, Table
+from quantwise.report.grid import Cell, Table, number
 from quantwise.report.html import Document
 from quantwise.versions import machine, versions
 
-
-def _num(value: float | None, digits: int = 4) -> Cell:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return Cell("–")
-    return Cell("inf" if math.isinf(value) else f"{value:.{digits}g}", value)
 
 
 def sensitivity_document(report: SensitivityReport) -> Document:
@@ -33,7 +26,7 @@ def sensitivity_document(report: SensitivityReport) -> Document:
                                              f"{report.proxy} (dB)", higher_is_better=True, title=f"{report.model} · {report.recipe_name}"),
                   "Output SQNR to float when only this layer is quantized, and when only this layer is kept float (everything else quantized). Most sensitive first.")
     confirmed = [l for l in layers if l.metric_float is not None or l.metric_alone is not None]
-    rows = [[Cell(l.name), Cell(str(l.proxy_rank)), _num(l.proxy_gain, 3), _num(l.metric_float, 5), _num(l.metric_alone, 5),
+    rows = [[Cell(l.name), Cell(str(l.proxy_rank)), number(l.proxy_gain, 3), number(l.metric_float, 5), number(l.metric_alone, 5),
              Cell("" if l.full_rank is None else str(l.full_rank)), Cell("control" if l.control else "top-k")] for l in confirmed]
     table = doc.section("Confirmed with the real metric")
     table.paragraph(f"Top-5 agreement between the proxy's and the real metric's ranking: "
@@ -64,7 +57,7 @@ def auto_document(report: AutoReport) -> Document:
                        "Size, latency and metric of every candidate with all three measured; crosses are outside the budget, the star is the choice.")
     rows, styles = [], []
     for c in report.candidates:
-        rows.append([Cell(c.name), Cell(c.stage), _num(c.size_mb, 3), _num(c.latency_ms, 3), _num(c.metric, 5), _num(c.drop, 3),
+        rows.append([Cell(c.name), Cell(c.stage), number(c.size_mb, 3), number(c.latency_ms, 3), number(c.metric, 5), number(c.drop, 3),
                      Cell("yes" if c.within_budget else "no"), Cell(", ".join(c.kept_float)), Cell(c.error or "; ".join(c.notes))])
         styles.append("good" if c.name == report.chosen else ("bad" if c.error or not c.within_budget else ""))
     doc.section("Candidates").table(Table(["candidate", "stage", "size MB", "latency ms", report.primary, "drop", "within budget", "kept float", "notes"],
