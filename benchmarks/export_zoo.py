@@ -10,7 +10,6 @@ Writes benchmarks/results/exports.json and benchmarks/EXPORT_RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -22,6 +21,17 @@ MODELS = ("mnist-cnn", "efficientnet-lite0", "minilm-l6", "resemblyzer-lstm")
 RECIPES = ("static-pt2e", "static-xnnpack", "static-fx", "qat", "dynamic")
 TARGETS = ("onnx", "pt2", "torchscript", "executorch")
 SIZES = {"mnist-cnn": (512, 2000), "efficientnet-lite0": (None, None), "minilm-l6": (None, None), "resemblyzer-lstm": (None, None)}
+
+
+def save(rows: list[dict], planned: list[str]) -> None:
+    """Write the results so far (after every row: a run cut short still leaves its table)."""
+    from quantwise.report.table import write_json
+    from quantwise.versions import machine, versions
+
+    done = list(dict.fromkeys(r["model"] for r in rows))
+    data = {"machine": machine(), "versions": versions(), "rows": rows, "models_planned": planned, "models_reached": done}
+    write_json(data, HERE / "results" / "exports.json")
+    (HERE / "EXPORT_RESULTS.md").write_text(summarise(data))
 
 
 def run(models: list[str], recipes: list[str], targets: list[str]) -> list[dict]:
@@ -60,6 +70,7 @@ def run(models: list[str], recipes: list[str], targets: list[str]) -> list[dict]
                     row.update(status="failed", reason=f"{type(err).__name__}: {first_line(err, 200)}")
                 print(f"  -> {target}: {row['status']}", flush=True)
                 rows.append(row)
+                save(rows, models)
             shutil.rmtree(work, ignore_errors=True)
         del bundle
         torch.set_num_threads(torch.get_num_threads())
@@ -71,10 +82,11 @@ def summarise(data: dict) -> str:
              "and checked on 256 held-out evaluation samples against the quantized PyTorch model and against float.",
              "Tolerance: top-1 agreement >= 0.99 with the quantized PyTorch model (classifiers), mean cosine >= 0.999 (embeddings).", "",
              f"Machine: {data['machine']['cpu']}; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()), "",
+             "Models reached: " + ", ".join(data["models_reached"]) + (" (run cut short before: " + ", ".join(m for m in data["models_planned"] if m not in data["models_reached"]) + ")" if set(data["models_planned"]) - set(data["models_reached"]) else ""), "",
              "| model | recipe | target | status | size MB | vs quantized: max abs / cosine / top-1 | vs float: cosine / top-1 | reason or note |",
              "|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
-        if r["status"] != "ok":
+        if r["status"] != "ok" or "parity" not in r:
             lines.append(f"| {r['model']} | {r['recipe']} | {r['target']} | {r['status']} | | | | {r.get('reason', '')} |")
             continue
         q, f = r["parity"]["vs_quantized"], r["parity"]["vs_float"]
@@ -91,13 +103,7 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from quantwise.report.table import write_json
-    from quantwise.versions import machine, versions
-
-    rows = run(args.models.split(","), args.recipes.split(","), args.targets.split(","))
-    data = {"machine": machine(), "versions": versions(), "rows": rows}
-    write_json(data, HERE / "results" / "exports.json")
-    (HERE / "EXPORT_RESULTS.md").write_text(summarise(data))
+    run(args.models.split(","), args.recipes.split(","), args.targets.split(","))
     print((HERE / "EXPORT_RESULTS.md").read_text())
 
 
