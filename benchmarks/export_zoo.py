@@ -23,6 +23,17 @@ TARGETS = ("onnx", "pt2", "torchscript", "executorch")
 SIZES = {"mnist-cnn": (512, 2000), "efficientnet-lite0": (None, None), "minilm-l6": (None, None), "resemblyzer-lstm": (None, None)}
 
 
+# Measured outside this script's last run (it was cut short on a shared, loaded machine): keep with the table.
+NOTES = [
+    "- efficientnet-lite0 `static-pt2e` (16 calibration / 64 evaluation crops, one-off run of export_artifact): `onnx` FAILED parity,"
+    " top-1 agreement 0.984 with the PyTorch int8 model (1 of 64 crops flipped; needs 0.99). The int8 model itself agrees with"
+    " float on only ~0.91 of these crops and bf16 on 0.969: many crops are near-ties, so ORT's rounding flips some. `torchscript`"
+    " passed (agreement 1.0, cosine 0.99984) after tracing at batch 1; `pt2` passed in the earlier, cut-short run.",
+    "- minilm-l6 (earlier cut-short run, table not written): `static-pt2e` to onnx, pt2 and torchscript passed; `dynamic` to onnx passes"
+    " by the within-noise rule (cosine 0.99736 to the int8 model, 0.99680 to float vs the int8 model's own 0.99679; see export/parity.py).",
+]
+
+
 def save(rows: list[dict], planned: list[str]) -> None:
     """Write the results so far (after every row: a run cut short still leaves its table)."""
     from quantwise.report.table import write_json
@@ -93,6 +104,7 @@ def summarise(data: dict) -> str:
         top = lambda a: "" if a["agreement"] is None else f" / {a['agreement']:.4f}"  # noqa: E731
         lines.append(f"| {r['model']} | {r['recipe']} | {r['target']} | ok | {r['size_mb']:.2f} | {q['max_abs']:.3g} / {q['cosine']:.5f}{top(q)} | "
                      f"{f['cosine']:.5f}{top(f)} | {'; '.join(n for n in r['notes'] if 'deprecated' in n or 'NOT' in n or 'delegated' in n)} |")
+    lines += ["", "## Notes", "", *NOTES]
     return "\n".join(lines) + "\n"
 
 
