@@ -206,7 +206,11 @@ def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor,
     if q.compiled and not opts.compile:
         row.notes.append("needs torch.compile to be fast; timed in eager mode because compilation was turned off")
     log.info("timing %s (%s)", name, row.runtime)
-    _time(row, RUNTIMES[row.runtime](q.module), bundle.example_inputs(1), opts)
+    try:
+        _time(row, RUNTIMES[row.runtime](q.module), bundle.example_inputs(1), opts)
+    except Exception as err:  # e.g. a graph this runtime cannot compile: keep the other rows
+        row.latency.clear()
+        return _failed(row, err), path
     return row, path
 
 

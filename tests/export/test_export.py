@@ -137,3 +137,11 @@ def test_compare_runs_exports_in_onnxruntime_beside_its_own_quantizer(mnist):
     dynamic = rows["dynamic -> onnxruntime"]  # torchao int8 dynamic, translated to integer ONNX ops
     assert dynamic.error is None and dynamic.metrics["agreement"] > 0.97
     assert all("(its own quantizer)" not in name for name in report.best.values())  # peers are never quantwise's best
+
+
+def test_xnnpack_graph_is_not_sent_to_inductor(artifacts):
+    from quantwise import api
+
+    # Inductor's x86 int8 convolutions take uint8 activations; the XNNPACK graph's are int8
+    assert api.load(artifacts["static-xnnpack"]).quantized.compiled is False
+    assert api.load(artifacts["static-pt2e"]).quantized.compiled is True

@@ -221,7 +221,8 @@ def quantize(model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized
     meta = {"dynamic_batch": data.dynamic_batch}
     restored = restore(copy.deepcopy(model), recipe, data.example(2), tensors, meta)
     restored.notes = [
-        f"pt2e path (torch.export + {'XNNPACKQuantizer, for ExecuTorch' if recipe.backend == 'xnnpack' else 'X86InductorQuantizer'}), {recipe.observer} observer; runs fast only under torch.compile",
+        f"pt2e path (torch.export + XNNPACKQuantizer), {recipe.observer} observer; meant for ExecuTorch (quantwise export --to executorch): in PyTorch it runs in eager mode, since Inductor's x86 int8 kernels need uint8 activations"
+        if recipe.backend == "xnnpack" else f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile",
         f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
     ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else [])
     return restored
@@ -232,4 +233,5 @@ def restore(arch: nn.Module, recipe: StaticInt8, example: Inputs, tensors: dict[
         example = tuple(torch.cat([t, t]) for t in example)
     prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True), restoring=True)
     _load_state(prepared, tensors)
-    return Quantized(_convert(prepared), recipe, tensors, meta, compiled=True)
+    # Inductor's x86 int8 kernels take uint8 activations: the XNNPACK graph (int8) runs in eager mode here
+    return Quantized(_convert(prepared), recipe, tensors, meta, compiled=recipe.backend != "xnnpack")
