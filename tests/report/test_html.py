@@ -204,7 +204,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_report(tmp_path, monkeypa
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("quantwise.report.html.os.replace", broken_replace)
+    monkeypatch.setattr("quantwise.files.os.replace", broken_replace)
     with pytest.raises(OSError):
         write_html(Document("t"), path)
     assert path.read_text() == "old report" and [p.name for p in tmp_path.iterdir()] == ["r.html"]

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from quantwise.files import atomic_write_text
 from quantwise.errors import QuantwiseError, first_line
 
 FORMAT = "quantwise-artifact"
@@ -125,14 +126,7 @@ def record_export(path: Path, target: str, record: dict[str, Any]) -> None:
     """Add one export's record (file, parity, versions) to the manifest, atomically."""
     manifest = read_manifest(path)
     manifest.setdefault("exports", {})[target] = record
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(manifest, indent=2, sort_keys=True))
-        os.replace(tmp, path / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
 
 
 def _check_manifest(manifest: Any, path: Path) -> None:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from quantwise.files import atomic_write_text
 from quantwise.report.grid import Cell, Table
 
 __all__ = ["Cell", "Document", "Section", "Table", "write_html"]
@@ -114,18 +113,7 @@ def write_html(doc: Document, path: str | Path) -> Path:
     """Render, then write atomically: a temporary file in the same folder renamed into place,
     so a failure leaves neither a partial report nor a stray temporary file."""
     text = doc.render()  # before touching the disk: a rendering error writes nothing
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def _table_html(table: Table) -> str:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from quantwise.files import atomic_write_text
 from quantwise.compare import CompareReport, Row
 from quantwise.report.grid import Cell, Table, rich_table
 
@@ -101,17 +100,7 @@ def print_metrics(title: str, metrics: dict[str, Any], console: Console | None =
 
 def write_json(data: Any, path: str | Path, overwrite: bool = True) -> Path:
     """Atomic JSON write: a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=_default, allow_nan=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_default, allow_nan=True))
 
 
 def _default(obj: Any) -> Any:
