@@ -149,7 +149,7 @@ class BF16:
     kind: ClassVar[str] = "bf16"
 
 
-LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq")
+LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq", "awq-gptq")
 GPTQ_GRIDS = ("minmax", "hqq")  # where GPTQ's group scales and zero-points come from
 INT4_KERNEL_GROUPS = (32, 64, 128)
 
@@ -169,8 +169,10 @@ class WeightOnly:
     one scale and zero per ``group_size`` inputs, chosen by ``algorithm``: ``rtn`` (round
     to nearest), ``hqq`` (optimised zero-points, no data), ``gptq`` (Hessian error
     compensation, calibrated; ``act_order`` quantizes columns by decreasing Hessian
-    diagonal; ``gptq_grid=hqq`` takes HQQ's optimised group parameters instead of min/max)
-    or ``awq`` (activation-aware scaling, calibrated). GPTQ over-fits a small
+    diagonal; ``gptq_grid=hqq`` takes HQQ's optimised group parameters instead of min/max),
+    ``awq`` (activation-aware scaling and clipping, calibrated) or ``awq-gptq`` (AWQ's
+    scales folded in, then GPTQ instead of RTN; preset ``int4-awq-gptq`` with the HQQ grid,
+    the most accurate here: SmolLM2 g64 perplexity +11.6 % against RTN's +28.5 %). GPTQ over-fits a small
     calibration set (measured on SmolLM2: with 8 windows of 512 tokens its held-out layer
     error was no better than RTN's; with 128 it was 2-4x lower), hence 128 windows. int4
     models run with bfloat16 activations (the CPU int4 kernel is fast only in bf16).
@@ -207,7 +209,7 @@ class WeightOnly:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.algorithm in ("gptq", "awq")
+        return self.algorithm in ("gptq", "awq", "awq-gptq")
 
 
 @dataclass(frozen=True)
@@ -280,11 +282,12 @@ PRESETS: dict[str, Recipe] = {
     "int4-hqq": WeightOnly(algorithm="hqq"),
     "int4-gptq": WeightOnly(algorithm="gptq"),
     "int4-awq": WeightOnly(algorithm="awq"),
+    "int4-awq-gptq": WeightOnly(algorithm="awq-gptq", gptq_grid="hqq"),  # the most accurate int4 here
     "w8a8": DynamicActivation(),
     "w8a8-smoothquant": DynamicActivation(smoothquant=True, alpha="search"),
     "w4a8": DynamicActivation(weight_bits=4, group_size=64),
 }
-LLM_PRESETS = ("int8-weight-only", "int4-rtn", "int4-hqq", "int4-gptq", "int4-awq", "w8a8", "w8a8-smoothquant", "w4a8")
+LLM_PRESETS = ("int8-weight-only", "int4-rtn", "int4-hqq", "int4-gptq", "int4-awq", "int4-awq-gptq", "w8a8", "w8a8-smoothquant", "w4a8")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -306,6 +306,20 @@ def test_hessian_accumulator_is_two_over_n_xtx():
         HessianAccumulator(16).hessian()
 
 
+def test_hessian_rescale_is_the_hessian_of_scaled_inputs():
+    """AWQ before GPTQ divides the inputs by s: the collected Hessian must follow exactly."""
+    g = _gen(12)
+    x = torch.randn(40, 16, generator=g)
+    s = torch.rand(16, generator=g) + 0.5
+    acc, direct = HessianAccumulator(16), HessianAccumulator(16)
+    acc.add(x)
+    acc.rescale(1.0 / s)
+    direct.add(x / s)
+    torch.testing.assert_close(acc.hessian(), direct.hessian(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        acc.rescale(torch.ones(15))
+
+
 # ----------------------------------------------------------------------------- AWQ
 
 

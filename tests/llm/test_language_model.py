@@ -86,6 +86,13 @@ def test_gptq_runs_block_by_block_with_progress(eval_windows, float_ppl):
     assert float_ppl < ppl < float_ppl * 1.6
 
 
+def test_awq_then_gptq_folds_scales_and_stays_close_to_float(eval_windows, float_ppl):
+    q = quantize_lm(fresh(), WeightOnly(algorithm="awq-gptq", gptq_grid="hqq", **SMALL_CAL))
+    assert any("then GPTQ" in n for n in q.notes)
+    ppl = perplexity(materialize(q.model, q.layers, q.recipe), eval_windows).perplexity
+    assert float_ppl < ppl < float_ppl * 1.6
+
+
 def test_artifact_reloads_to_identical_logits_and_generates(tmp_path, capsys):
     lm = fresh()
     float_bytes = lm.float_bytes()

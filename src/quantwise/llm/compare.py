@@ -62,6 +62,7 @@ class LLMRow:
     prefill_tokens_per_s: float | None = None
     quantize_s: float | None = None
     peak_quantize_mb: float | None = None
+    block_input_mb: float | None = None  # calibrated recipes: one block's input hidden states for all windows
     compile_s: float | None = None
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -163,6 +164,9 @@ def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LL
     bits, group = _bits(recipe)
     label = "compiled" if opts.compile else "eager"
     row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), label, bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=list(q.notes))
+    if recipe.needs_calibration:
+        hidden = q.model.get_input_embeddings().weight.shape[1]
+        row.block_input_mb = 4 * recipe.calibration_samples * recipe.calibration_context * hidden / 1e6
     workdir = Path(tempfile.mkdtemp(prefix="quantwise-llm-"))
     try:
         path = artifact.save(q, lm.tokenizer, spec, workdir / "artifact")  # verifies an identical reload

@@ -2,7 +2,9 @@
 
 A GGUF file is dequantized to float32 by transformers once (about 20 s for SmolLM2) and
 cached as a Hugging Face safetensors directory under the quantwise cache; later loads read
-the cache (well under a second). Nothing is unpickled: transformers reads safetensors.
+the cache (well under a second), into private memory (:mod:`quantwise.llm.weights`) so that
+quantizing layer by layer really frees each float weight. Nothing is unpickled: only
+safetensors files are read.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from torch import nn
 from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.llm.text import TextSplit, text_split
+from quantwise.llm.weights import load_private
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,8 @@ def _from_directory(path: Path) -> tuple[nn.Module, Any]:
     if not any(path.glob("*.safetensors")):
         raise QuantwiseError(f"{path} has no .safetensors weights (quantwise does not unpickle .bin checkpoints)", "convert the checkpoint with save_pretrained(safe_serialization=True)")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        # private memory, read tensor by tensor: a released float weight is then really freed
+        model = load_private(path) or AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:
         raise QuantwiseError(f"cannot load a causal language model from {path} ({type(err).__name__}: {first_line(err)})", "give a directory saved by transformers' save_pretrained with an AutoModelForCausalLM architecture") from err

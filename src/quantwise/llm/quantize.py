@@ -38,6 +38,7 @@ from quantwise.llm.algorithms import (
     rtn,
     smooth_scales,
 )
+from quantwise.llm.memory import release_free_memory, return_large_frees_to_os
 from quantwise.llm.model import LanguageModel
 from quantwise.llm.perplexity import token_ids, windows
 from quantwise.methods.base import ProgressFn, no_progress
@@ -107,6 +108,7 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     grid = weight_grid(recipe)
     notes: list[str] = []
     if recipe.needs_calibration:
+        return_large_frees_to_os()
         batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])
         notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
@@ -114,9 +116,14 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     else:
         layers = {}
         linears = _block_linears(model)
+        block = None
         for name, module in progress("quantizing layers", linears.items(), len(linears)):
+            if name.split(".")[2] != block:  # model.layers.<i>.…: trim once per decoder block
+                block = name.split(".")[2]
+                release_free_memory()
             layers[name] = _quantize_plain(module.weight.data, recipe, grid)
             _release(module)
+        release_free_memory()
     if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
         head = model.get_output_embeddings()
         layers["lm_head"] = _rtn_in_row_chunks(head.weight.data, LM_HEAD_GRID)
@@ -221,11 +228,12 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     layers_out: dict[str, GroupQuant] = {}
     state = _first_layer_inputs(model, batches)
     blocks = decoder_layers(model)
-    uses_gptq = isinstance(recipe, WeightOnly) and recipe.algorithm == "gptq"
+    uses_gptq = isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq")
+    uses_awq = isinstance(recipe, WeightOnly) and recipe.algorithm in ("awq", "awq-gptq")
     chosen_alphas: list[float] = []
     for index, block in enumerate(progress("quantizing blocks", blocks, len(blocks))):
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
-        stats = {n: _InputStats(m.in_features, hessian=uses_gptq, samples=not uses_gptq) for n, m in linears.items()}
+        stats = {n: _InputStats(m.in_features, hessian=uses_gptq, samples=uses_awq or not uses_gptq) for n, m in linears.items()}
         handles = [m.register_forward_pre_hook(lambda mod, args, s=stats[n]: s.add(args[0])) for n, m in linears.items()]
         try:
             for hidden, kwargs in state:
@@ -233,10 +241,12 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
         finally:
             for h in handles:
                 h.remove()
-        if isinstance(recipe, WeightOnly) and recipe.algorithm == "awq":
-            _awq_block(block, stats, grid)
+        if uses_awq:
+            _awq_block(block, stats, grid, clip=not uses_gptq)
         elif isinstance(recipe, DynamicActivation) and recipe.smoothquant:
             chosen_alphas += _smooth_block(block, stats, recipe)
+        for st in stats.values():
+            st.samples.clear()  # only the scale searches above read them; GPTQ needs the Hessians
         for name, module in linears.items():
             w = module.weight.data
             if uses_gptq:
@@ -248,13 +258,18 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
             layers_out[f"model.layers.{index}.{name}"] = quant
             module.weight.data = quant.dequantize()
         del stats
-        state = [(block(hidden, **kwargs), kwargs) for hidden, kwargs in state]
+        for i, (hidden, kwargs) in enumerate(state):  # in place: one block's hidden states, not two
+            state[i] = (block(hidden, **kwargs), kwargs)
+            del hidden
         for module in linears.values():
             _release(module)  # the codes are kept; the dequantized copy was only needed for the pass above
+        release_free_memory()  # hand the block's temporaries back, or the heap keeps growing block after block
     if chosen_alphas:
         counts = {a: chosen_alphas.count(a) for a in sorted(set(chosen_alphas))}
         notes.append("SmoothQuant alpha chosen per layer group: " + ", ".join(f"{a:g} x{c}" for a, c in counts.items()))
-    if isinstance(recipe, WeightOnly) and recipe.algorithm == "awq":
+    if uses_awq and uses_gptq:
+        notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down), then GPTQ on the scaled weights (no clipping search)")
+    elif uses_awq:
         notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down), then per-group clipping searched (not for q/k); o_proj keeps RTN scaling when v_proj's outputs do not match its inputs (grouped-query attention)")
     return layers_out
 
@@ -284,12 +299,19 @@ def _fold(previous: nn.Module, linears: list[nn.Linear], s: torch.Tensor) -> Non
         lin.weight.data = lin.weight.data * s
 
 
-def _awq_block(block: nn.Module, stats: dict[str, _InputStats], grid: GroupGrid) -> None:
+def _awq_block(block: nn.Module, stats: dict[str, _InputStats], grid: GroupGrid, clip: bool = True) -> None:
+    """AWQ scales (and, with ``clip``, clipping) for every smoothing group of ``block``. The
+    Hessians collected for GPTQ are moved to the scaled inputs ``x / s``: ``H / (s s^T)``."""
     for previous, names, _ in _smoothing_groups(block):
         linears = [block.get_submodule(n) for n in names]
         x = stats[names[0]].x()
         result = awq_search(x, [m.weight.data for m in linears], grid)
         _fold(previous, linears, result.scales)
+        for name in names:
+            if stats[name].hessian is not None:
+                stats[name].hessian.rescale(1.0 / result.scales)
+        if not clip:
+            continue
         # AWQ's clipping search; like the reference, not for q/k (errors there are amplified by softmax)
         for name, m in zip(names, linears, strict=True):
             if not name.endswith(("q_proj", "k_proj")):

@@ -55,10 +55,6 @@ class AwqResult:
     loss_rtn: float
 
 
-def _linear_outputs(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([x @ w.T for w in weights], dim=-1)
-
-
 def _flatten_inputs(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     if len(weights) == 0:
         raise ValueError("weights must contain at least one Linear weight")
@@ -85,25 +81,34 @@ def awq_search(
     is a list of ``[out_i, in]``. ``forward(x, weights) -> Tensor`` computes the block output
     whose MSE is minimised; by default the concatenated ``x @ w_i.T``. It is called with
     ``x`` and the original weights once, then with ``x`` and the candidate weights
-    ``Q(w_i * s) / s`` for each ratio. Computation is in float32.
+    ``Q(w_i * s) / s`` for each ratio. Computation is in float32. Without ``forward`` the
+    error is computed as ``x (W - W_q)^T``, one Linear at a time (no reference output kept).
     """
     if n_grid < 1:
         raise ValueError(f"n_grid must be >= 1, got {n_grid}")
     xf, ws = _flatten_inputs(x, weights)
     for w in ws:
         _check_weight(w, grid)
-    fwd = forward if forward is not None else _linear_outputs
     x_mean = xf.abs().mean(0)
     with torch.no_grad():
-        reference = fwd(xf, ws).to(torch.float32)
+        if forward is None:  # linear: x W^T - x W_q^T = x (W - W_q)^T, one output matrix at a time
+            n_out = xf.shape[0] * sum(w.shape[0] for w in ws)
+
+            def output_mse(candidate: list[torch.Tensor]) -> float:
+                return sum(float((xf @ (w - c).T).pow_(2).sum()) for w, c in zip(ws, candidate, strict=True)) / n_out
+        else:
+            reference = forward(xf, ws).to(torch.float32)
+
+            def output_mse(candidate: list[torch.Tensor]) -> float:
+                return float((forward(xf, candidate).to(torch.float32) - reference).pow(2).mean())
+
         best: tuple[float, float, torch.Tensor] | None = None
         loss_rtn = float("nan")
         for k in range(n_grid):
             ratio = k / n_grid
             s = x_mean.pow(ratio).clamp(min=1e-4)
             s = s / (s.max() * s.min()).sqrt()
-            candidate = [fake_quantize(w * s, grid) / s for w in ws]
-            loss = float((fwd(xf, candidate).to(torch.float32) - reference).pow(2).mean())
+            loss = output_mse([fake_quantize(w * s, grid) / s for w in ws])
             if k == 0:
                 loss_rtn = loss
             if best is None or loss < best[0]:

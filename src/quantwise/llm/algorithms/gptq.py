@@ -84,6 +84,13 @@ class HessianAccumulator:
         rows = rows * math.sqrt(2.0 / self.n_samples)
         self._h.addmm_(rows.T, rows)
 
+    def rescale(self, s: torch.Tensor) -> None:
+        """The Hessian of inputs ``x * s`` (``s`` ``[in]``, per input channel): ``H * s s^T``."""
+        if s.shape != (self.in_features,):
+            raise ValueError(f"expected scales [{self.in_features}], got shape {tuple(s.shape)}")
+        s = s.to(torch.float32)
+        self._h.mul_(s.unsqueeze(1) * s.unsqueeze(0))
+
     def hessian(self) -> torch.Tensor:
         """A copy of the current ``H`` ``[in, in]`` float32."""
         if self.n_samples == 0:
@@ -162,7 +169,9 @@ def gptq(
 
     H.diagonal().add_(damp * float(torch.diagonal(H).mean()))
     L = _cholesky(H, "damped Hessian", damp)
+    del H
     Hinv = _cholesky(torch.cholesky_inverse(L), "inverse Hessian", damp, upper=True).to(work)
+    del L
 
     codes = torch.empty(out, n, dtype=grid.code_dtype)
     group_list = group_of.tolist()

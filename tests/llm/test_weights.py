@@ -1,0 +1,60 @@
+"""Private-memory safetensors loading (quantwise.llm.weights): same model as from_pretrained,
+no file mapping, clear refusals. Tiny random Llama models: this is about bytes, not accuracy."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from quantwise.llm.weights import load_private, read_header
+
+
+def _tiny(tmp_path, tie: bool = True, dtype=torch.float32):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie)
+    model = LlamaForCausalLM(config).to(dtype).eval()
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    return model
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_loads_the_same_model_as_from_pretrained(tmp_path, tie):
+    from transformers import AutoModelForCausalLM
+
+    _tiny(tmp_path, tie)
+    ours = load_private(tmp_path)
+    theirs = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    assert ours is not None
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ids = torch.randint(0, 64, (2, 10))
+    with torch.no_grad():
+        assert torch.equal(ours(ids).logits, theirs(ids).logits)
+    assert (ours.lm_head.weight.data_ptr() == ours.model.embed_tokens.weight.data_ptr()) == tie
+
+
+def test_other_dtypes_are_converted(tmp_path):
+    stored = _tiny(tmp_path, dtype=torch.bfloat16)
+    ours = load_private(tmp_path)
+    assert ours.model.norm.weight.dtype == torch.float32
+    torch.testing.assert_close(ours.model.layers[0].mlp.up_proj.weight, stored.model.layers[0].mlp.up_proj.weight.float())
+
+
+def test_keys_that_do_not_match_fall_back_and_bad_files_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _tiny(tmp_path)
+    path = tmp_path / "model.safetensors"
+    tensors = load_file(path)
+    save_file({("renamed." + k): v for k, v in tensors.items()}, path, metadata={"format": "pt"})
+    assert load_private(tmp_path) is None  # renamed keys: the caller uses from_pretrained
+    save_file(tensors, path, metadata={"format": "pt"})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match="ends early|bytes stored"):
+        load_private(tmp_path)
+    path.write_bytes(b"\xff" * 8 + data[8:])
+    with pytest.raises(ValueError, match="header length"):
+        read_header(path)
