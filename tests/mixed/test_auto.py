@@ -31,6 +31,7 @@ def small_speaker():
     (["--objective", "speed"], ["objective", "latency"]),
     (["--max-drop", "5"], ["top1", "fraction", "0.05"]),
     (["--workflows", "qat"], ["qat"]),
+    (["--target", "tflite"], ["target", "onnxruntime"]),
 ])
 def test_bad_budget_or_objective_is_one_line(capsys, tmp_path, args, words):
     recipe = tmp_path / "r.json"
@@ -79,3 +80,20 @@ def test_bf16_recipe_runs_under_autocast_and_reloads_exactly(mnist, mnist_refere
     assert (out.argmax(1) == mnist_reference[:32].argmax(1)).all()
     loaded = api.load(api.save(result, tmp_path / "a"))
     assert torch.equal(run(loaded.module, probe), out) and loaded.recipe == parse_recipe("bf16")
+
+
+def test_onnxruntime_target_exports_and_times_every_candidate_there(mnist):
+    """--target onnxruntime: ORT float is the baseline, int8 candidates are exported (parity-checked)
+    and timed in ONNX Runtime, and a recipe that cannot be exported says why and cannot win."""
+    opts = AutoOptions(objective="latency", compile=False, workflows=("bf16", "static-pt2e"), repeats=3, max_seconds=1.0,
+                       max_drop=0.05, target="onnxruntime")
+    report, _ = search(mnist, opts)
+    baseline = report.candidate("onnxruntime float")
+    assert baseline.runtime == "onnxruntime" and baseline.latency_ms > 0 and report.target == "onnxruntime"
+    assert [c.name for c in report.candidates if c.stage == "baseline"] == ["onnxruntime float"]
+    static = report.candidate("static-pt2e")
+    assert static.runtime == "onnxruntime" and static.latency_ms > 0 and any("parity" in n for n in static.notes)
+    assert static.size_mb < 0.5 * baseline.size_mb  # the .onnx file holds int8 weights
+    bf16 = report.candidate("bf16")
+    assert bf16.latency_ms is None and any(n.startswith("not timed:") for n in bf16.notes)
+    assert report.chosen != "bf16"

@@ -71,6 +71,7 @@ def auto(
     max_float: Optional[int] = typer.Option(None, "--max-float", help="Most layers kept float (default: half of them)."),
     proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the sensitivity proxy uses."),
     workflows: str = typer.Option("bf16,dynamic,static-fx,static-pt2e", "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value)."),
+    target: str = typer.Option("pytorch", "--target", help="Where candidates run and are timed: pytorch, or onnxruntime (each exported to ONNX with a parity check; ONNX Runtime float is the baseline)."),
     json_path: Optional[Path] = JsonOpt,
     html_path: Optional[Path] = HtmlOpt,
     data: Optional[str] = DataOpt,
@@ -88,6 +89,7 @@ def auto(
     Examples:
       quantwise auto efficientnet-lite0 --max-drop 0.01 --out effnet-auto
       quantwise auto minilm-l6 --objective size --recipe-out minilm.yaml
+      quantwise auto minilm-l6 --workflows dynamic --target onnxruntime
       quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json --html out/auto.html
     """
     from quantwise.cli.main import _model, out, progress
@@ -100,7 +102,7 @@ def auto(
     check_outputs(json=json_path, html=html_path)
 
     opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
-                       workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), progress=progress)
+                       workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), target=target, progress=progress)
     check_options(opts)
     if out_dir is not None and out_dir.exists() and not force:
         raise QuantwiseError(f"output {out_dir} already exists", "choose another path or pass --force to replace it")

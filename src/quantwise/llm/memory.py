@@ -23,16 +23,28 @@ def release_free_memory() -> None:
         pass
 
 
-def return_large_frees_to_os(threshold: int = 1 << 20) -> bool:
-    """Serve allocations of ``threshold`` bytes or more with their own mappings, returned to the
-    OS on free (glibc ``mallopt(M_MMAP_THRESHOLD)``; process-wide, and it turns off glibc's
-    growing threshold). Layer-by-layer calibration allocates and frees many 1-50 MB temporaries;
+@contextmanager
+def large_frees_to_os(threshold: int = 1 << 20) -> Iterator[bool]:
+    """While inside, serve allocations of ``threshold`` bytes or more with their own mappings,
+    returned to the OS on free (glibc ``mallopt(M_MMAP_THRESHOLD)``; yields False where glibc is
+    not the allocator). Layer-by-layer calibration allocates and frees many 1-50 MB temporaries;
     from the heap they fragment it, and on SmolLM2 the resident peak was ~250 MB above what was
-    live. False where glibc is not the allocator."""
+    live. On exit the threshold goes to 32 MiB, the ceiling of glibc's own sliding threshold
+    (where a long-running torch process ends up anyway): leaving it at 1 MiB made later int8
+    kernels that allocate per call 2.5x slower."""
+    ok = _mallopt_mmap_threshold(threshold)
+    try:
+        yield ok
+    finally:
+        if ok:
+            _mallopt_mmap_threshold(32 << 20)
+
+
+def _mallopt_mmap_threshold(value: int) -> bool:
     import ctypes
 
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, threshold))  # M_MMAP_THRESHOLD = -3
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, value))  # M_MMAP_THRESHOLD = -3
     except (OSError, AttributeError):
         return False
 

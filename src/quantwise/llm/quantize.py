@@ -38,7 +38,7 @@ from quantwise.llm.algorithms import (
     rtn,
     smooth_scales,
 )
-from quantwise.llm.memory import release_free_memory, return_large_frees_to_os
+from quantwise.llm.memory import large_frees_to_os, release_free_memory
 from quantwise.llm.model import LanguageModel
 from quantwise.llm.perplexity import token_ids, windows
 from quantwise.methods.base import ProgressFn, no_progress
@@ -46,7 +46,7 @@ from quantwise.methods.base import ProgressFn, no_progress
 log = logging.getLogger(__name__)
 
 LLMRecipe = WeightOnly | DynamicActivation
-CALIBRATION_BATCH = 4
+CALIBRATION_BATCH = 2  # windows per forward: bounds the block's activation temporaries
 MAX_SAMPLE_TOKENS = 4096  # activations kept per Linear input for AWQ / SmoothQuant searches
 
 
@@ -108,11 +108,11 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     grid = weight_grid(recipe)
     notes: list[str] = []
     if recipe.needs_calibration:
-        return_large_frees_to_os()
         batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])
         notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
-        layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes)
+        with large_frees_to_os():
+            layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes)
     else:
         layers = {}
         linears = _block_linears(model)
@@ -183,7 +183,11 @@ def _first_layer_inputs(model: nn.Module, batches: torch.Tensor) -> list[tuple[t
 
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs.pop("hidden_states")
-        captured.append((hidden, {k: v for k, v in kwargs.items() if k != "hidden_states"}))
+        kept = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        if captured:  # every window has the same positions: keep one copy of equal tensors (rotary cos/sin)
+            first = captured[0][1]
+            kept = {k: first[k] if _same(v, first.get(k)) else v for k, v in kept.items()}
+        captured.append((hidden, kept))
         raise _Stop
 
     handle = decoder_layers(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
@@ -196,6 +200,14 @@ def _first_layer_inputs(model: nn.Module, batches: torch.Tensor) -> list[tuple[t
     finally:
         handle.remove()
     return captured
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return False
 
 
 class _InputStats:
@@ -233,14 +245,7 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     chosen_alphas: list[float] = []
     for index, block in enumerate(progress("quantizing blocks", blocks, len(blocks))):
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
-        stats = {n: _InputStats(m.in_features, hessian=uses_gptq, samples=uses_awq or not uses_gptq) for n, m in linears.items()}
-        handles = [m.register_forward_pre_hook(lambda mod, args, s=stats[n]: s.add(args[0])) for n, m in linears.items()]
-        try:
-            for hidden, kwargs in state:
-                block(hidden, **kwargs)
-        finally:
-            for h in handles:
-                h.remove()
+        stats = _collect_stats(block, linears, state, hessian=uses_gptq, samples=uses_awq or not uses_gptq)
         if uses_awq:
             _awq_block(block, stats, grid, clip=not uses_gptq)
         elif isinstance(recipe, DynamicActivation) and recipe.smoothquant:
@@ -272,6 +277,39 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     elif uses_awq:
         notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down), then per-group clipping searched (not for q/k); o_proj keeps RTN scaling when v_proj's outputs do not match its inputs (grouped-query attention)")
     return layers_out
+
+
+@torch.no_grad()
+def _collect_stats(block: nn.Module, linears: dict[str, nn.Linear], state: list, hessian: bool, samples: bool) -> dict[str, _InputStats]:
+    """Run the block over every calibration batch, collecting what each Linear reads. Linears fed
+    the very same tensor (q/k/v, gate/up) share one :class:`_InputStats`: one Hessian, one sample."""
+    seen: dict[str, torch.Tensor] = {}  # held, so that no two live inputs can share an id()
+
+    def record(mod, args, name):
+        seen[name] = args[0]
+
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: record(mod, args, n)) for n, m in linears.items()]
+    try:
+        hidden, kwargs = state[0]
+        block(hidden, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    stats: dict[str, _InputStats] = {}
+    owner: dict[int, str] = {}
+    for name, module in linears.items():
+        first = owner.setdefault(id(seen[name]) if name in seen else id(module), name)
+        stats[name] = stats[first] if first != name else _InputStats(module.in_features, hessian=hessian, samples=samples)
+    owners = set(owner.values())
+    seen.clear()
+    handles = [m.register_forward_pre_hook(lambda mod, args, s=stats[n]: s.add(args[0])) for n, m in linears.items() if n in owners]
+    try:
+        for hidden, kwargs in state:
+            block(hidden, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
 
 
 def _smoothing_groups(block: nn.Module) -> list[tuple[nn.Module, list[str], str]]:
@@ -307,9 +345,9 @@ def _awq_block(block: nn.Module, stats: dict[str, _InputStats], grid: GroupGrid,
         x = stats[names[0]].x()
         result = awq_search(x, [m.weight.data for m in linears], grid)
         _fold(previous, linears, result.scales)
-        for name in names:
-            if stats[name].hessian is not None:
-                stats[name].hessian.rescale(1.0 / result.scales)
+        for st in {id(stats[n]): stats[n] for n in names}.values():  # q/k/v (gate/up) share one
+            if st.hessian is not None:
+                st.hessian.rescale(1.0 / result.scales)
         if not clip:
             continue
         # AWQ's clipping search; like the reference, not for q/k (errors there are amplified by softmax)

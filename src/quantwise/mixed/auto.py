@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from quantwise.versions import machine
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("latency", "size")
+TARGETS = ("pytorch", "onnxruntime")
 FRACTION_METRICS = ("top1", "agreement", "cosine", "cosine_min")
 OBSERVER_VARIANTS = ("mse", "percentile", "minmax")
 WORKFLOWS = ("bf16", "dynamic", "static-fx", "static-pt2e")
@@ -85,6 +87,7 @@ class AutoReport:
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
+    target: str = "pytorch"  # where candidates were timed
 
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
@@ -105,6 +108,7 @@ class AutoOptions:
     proxy_samples: int = 32
     batch_size: int = 32
     workflows: tuple[str, ...] = WORKFLOWS  # recipes to start from (presets or kind:key=value)
+    target: str = "pytorch"  # "onnxruntime": each candidate is exported to ONNX (parity-checked) and timed there
     progress: ProgressFn = no_progress
 
 
@@ -112,6 +116,8 @@ def check_options(opts: AutoOptions, bundle: ModelBundle | None = None) -> float
     """Validate the budget and objective; returns the budget (the model's tolerance by default)."""
     if opts.objective not in OBJECTIVES:
         raise choice_error("objective", opts.objective, OBJECTIVES)
+    if opts.target not in TARGETS:
+        raise choice_error("target", opts.target, TARGETS)
     if opts.batch < 1:
         raise QuantwiseError(f"batch {opts.batch} is not a batch size", "use --batch 1 or more")
     if opts.max_float is not None and opts.max_float < 0:
@@ -137,8 +143,8 @@ def check_options(opts: AutoOptions, bundle: ModelBundle | None = None) -> float
 
 
 class _Search:
-    def __init__(self, bundle: ModelBundle, opts: AutoOptions, budget: float) -> None:
-        self.bundle, self.opts, self.budget = bundle, opts, budget
+    def __init__(self, bundle: ModelBundle, opts: AutoOptions, budget: float, workdir: Path) -> None:
+        self.bundle, self.opts, self.budget, self.workdir = bundle, opts, budget, workdir
         self.higher = HIGHER_IS_BETTER.get(bundle.primary, True)
         self.reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
         self.float_metric = primary_metric(bundle.model, bundle, self.reference, opts.batch_size)
@@ -156,6 +162,8 @@ class _Search:
         return measure(fn, self.example, warmup=3, repeats=self.opts.repeats, max_seconds=self.opts.max_seconds).median_ms
 
     def baselines(self) -> None:
+        if self.opts.target == "onnxruntime":
+            return self._onnxruntime_baseline()
         size = _bytes(self.bundle.model.state_dict())
         rows = [("float", "eager"), ("float compiled", "compiled")] if self.opts.compile else [("float", "eager")]
         for name, runtime in rows:
@@ -163,6 +171,17 @@ class _Search:
             c.latency_ms = self.time(self.bundle.model, runtime)
             c.notes.append("float reference: not a quantized result")
             self.candidates.append(c)
+
+    def _onnxruntime_baseline(self) -> None:
+        from quantwise.export.onnx_target import load
+        from quantwise.peers.onnxruntime import export_float
+
+        c = Candidate("onnxruntime float", "baseline", None, "onnxruntime", metric=self.float_metric, drop=0.0, within_budget=True)
+        path = export_float(self.bundle, self.workdir / "float.onnx")
+        c.size_mb = path.stat().st_size / 1e6
+        c.latency_ms = self.time(load(path, torch.get_num_threads()), "onnxruntime")
+        c.notes.append("float model exported to ONNX and run in ONNX Runtime: the baseline to beat there")
+        self.candidates.append(c)
 
     def run(self, recipe: Recipe, stage: str, timed: bool = False, time_within: bool = True) -> Candidate:
         """Quantize, measure the metric and size; time it when ``timed``, or when within budget and ``time_within``."""
@@ -194,15 +213,30 @@ class _Search:
         if c.within_budget:
             self.results[c.name] = result
         if timed or (c.within_budget and time_within):
-            self.time_candidate(c, q.module)
+            self.time_candidate(c, result)
         return c
 
-    def time_candidate(self, c: Candidate, module: nn.Module | None = None) -> None:
-        module = module if module is not None else self.results[c.name].quantized.module
+    def time_candidate(self, c: Candidate, result: Any = None) -> None:
+        result = result if result is not None else self.results[c.name]
         try:
-            c.latency_ms = self.time(module, c.runtime)
-        except Exception as err:  # a compile failure leaves the candidate untimed, not the search dead
-            c.notes.append(f"not timed: {type(err).__name__}: {first_line(err)}")
+            if self.opts.target == "onnxruntime":
+                self._time_in_onnxruntime(c, result)
+            else:
+                c.latency_ms = self.time(result.quantized.module, c.runtime)
+        except Exception as err:  # a compile or export failure leaves the candidate untimed, not the search dead
+            c.notes.append(f"not timed: {err}" if isinstance(err, QuantwiseError) else f"not timed: {type(err).__name__}: {first_line(err)}")
+
+    def _time_in_onnxruntime(self, c: Candidate, result: Any) -> None:
+        """Save, export to ONNX with the parity check, time in ONNX Runtime; size = the .onnx file."""
+        from quantwise.export import export_artifact
+        from quantwise.export.onnx_target import load
+
+        artifact = api.save(result, self.workdir / f"candidate-{len(self.candidates)}-{abs(hash(c.name))}")
+        exported = export_artifact(artifact, "onnx", bundle=self.bundle, samples=min(256, len(self.bundle.evaluation)))
+        q = exported.parity.vs_quantized
+        c.runtime, c.size_mb = "onnxruntime", exported.path.stat().st_size / 1e6
+        c.notes.append(f"exported to ONNX; parity with the PyTorch model: cosine {q.cosine:.5f}" + ("" if q.agreement is None else f", top-1 agreement {q.agreement:.4f}"))
+        c.latency_ms = self.time(load(exported.path, torch.get_num_threads()), "onnxruntime")
 
     def fastest_float(self) -> float:
         key = "latency_ms" if self.opts.objective == "latency" else "size_mb"
@@ -287,7 +321,12 @@ def search(bundle: ModelBundle, opts: AutoOptions | None = None) -> tuple[AutoRe
     budget = check_options(opts, bundle)
     assert budget is not None
     clock = {"start": time.perf_counter()}
-    s = _Search(bundle, opts, budget)
+    with tempfile.TemporaryDirectory(prefix="quantwise-auto-") as workdir:
+        return _search(bundle, opts, budget, clock, Path(workdir))
+
+
+def _search(bundle: ModelBundle, opts: AutoOptions, budget: float, clock: dict[str, float], workdir: Path) -> tuple[AutoReport, Any]:
+    s = _Search(bundle, opts, budget, workdir)
     s.baselines()
     starts = _workflows(bundle, opts.workflows)
     stage1 = [s.run(r, "workflow", timed=True) for r in opts.progress("auto: workflows", starts, len(starts))]
@@ -339,7 +378,7 @@ def search(bundle: ModelBundle, opts: AutoOptions | None = None) -> tuple[AutoRe
         objective=opts.objective, batch=opts.batch, threads=torch.get_num_threads(), evaluation=bundle.evaluation.description,
         candidates=s.candidates, chosen=chosen.name if chosen else None, tradeoffs=[] if chosen else _pareto(s.candidates, opts.objective),
         why_float={n: why[n] for n in (chosen.kept_float if chosen else []) if n in why},
-        sensitivity=[r.to_dict() for r in sens_reports], notes=notes, machine=machine(),
+        sensitivity=[r.to_dict() for r in sens_reports], notes=notes, machine=machine(), target=opts.target,
     )
     t = clock["start"]
     for stage in ("workflows", "observers", "fallback"):

@@ -42,7 +42,7 @@ def print_sensitivity(report: SensitivityReport, console: Console, limit: int | 
 
 def print_auto(report: AutoReport, console: Console) -> None:
     console.print(f"[bold]{report.model}[/]: {report.primary} budget: at most {_fmt(report.max_drop, 4)} below float "
-                  f"({_fmt(report.float_metric, 5)}); objective: {report.objective}; latency at batch {report.batch}, {report.threads} threads")
+                  f"({_fmt(report.float_metric, 5)}); objective: {report.objective}; latency in {report.target} at batch {report.batch}, {report.threads} threads")
     table = Table(title=f"candidates tried ({len(report.candidates)})")
     for name, justify in (("candidate", "left"), ("runtime", "left"), ("size MB", "right"), ("latency ms", "right"),
                           (report.primary, "right"), ("drop", "right"), ("kept float", "right"), ("within budget", "left")):
