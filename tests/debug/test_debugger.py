@@ -161,7 +161,7 @@ def test_language_model_linears_and_perplexity():
     from quantwise.debug.language_model import debug_language_model
     from quantwise.llm.model import load_language_model
 
-    report = debug_language_model("smollm2-135m", "int8-weight-only", DebugOptions(samples=1), context=64)
+    report = debug_language_model("smollm2-135m", "weight-only:bits=8,group_size=None,activations=float32", DebugOptions(samples=1), context=64)
     linears = {n for n, m in load_language_model("smollm2-135m").model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert {r.name for r in report.layers} == linears  # 30 blocks x 7 projections + lm_head, named as in the float model
     assert report.layers[-1].name == "lm_head"

@@ -145,7 +145,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
 
 def _kernel(recipe: WeightOnly | DynamicActivation) -> tuple:
     if isinstance(recipe, WeightOnly):
-        return ("weight-only", recipe.bits, recipe.group_size, recipe.lm_head_bits)
+        return ("weight-only", recipe.bits, recipe.group_size, recipe.lm_head_bits, recipe.activations)
     return ("dynamic-activation", recipe.weight_bits, recipe.group_size)
 
 

@@ -7,7 +7,9 @@ choose) run bit for bit as computed:
 
 - int4 weight-only (group 32/64/128): ``PrototypeInt4WeightOnlyConfig`` (tinygemm CPU
   kernel), bfloat16 activations; the kernel is fast only in bf16 (../shared/PITFALLS.md);
-- int8 weight-only, per row: ``Int8WeightOnlyConfig``;
+- int8 weight-only, per row: ``Int8WeightOnlyConfig``, bfloat16 activations by default
+  (compiled, Inductor lowers its matmul to the int8 x bf16 CPU kernel; with float32
+  activations it stays a float matmul on a converted weight, slower than bf16);
 - int8 dynamic activations + int8 weights: ``Int8DynamicActivationInt8WeightConfig``;
 - int8 dynamic activations + int4 group weights: ``Int8DynamicActivationIntxWeightConfig``
   (reference kernels: unpacked to int8, so not fast on this CPU).
@@ -26,7 +28,7 @@ LLMRecipe = WeightOnly | DynamicActivation
 
 def run_dtype(recipe: LLMRecipe) -> torch.dtype:
     """Activation dtype the recipe's kernels want."""
-    return torch.bfloat16 if isinstance(recipe, WeightOnly) and recipe.bits == 4 else torch.float32
+    return getattr(torch, recipe.activations) if isinstance(recipe, WeightOnly) else torch.float32
 
 
 def materialize(model: nn.Module, layers: dict[str, GroupQuant], recipe: LLMRecipe) -> nn.Module:
