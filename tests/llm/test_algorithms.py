@@ -24,6 +24,7 @@ from quantwise.llm.algorithms import (
     quantize_with,
     rtn,
     smooth_scales,
+    smoothed_output_mse,
 )
 
 
@@ -394,6 +395,8 @@ def test_awq_clip_search_lowers_the_output_error_on_heavy_tailed_weights():
     assert err(clipped) < err(w)
     # no shrink allowed (one candidate, the full range): nothing changes
     assert torch.equal(awq_clip_search(x, w, grid, n_grid=1, max_shrink=1.0), w)
+    # rows are independent: the batch size only bounds memory
+    assert torch.equal(awq_clip_search(x, w, grid, row_batch=5), awq_clip_search(x, w, grid, row_batch=1000))
 
 
 # ----------------------------------------------------------------------------- SmoothQuant
@@ -420,6 +423,21 @@ def test_smoothing_reduces_w8a8_error_with_outlier_channels():
     err_plain = (per_token_absmax_int8_fake(x) @ per_channel_int8_fake(w).T - y).pow(2).mean()
     err_smooth = (per_token_absmax_int8_fake(x / s) @ per_channel_int8_fake(w * s).T - y).pow(2).mean()
     assert err_smooth < 0.5 * err_plain
+
+
+def test_smoothed_output_mse_is_the_direct_error_computed_in_chunks():
+    x, w = _smooth_case(22)
+    w2 = torch.randn(8, 64, generator=_gen(23))
+    alphas = (0.0, 0.5, 0.8)
+    direct = []
+    for alpha in alphas:
+        s = smooth_scales(x.abs().amax(0), [w, w2], alpha)
+        xq = per_token_absmax_int8_fake(x / s)
+        out = torch.cat([xq @ per_channel_int8_fake(v * s).T for v in (w, w2)], dim=1)
+        direct.append(float((out - torch.cat([x @ w.T, x @ w2.T], dim=1)).pow(2).mean()))
+    for chunk in (7, 128, 1000):  # uneven, exact and larger than the token count
+        assert smoothed_output_mse(x, [w, w2], x.abs().amax(0), alphas, chunk=chunk) == pytest.approx(direct, rel=1e-5)
+    assert min(direct) < direct[0]  # with outlier channels, some migration beats none
 
 
 def test_smooth_scales_formula_alpha_limits_and_degenerate_channels():

@@ -33,10 +33,9 @@ from quantwise.llm.algorithms import (
     awq_search,
     gptq,
     hqq,
-    per_channel_int8_fake,
-    per_token_absmax_int8_fake,
     rtn,
     smooth_scales,
+    smoothed_output_mse,
 )
 from quantwise.llm.memory import large_frees_to_os, release_free_memory
 from quantwise.llm.model import LanguageModel
@@ -366,14 +365,7 @@ def _smooth_block(block: nn.Module, stats: dict[str, _InputStats], recipe: Dynam
         if len(alphas) == 1:
             best = alphas[0]
         else:
-            x = stats[names[0]].x()
-            reference = torch.cat([x @ w.T for w in weights], dim=1)
-            errors = []
-            for alpha in alphas:
-                s = smooth_scales(absmax, weights, alpha)
-                xq = per_token_absmax_int8_fake(x / s)
-                out = torch.cat([xq @ per_channel_int8_fake(w * s).T for w in weights], dim=1)
-                errors.append(float((out - reference).pow(2).mean()))
+            errors = smoothed_output_mse(stats[names[0]].x(), weights, absmax, alphas)
             best = alphas[min(range(len(alphas)), key=errors.__getitem__)]
         _fold(previous, linears, smooth_scales(absmax, weights, best))
         chosen.append(best)

@@ -8,7 +8,7 @@ from .awq import AwqResult, apply_awq_scales, awq_clip_search, awq_search
 from .gptq import HessianAccumulator, gptq
 from .grid import GroupGrid, GroupQuant, fake_quantize, qparams_minmax, quantize_with, rtn
 from .hqq import hqq
-from .smoothquant import per_channel_int8_fake, per_token_absmax_int8_fake, smooth_scales
+from .smoothquant import per_channel_int8_fake, per_token_absmax_int8_fake, smooth_scales, smoothed_output_mse
 
 __all__ = [
     "GroupGrid",
@@ -27,4 +27,5 @@ __all__ = [
     "smooth_scales",
     "per_token_absmax_int8_fake",
     "per_channel_int8_fake",
+    "smoothed_output_mse",
 ]

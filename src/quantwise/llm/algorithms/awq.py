@@ -135,7 +135,7 @@ def awq_clip_search(
     n_grid: int = 20,
     max_shrink: float = 0.5,
     max_tokens: int = 512,
-    row_batch: int = 256,
+    row_batch: int = 64,
 ) -> torch.Tensor:
     """Return ``w`` clamped per (row, group) to the max-abs range that AWQ's clip search picks.
 

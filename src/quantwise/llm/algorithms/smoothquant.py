@@ -29,7 +29,7 @@ import torch
 
 from .grid import GroupGrid, fake_quantize
 
-__all__ = ["smooth_scales", "per_token_absmax_int8_fake", "per_channel_int8_fake"]
+__all__ = ["smooth_scales", "per_token_absmax_int8_fake", "per_channel_int8_fake", "smoothed_output_mse"]
 
 _MIN_SCALE = 1e-5
 
@@ -74,3 +74,23 @@ def per_token_absmax_int8_fake(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
 def per_channel_int8_fake(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Per-output-channel symmetric fake quantization of a weight ``[out, in]`` (same shape and dtype)."""
     return fake_quantize(w, GroupGrid(bits, None, symmetric=True))
+
+
+def smoothed_output_mse(x: torch.Tensor, weights: Sequence[torch.Tensor], act_absmax: torch.Tensor, alphas: Sequence[float], chunk: int = 1024) -> list[float]:
+    """W8A8 output error for each migration strength in ``alphas``.
+
+    For each alpha: mean over tokens and outputs of ``(Q(x / s) Q(W * s)^T - x W^T)^2``,
+    concatenated over ``weights`` (all reading ``x`` ``[n_tokens, in]``), with ``s`` from
+    :func:`smooth_scales`. Computed ``chunk`` tokens at a time, so memory stays at a few
+    chunk-sized outputs however many tokens ``x`` has.
+    """
+    scales = [smooth_scales(act_absmax, weights, alpha) for alpha in alphas]
+    errors = [0.0] * len(scales)
+    rows = x.reshape(-1, x.shape[-1]).float()
+    for part in rows.split(chunk):
+        reference = [part @ w.T for w in weights]
+        for i, s in enumerate(scales):
+            xq = per_token_absmax_int8_fake(part / s)
+            errors[i] += sum(float((xq @ per_channel_int8_fake(w * s).T - r).pow_(2).sum()) for w, r in zip(weights, reference, strict=True))
+    total = rows.shape[0] * sum(w.shape[0] for w in weights)
+    return [e / total for e in errors]
