@@ -173,14 +173,14 @@ class WeightOnly:
     diagonal; ``gptq_grid=hqq`` takes HQQ's optimised group parameters instead of min/max),
     ``awq`` (activation-aware scaling and clipping, calibrated) or ``awq-gptq`` (AWQ's
     scales folded in, then GPTQ instead of RTN; preset ``int4-awq-gptq`` with the HQQ grid,
-    the most accurate here: SmolLM2 g64 perplexity +11.6 % against RTN's +28.5 %). GPTQ over-fits a small
+    the most accurate here: SmolLM2 g64 perplexity +11.2 % against RTN's +27.5 %). GPTQ over-fits a small
     calibration set (measured on SmolLM2: with 8 windows of 512 tokens its held-out layer
     error was no better than RTN's; with 128 it was 2-4x lower), hence 128 windows. int4
     models run with bfloat16 activations (the CPU int4 kernel is fast only in bf16).
     int8 models run with ``activations`` (default bfloat16: compiled, Inductor turns the
-    int8 matmul into its int8 x bf16 kernel, SmolLM2 decode 58 tokens/s against 31 for bf16;
+    int8 matmul into its int8 x bf16 kernel, SmolLM2 decode 52 tokens/s against 31 for bf16;
     float32 is slightly more accurate, +0.31 % against +0.43 % perplexity, but decodes
-    slower than bf16, ~20 tokens/s).
+    slower than bf16, ~15 tokens/s).
     The output layer (``lm_head``) gets ``lm_head_bits`` per-row weights, or stays float
     and tied to the embedding when ``lm_head_bits`` is None.
     """
