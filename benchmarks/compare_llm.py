@@ -30,6 +30,8 @@ CAVEATS = [
     " legacy per-tensor dynamic int8.",
     "- Peak memory: resident-set growth over loading the float model from the cache and quantizing it (sampled every"
     " 10 ms); the float weights are read into private memory and each block's are freed once quantized.",
+    "- Peak memory is noisy between runs of the same code: int4-gptq 889 MB in the previous run, 1012 MB in this one;"
+    " int4-awq 855 MB when quantized alone in a fresh process. It depends on what the process allocated before (compiled rows, heap state).",
     "- llama.cpp timings are only valid on an idle machine (its threads spin-wait); this run was alone on the 2 cores.",
 ]
 
