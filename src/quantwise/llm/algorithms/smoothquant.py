@@ -89,7 +89,7 @@ def smoothed_output_mse(x: torch.Tensor, weights: Sequence[torch.Tensor], act_ab
     rows = x.reshape(-1, x.shape[-1]).float()
     for part in rows.split(chunk):
         reference = [part @ w.T for w in weights]
-        for i, s in enumerate(scales):
+        for i, s in enumerate(scales):  # re-quantizing the weights per chunk is cheap next to keeping every alpha's copy
             xq = per_token_absmax_int8_fake(part / s)
             errors[i] += sum(float((xq @ per_channel_int8_fake(w * s).T - r).pow_(2).sum()) for w, r in zip(weights, reference, strict=True))
     total = rows.shape[0] * sum(w.shape[0] for w in weights)
