@@ -287,13 +287,7 @@ def _collect_stats(block: nn.Module, linears: dict[str, nn.Linear], state: list,
     def record(mod, args, name):
         seen[name] = args[0]
 
-    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: record(mod, args, n)) for n, m in linears.items()]
-    try:
-        hidden, kwargs = state[0]
-        block(hidden, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(block, state[:1], {m: lambda mod, args, n=n: record(mod, args, n) for n, m in linears.items()})
     stats: dict[str, _InputStats] = {}
     owner: dict[int, str] = {}
     for name, module in linears.items():
@@ -301,14 +295,19 @@ def _collect_stats(block: nn.Module, linears: dict[str, nn.Linear], state: list,
         stats[name] = stats[first] if first != name else _InputStats(module.in_features, hessian=hessian, samples=samples)
     owners = set(owner.values())
     seen.clear()
-    handles = [m.register_forward_pre_hook(lambda mod, args, s=stats[n]: s.add(args[0])) for n, m in linears.items() if n in owners]
+    _run_hooked(block, state, {m: lambda mod, args, s=stats[n]: s.add(args[0]) for n, m in linears.items() if n in owners})
+    return stats
+
+
+def _run_hooked(block: nn.Module, state: list, hooks: dict[nn.Module, Any]) -> None:
+    """Run ``block`` over the (hidden, kwargs) pairs of ``state`` with forward pre-hooks on the given modules."""
+    handles = [module.register_forward_pre_hook(hook) for module, hook in hooks.items()]
     try:
         for hidden, kwargs in state:
             block(hidden, **kwargs)
     finally:
         for h in handles:
             h.remove()
-    return stats
 
 
 def _smoothing_groups(block: nn.Module) -> list[tuple[nn.Module, list[str], str]]:
