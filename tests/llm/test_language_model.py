@@ -20,8 +20,8 @@ CONTEXT, EVAL_TOKENS = 256, 2048  # 8 windows: enough to rank schemes, fast on 2
 SMALL_CAL = {"calibration_samples": 8, "calibration_context": 256}
 
 
-def fresh():
-    return load_language_model("smollm2-135m")  # from the safetensors cache after the first call
+def fresh(defer_blocks: bool = False):
+    return load_language_model("smollm2-135m", defer_blocks=defer_blocks)  # from the safetensors cache after the first call
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def float_ppl(eval_windows):
 
 
 def quantized_ppl(recipe, eval_windows):
-    q = quantize_lm(fresh(), recipe)
+    q = quantize_lm(fresh(defer_blocks=True), recipe)  # as `quantwise quantize` and compare load it
     return perplexity(materialize(q.model, q.layers, q.recipe), eval_windows).perplexity
 
 
@@ -79,7 +79,7 @@ def test_gptq_runs_block_by_block_with_progress(eval_windows, float_ppl):
         seen.append((stage, total))
         return items
 
-    q = quantize_lm(fresh(), WeightOnly(algorithm="gptq", **SMALL_CAL), progress)
+    q = quantize_lm(fresh(defer_blocks=True), WeightOnly(algorithm="gptq", **SMALL_CAL), progress)
     assert ("quantizing blocks", 30) in seen
     assert any("calibrated on 8 windows" in n for n in q.notes)
     ppl = perplexity(materialize(q.model, q.layers, q.recipe), eval_windows).perplexity
@@ -91,6 +91,20 @@ def test_awq_then_gptq_folds_scales_and_stays_close_to_float(eval_windows, float
     assert any("then GPTQ" in n for n in q.notes)
     ppl = perplexity(materialize(q.model, q.layers, q.recipe), eval_windows).perplexity
     assert float_ppl < ppl < float_ppl * 1.6
+
+
+def test_deferred_blocks_give_the_same_codes_and_refuse_to_run_unread():
+    eager, deferred = fresh(), fresh(defer_blocks=True)
+    assert deferred.deferred.pending == list(range(30))
+    assert deferred.model.model.layers[3].mlp.up_proj.weight.numel() == 0  # still in the file
+    with pytest.raises(RuntimeError, match="block 0 ran before its weights were read"):
+        deferred.model(torch.tensor([[1, 2, 3]]))
+    a, b = quantize_lm(eager, parse_recipe("int4-rtn")), quantize_lm(deferred, parse_recipe("int4-rtn"))
+    assert deferred.deferred is None and a.layers.keys() == b.layers.keys()
+    assert all(torch.equal(a.layers[k].qdata, b.layers[k].qdata) and torch.equal(a.layers[k].scale, b.layers[k].scale) for k in a.layers)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(materialize(a.model, a.layers, a.recipe)(ids).logits, materialize(b.model, b.layers, b.recipe)(ids).logits)
 
 
 def test_artifact_reloads_to_identical_logits_and_generates(tmp_path, capsys):

@@ -24,9 +24,8 @@ def test_loads_the_same_model_as_from_pretrained(tmp_path, tie):
     from transformers import AutoModelForCausalLM
 
     _tiny(tmp_path, tie)
-    ours = load_private(tmp_path)
+    ours, _ = load_private(tmp_path)
     theirs = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
-    assert ours is not None
     a, b = ours.state_dict(), theirs.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ids = torch.randint(0, 64, (2, 10))
@@ -37,7 +36,7 @@ def test_loads_the_same_model_as_from_pretrained(tmp_path, tie):
 
 def test_other_dtypes_are_converted(tmp_path):
     stored = _tiny(tmp_path, dtype=torch.bfloat16)
-    ours = load_private(tmp_path)
+    ours, _ = load_private(tmp_path)
     assert ours.model.norm.weight.dtype == torch.float32
     torch.testing.assert_close(ours.model.layers[0].mlp.up_proj.weight, stored.model.layers[0].mlp.up_proj.weight.float())
 
@@ -58,3 +57,21 @@ def test_keys_that_do_not_match_fall_back_and_bad_files_are_refused(tmp_path):
     path.write_bytes(b"\xff" * 8 + data[8:])
     with pytest.raises(ValueError, match="header length"):
         read_header(path)
+
+
+def test_deferred_blocks_are_read_on_demand_and_guarded(tmp_path):
+    stored = _tiny(tmp_path)
+    model, deferred = load_private(tmp_path, defer_blocks=True)
+    assert deferred.pending == [0, 1]
+    assert model.model.layers[1].self_attn.q_proj.weight.numel() == 0
+    assert torch.equal(model.model.embed_tokens.weight, stored.model.embed_tokens.weight)  # not deferred
+    ids = torch.randint(0, 64, (1, 5))
+    deferred.load(0)
+    with pytest.raises(RuntimeError, match="block 1 ran before its weights were read"):
+        model(ids)
+    deferred.load_all()
+    assert deferred.pending == []
+    a, b = model.state_dict(), stored.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, stored(ids).logits)

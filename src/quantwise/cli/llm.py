@@ -29,7 +29,7 @@ def quantize(model: str, recipe: str, output: Path, text: Optional[str], force: 
     parsed = _recipe(recipe)
     if output.exists() and not force:
         raise QuantwiseError(f"output {output} already exists", "choose another path or pass --force to replace it")
-    lm = load_language_model(model, text)
+    lm = load_language_model(model, text, defer_blocks=not evaluate)  # blocks read as quantization reaches them
     _check_context(lm, context)
     check_recipe_fits(lm.model, parsed)  # before any slow work
     metrics: dict[str, Any] = {}

