@@ -84,3 +84,18 @@ def test_qat_is_refused_with_the_alternative(capsys):
     assert code == 2 and "static recipe" in error_line(err)
     with pytest.raises(QuantwiseError, match="top_k"):
         analyse(api.load_model("mnist-cnn", n_calibration=8, n_evaluation=8), StaticInt8(), SensitivityOptions(top_k=0))
+
+
+def test_real_ranking_breaks_ties_by_whole_split_sqnr_not_by_the_proxy():
+    from quantwise.mixed.sensitivity import LayerSensitivity, SensitivityReport, _rank_confirmed
+
+    # (name, proxy rank, agreement with the layer float, whole-split SQNR with it float)
+    spec = [("a", 1, 0.92, 13.0), ("b", 2, 0.92, 13.4), ("c", 3, 0.93, 12.9), ("d", 4, 0.91, 13.1),
+            ("e", 5, 0.92, 13.2), ("f", 6, 0.91, 14.0), ("g", 7, 0.90, 15.0)]
+    layers = [LayerSensitivity(n, "Conv2d", 10.0, 12.0, 1.0, rank, metric_float=m, sqnr_float=q) for n, rank, m, q in spec]
+    report = SensitivityReport("m", {}, "static-pt2e", "agreement", True, "proxy", 8, False, "eval", 256, 1.0, 0.91, 12.0,
+                               layers, [n for n, *_ in spec], None, None, {})
+    _rank_confirmed(report)
+    assert report.ranking() == ["c", "b", "e", "a", "f", "d", "g"]  # 0.92 x3 and 0.91 x2 ordered by SQNR
+    assert report.tied == 5
+    assert report.top5_agreement == 0.8  # f beats d on SQNR; breaking the tie by proxy rank would have said 100 %

@@ -41,7 +41,7 @@ from quantwise.mixed.simulate import simulator
 from quantwise.models.base import ModelBundle
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 PROXY = "output SQNR (dB) against float"
 
 
@@ -62,6 +62,7 @@ class LayerSensitivity:
     metric_float: float | None = None
     full_rank: int | None = None
     control: bool = False
+    sqnr_float: float | None = None  # output SQNR (dB) over the whole evaluation split, this layer float, real recipe
 
 
 @dataclass
@@ -85,6 +86,8 @@ class SensitivityReport:
     rank_correlation: float | None
     seconds: dict[str, float]
     cached: bool = False
+    quantized_sqnr: float | None = None  # every layer quantized, output SQNR over the whole evaluation split
+    tied: int = 0  # confirmed layers whose primary-metric gain equals another's (ranked by the full-split SQNR)
 
     def improvement(self, layer: LayerSensitivity) -> float | None:
         """Gain of the primary metric (in its better direction) from keeping ``layer`` float."""
@@ -134,13 +137,19 @@ class SensitivityOptions:
 
 def primary_metric(module: nn.Module, bundle: ModelBundle, reference: torch.Tensor, batch_size: int = 32) -> float:
     """The bundle's primary metric on the whole evaluation split (fidelity metrics without the downstream tasks when possible)."""
+    return _measured(module, bundle, reference, batch_size)[0]
+
+
+def _measured(module: nn.Module, bundle: ModelBundle, reference: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(primary metric, output SQNR in dB against float), both on the whole evaluation split."""
     from quantwise.evaluate.metrics import evaluate
 
     out = outputs(module, bundle.evaluation, batch_size)
+    sqnr = _finite(sqnr_db(reference, out))
     values = fidelity(bundle.task, reference, out, bundle.evaluation.targets)
     if bundle.primary in values:
-        return values[bundle.primary]
-    return evaluate(module, bundle, reference, batch_size)[bundle.primary]
+        return values[bundle.primary], sqnr
+    return evaluate(module, bundle, reference, batch_size)[bundle.primary], sqnr
 
 
 def _cache_key(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions) -> str:
@@ -242,14 +251,14 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
     reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
     float_metric = primary_metric(bundle.model, bundle, reference, opts.batch_size)
 
-    def real(keep: list[str]) -> float:
+    def real(keep: list[str]) -> tuple[float, float]:
         if sim.exact:  # the swapped model is the recipe's model with these layers float
             module = sim.set_quantized([n for n in layers if n not in keep])
         else:
             module = api.quantize(bundle, dataclasses.replace(recipe, keep_float=tuple(keep)), batch_size=opts.batch_size).quantized.module
-        return primary_metric(module, bundle, reference, opts.batch_size)
+        return _measured(module, bundle, reference, opts.batch_size)
 
-    quantized_metric = real([]) if opts.confirm else math.nan
+    quantized_metric, quantized_sqnr = real([]) if opts.confirm else (math.nan, None)
     top = order[: opts.top_k] if opts.confirm else []
     rest = order[opts.top_k:] if opts.confirm else []
     controls = [rest[round(i * (len(rest) - 1) / max(1, opts.controls - 1))] for i in range(opts.controls)] if rest and opts.controls else []
@@ -257,8 +266,8 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
     both = sim.exact if opts.confirm_alone is None else opts.confirm_alone
     for n in opts.progress("confirming with the real metric", confirmed, len(confirmed)):
         row = next(r for r in rows if r.name == n)
-        row.metric_float = real([n])
-        row.metric_alone = real([m for m in layers if m != n]) if both else None
+        row.metric_float, row.sqnr_float = real([n])
+        row.metric_alone = real([m for m in layers if m != n])[0] if both else None
         row.control = n not in top
     report = SensitivityReport(
         model=bundle.name, recipe=recipe_to_dict(recipe), recipe_name=recipe_name(recipe), primary=bundle.primary,
@@ -266,7 +275,7 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
         proxy=f"{PROXY} on {len(subset)} evaluation samples" + (" (real quantized layers swapped in)" if sim.exact else " (fake-quantized weights and layer inputs)"),
         proxy_samples=len(subset), proxy_exact=sim.exact, evaluation=bundle.evaluation.description, n_evaluation=len(bundle.evaluation),
         float_metric=float_metric, quantized_metric=quantized_metric, proxy_all=proxy_all, layers=rows, confirmed=confirmed,
-        top5_agreement=None, rank_correlation=None, seconds={},
+        top5_agreement=None, rank_correlation=None, seconds={}, quantized_sqnr=quantized_sqnr,
     )
     _rank_confirmed(report)
     report.seconds = {"proxy": proxy_seconds, "confirm": time.perf_counter() - start}
@@ -277,8 +286,14 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
 
 
 def _rank_confirmed(report: SensitivityReport) -> None:
+    """The real ranking: the primary metric's gain, ties (a coarse metric such as top-1 agreement
+    on a few hundred samples moves in steps) decided by the output SQNR over the whole split, then
+    by the other direction. Never by the proxy rank: that would make agreement with it circular."""
     rows = [report.layer(n) for n in report.confirmed]
-    by_full = sorted(rows, key=lambda r: (-(report.improvement(r) or 0.0), -(report.drop_alone(r) or 0.0), r.proxy_rank))
+    gains = [report.improvement(r) or 0.0 for r in rows]
+    report.tied = sum(1 for g in gains if gains.count(g) > 1)
+    by_full = sorted(rows, key=lambda r: (-(report.improvement(r) or 0.0), -(r.sqnr_float if r.sqnr_float is not None else -math.inf),
+                                          -(report.drop_alone(r) or 0.0), r.name))
     for rank, row in enumerate(by_full):
         row.full_rank = rank + 1
     if len(rows) > 5:
