@@ -35,11 +35,18 @@ NOTES = [
 
 
 def save(rows: list[dict], planned: list[str]) -> None:
-    """Write the results so far (after every row: a run cut short still leaves its table)."""
+    """Write the results so far (after every row: a run cut short still leaves its table). Rows of
+    models this run does not cover are kept from the previous results file."""
+    import json
+
     from quantwise.report.table import write_json
     from quantwise.versions import machine, versions
 
+    path = HERE / "results" / "exports.json"
+    kept = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in planned] if path.is_file() else []
+    rows = sorted(kept + rows, key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS))
     done = list(dict.fromkeys(r["model"] for r in rows))
+    planned = list(dict.fromkeys([*(r["model"] for r in kept), *planned]))
     data = {"machine": machine(), "versions": versions(), "rows": rows, "models_planned": planned, "models_reached": done}
     write_json(data, HERE / "results" / "exports.json")
     (HERE / "EXPORT_RESULTS.md").write_text(summarise(data))
