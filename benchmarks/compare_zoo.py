@@ -50,8 +50,10 @@ def child(model: str, threads: int, batches: tuple[int, ...]) -> None:
 def summarise() -> None:
     lines = ["# Benchmark results", "", "Written by `benchmarks/compare_zoo.py`; one process per model and thread count.",
              "Latency: median (p90) ms over repeats after warm-up. Speed-up: against the fastest float baseline at that batch.", ""]
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(RESULTS.glob("*-t*.json")):
         data = json.loads(path.read_text())
+        if "batches" not in data or "-deploy-" in path.name:  # other benchmarks' results share the folder
+            continue
         m = data["machine"]
         lines += [f"## {data['model']} ({data['threads']} threads)", "",
                   f"Machine: {m['cpu']}, {m['cores']} cores; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),

@@ -118,3 +118,25 @@ def generate(target: str, prompt: str, max_new_tokens: int, compile_: bool, chat
         sys.stdout.flush()
         printed = text
     sys.stdout.write("\n")
+
+
+def auto(model: str, max_drop: Optional[float], objective: str, out_dir: Optional[Path], recipe_out: Optional[Path], candidates: Optional[str],
+         compile_: bool, json_path: Optional[Path], html_path: Optional[Path], force: bool, out: Console, progress: Any) -> None:
+    from quantwise.cli.outputs import write_outputs
+    from quantwise.llm.auto import DEFAULT_CANDIDATES, auto_lm, write_outputs as write_winner
+    from quantwise.llm.compare import LLMCompareOptions
+    from quantwise.report.llm_html import llm_compare_document
+    from quantwise.report.llm_table import print_llm_auto
+
+    names = tuple(r.strip() for r in candidates.split(",") if r.strip()) if candidates else DEFAULT_CANDIDATES
+    for name in names:
+        _recipe(name)
+    if out_dir is not None and out_dir.exists() and not force:
+        raise QuantwiseError(f"output {out_dir} already exists", "choose another path or pass --force to replace it")
+    recipe_path = recipe_out or Path("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model) + "-auto.json")
+    if recipe_path.suffix not in (".json", ".yaml", ".yml"):
+        raise QuantwiseError(f"--recipe-out {recipe_path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
+    report = auto_lm(model, 2.0 if max_drop is None else max_drop, objective, LLMCompareOptions(recipes=names, compile=compile_, progress=progress))
+    write_winner(report, model, recipe_path, out_dir, None, overwrite=force)
+    print_llm_auto(report, out)
+    write_outputs(report.to_dict(), lambda: llm_compare_document(report.compare), json_path, html_path, out)

@@ -8,6 +8,8 @@ import typer
 
 from quantwise.errors import QuantwiseError
 
+AUTO_WORKFLOWS = "bf16,dynamic,static-fx,static-pt2e"
+
 ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory' or 'package.module:factory'.")
 DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
 NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
@@ -62,7 +64,7 @@ def sensitivity(
 
 def auto(
     model: str = ModelArg,
-    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Largest acceptable loss of the model's primary metric, in its own unit (default: the model's tolerance)."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Largest acceptable loss of the model's primary metric, in its own unit (default: the model's tolerance); for a language model, the perplexity increase in percent (default 2)."),
     objective: str = typer.Option("latency", "--objective", help="latency or size."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Also save the winner as an artifact directory."),
     recipe_out: Optional[Path] = typer.Option(None, "--recipe-out", help="Where to write the winning recipe (.json or .yaml; default MODEL-auto.json)."),
@@ -70,7 +72,7 @@ def auto(
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile for models that need it (slow to build)."),
     max_float: Optional[int] = typer.Option(None, "--max-float", help="Most layers kept float (default: half of them)."),
     proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the sensitivity proxy uses."),
-    workflows: str = typer.Option("bf16,dynamic,static-fx,static-pt2e", "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value)."),
+    workflows: str = typer.Option(AUTO_WORKFLOWS, "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value); for a language model, the LLM recipes to try (default: int8-weight-only, w8a8, w8a8-smoothquant, int4-hqq, int4-awq-gptq)."),
     target: str = typer.Option("pytorch", "--target", help="Where candidates run and are timed: pytorch, or onnxruntime (each exported to ONNX with a parity check; ONNX Runtime float is the baseline)."),
     json_path: Optional[Path] = JsonOpt,
     html_path: Optional[Path] = HtmlOpt,
@@ -91,8 +93,9 @@ def auto(
       quantwise auto minilm-l6 --objective size --recipe-out minilm.yaml
       quantwise auto minilm-l6 --workflows dynamic --target onnxruntime
       quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json --html out/auto.html
+      quantwise auto smollm2-135m --max-drop 2 --out smol-auto
     """
-    from quantwise.cli.main import _model, out, progress
+    from quantwise.cli.main import _is_llm, _model, out, progress
     from quantwise.mixed.auto import AutoOptions, check_options, search, write_outputs
     from quantwise.cli.outputs import check_outputs
     from quantwise.cli.outputs import write_outputs as write_report_files
@@ -100,6 +103,12 @@ def auto(
     from quantwise.report.mixed_html import auto_document
 
     check_outputs(json=json_path, html=html_path)
+    if _is_llm(model):
+        from quantwise.cli.llm import auto as auto_lm
+
+        default = workflows == AUTO_WORKFLOWS
+        auto_lm(model, max_drop, objective, out_dir, recipe_out, None if default else workflows, compile_, json_path, html_path, force, out, progress)
+        return
 
     opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
                        workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), target=target, progress=progress)

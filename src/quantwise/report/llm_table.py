@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from quantwise.llm.auto import LLMAutoReport
 from quantwise.llm.compare import BASELINES, LLMCompareReport
 from quantwise.report.grid import Cell, Table, rich_table
 
@@ -59,3 +60,20 @@ def print_llm_compare(report: LLMCompareReport, console: Console | None = None) 
         for warning in r.warnings:
             console.print(f"  [bold red]warning:[/] {r.method}: {warning}")
     console.print(f"best: [bold]{report.best}[/]")
+
+
+def print_llm_auto(report: LLMAutoReport, console: Console | None = None) -> None:
+    console = console or Console()
+    print_llm_compare(report.compare, console)
+    console.print(f"[bold]auto[/] ({report.objective}, budget +{report.max_drop_pct:g}% perplexity): ", end="")
+    if report.chosen is None:
+        console.print(f"[yellow]nothing fits[/]: {report.reason}")
+        console.print("best trade-offs found, by perplexity: " + "; ".join(report.tradeoffs))
+        return
+    console.print(f"chose {report.reason}")
+    for item in report.kept_higher_precision:
+        console.print(f"  kept in higher precision: {item}")
+    if report.recipe_path:
+        console.print(f"wrote {report.recipe_path} (quantwise quantize {report.compare.model} --recipe {report.recipe_path} reproduces it)")
+    if report.artifact_path:
+        console.print(f"wrote {report.artifact_path}")
