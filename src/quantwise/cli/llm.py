@@ -131,11 +131,9 @@ def auto(model: str, max_drop: Optional[float], objective: str, out_dir: Optiona
     names = tuple(r.strip() for r in candidates.split(",") if r.strip()) if candidates else DEFAULT_CANDIDATES
     for name in names:
         _recipe(name)
-    if out_dir is not None and out_dir.exists() and not force:
-        raise QuantwiseError(f"output {out_dir} already exists", "choose another path or pass --force to replace it")
-    recipe_path = recipe_out or Path("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model) + "-auto.json")
-    if recipe_path.suffix not in (".json", ".yaml", ".yml"):
-        raise QuantwiseError(f"--recipe-out {recipe_path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
+    from quantwise.cli.outputs import auto_outputs
+
+    recipe_path = auto_outputs(model, out_dir, recipe_out, force)
     report = auto_lm(model, 2.0 if max_drop is None else max_drop, objective, LLMCompareOptions(recipes=names, compile=compile_, progress=progress))
     write_winner(report, model, recipe_path, out_dir, None, overwrite=force)
     print_llm_auto(report, out)

@@ -113,11 +113,9 @@ def auto(
     opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
                        workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), target=target, progress=progress)
     check_options(opts)
-    if out_dir is not None and out_dir.exists() and not force:
-        raise QuantwiseError(f"output {out_dir} already exists", "choose another path or pass --force to replace it")
-    recipe_path = recipe_out or Path("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model) + "-auto.json")
-    if recipe_path.suffix not in (".json", ".yaml", ".yml"):
-        raise QuantwiseError(f"--recipe-out {recipe_path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
+    from quantwise.cli.outputs import auto_outputs
+
+    recipe_path = auto_outputs(model, out_dir, recipe_out, force)
     bundle = _model(model, data, n_calibration, n_evaluation)
     report, result = search(bundle, opts)
     write_outputs(report, bundle, result, recipe_path, out_dir, overwrite=force)
