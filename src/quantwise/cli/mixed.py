@@ -86,7 +86,9 @@ def auto(
     Searches workflows, observers and granularity, then keeps the most sensitive layers float
     until the loss measured on the evaluation split fits --max-drop. Writes the winning recipe
     (and with --out its artifact). When nothing fits, says so and shows the best trade-offs
-    (exit code 0: it is a result).
+    (exit code 0: it is a result). For a language model (smollm2-135m, a .gguf file or a Hugging
+    Face directory) --max-drop is the perplexity increase in percent and the candidates are LLM
+    recipes, each quantized, scored and its decode timed.
 
     Examples:
       quantwise auto efficientnet-lite0 --max-drop 0.01 --out effnet-auto
