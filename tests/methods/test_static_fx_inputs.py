@@ -40,3 +40,15 @@ def test_fx_refuses_integer_inputs_naming_the_paths_that_work(recipe):
 def test_pt2e_quantizes_the_same_model():
     prepared = _prepare(MaskedEncoder().eval(), StaticInt8(path="pt2e"), _inputs(), dynamic=True)
     assert quantized_fraction(prepared) == (1, 1)
+
+
+def test_xnnpack_on_minilm_quantizes_saves_and_warns_that_it_loses_accuracy(capsys, tmp_path):
+    """XNNPACK's quantizer observes a constant of the attention as an activation: it used to crash
+    saving ('list assignment index out of range'); the model it gives is far from float, and
+    quantize says so instead of reporting success."""
+    from tests.helpers import invoke
+
+    code, out, _ = invoke(capsys, "quantize", "minilm-l6", "--recipe", "static-xnnpack", "--n-calibration", "8", "--n-evaluation", "16",
+                          "--out", str(tmp_path / "m"))
+    assert code == 0 and (tmp_path / "m" / "manifest.json").is_file()
+    assert "warning: cosine" in " ".join(out.split()) and "more than this model's tolerance" in " ".join(out.split())

@@ -154,7 +154,21 @@ def quantize(
         out.print(f"[dim]{note}[/]")
     if metrics:
         print_metrics(f"{model} · {recipe} (evaluation split: {bundle.evaluation.description})", metrics, out)
+        _warn_if_worse(metrics, bundle, recipe)
     out.print(f"wrote {path} in {result.seconds:.1f} s of quantization")
+
+
+def _warn_if_worse(metrics: dict[str, Any], bundle: Any, recipe: str) -> None:
+    """Say plainly when the quantized model loses more than the model's tolerance."""
+    from quantwise.evaluate.metrics import HIGHER_IS_BETTER
+
+    got, ref = metrics.get(bundle.primary), metrics.get("float_" + bundle.primary)
+    if got is None or ref is None:
+        return
+    loss = (ref - got) if HIGHER_IS_BETTER.get(bundle.primary, True) else (got - ref)
+    if loss > bundle.tolerance:
+        out.print(f"[bold yellow]warning:[/] {bundle.primary} {got:.4g} vs float {ref:.4g}: {recipe} loses {loss:.4g}, more than this "
+                  f"model's tolerance {bundle.tolerance:g}; see 'quantwise compare' or 'quantwise auto' for a recipe that keeps it")
 
 
 @app.command("eval")

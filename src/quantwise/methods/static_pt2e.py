@@ -137,11 +137,15 @@ def quantized_fraction(prepared: nn.Module) -> tuple[int, int]:
 
 
 def _weight_observers(prepared: nn.Module) -> dict[str, nn.Module]:
-    """Parameter name -> the observer that sees it (weights are get_attr nodes feeding an observer)."""
+    """Parameter name -> the observer that sees it (weights are get_attr nodes feeding a per-channel
+    observer; a constant under a per-tensor activation observer, as XNNPACK's quantizer gives
+    minilm's attention, is an activation: its range is stored like the others)."""
     found = {}
     for node in prepared.graph.nodes:
         if node.op == "call_module" and node.args and getattr(node.args[0], "op", None) == "get_attr":
-            found[node.args[0].target] = getattr(prepared, node.target)
+            observer = getattr(prepared, node.target)
+            if hasattr(observer, "ch_axis"):
+                found[node.args[0].target] = observer
     return found
 
 
