@@ -35,17 +35,18 @@ NOTES = [
 ]
 
 
-def save(rows: list[dict], planned: list[str]) -> None:
+def save(rows: list[dict], planned: list[str], recipes: list[str]) -> None:
     """Write the results so far (after every row: a run cut short still leaves its table). Rows of
-    models this run does not cover are kept from the previous results file."""
+    models or recipes this run does not cover are kept from the previous results file."""
     import json
 
     from quantwise.report.table import write_json
     from quantwise.versions import machine, versions
 
     path = HERE / "results" / "exports.json"
-    kept = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in planned] if path.is_file() else []
-    rows = sorted(kept + rows, key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS))
+    kept = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in planned or r["recipe"] not in recipes] if path.is_file() else []
+    order = lambda r: (MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS), RECIPES.index(r["recipe"]) if r["recipe"] in RECIPES else len(RECIPES))  # noqa: E731
+    rows = sorted(kept + rows, key=order)
     done = list(dict.fromkeys(r["model"] for r in rows))
     planned = list(dict.fromkeys([*(r["model"] for r in kept), *planned]))
     data = {"machine": machine(), "versions": versions(), "rows": rows, "models_planned": planned, "models_reached": done}
@@ -67,6 +68,7 @@ def run(models: list[str], recipes: list[str], targets: list[str]) -> list[dict]
         for recipe in recipes:
             if recipe == "qat" and bundle.train is None:
                 rows.append({"model": model, "recipe": recipe, "target": "*", "status": "n/a", "reason": "no training split for QAT"})
+                save(rows, models, recipes)
                 continue
             work = Path(tempfile.mkdtemp(prefix="qw-export-"))
             try:
@@ -75,6 +77,7 @@ def run(models: list[str], recipes: list[str], targets: list[str]) -> list[dict]
                 print(f"{model} {recipe}: quantized in {time.perf_counter() - start:.0f} s", flush=True)
             except Exception as err:
                 rows.append({"model": model, "recipe": recipe, "target": "*", "status": "quantize failed", "reason": first_line(err, 200)})
+                save(rows, models, recipes)
                 shutil.rmtree(work, ignore_errors=True)
                 continue
             for target in targets:
@@ -89,7 +92,7 @@ def run(models: list[str], recipes: list[str], targets: list[str]) -> list[dict]
                     row.update(status="failed", reason=f"{type(err).__name__}: {first_line(err, 200)}")
                 print(f"  -> {target}: {row['status']}", flush=True)
                 rows.append(row)
-                save(rows, models)
+                save(rows, models, recipes)
             shutil.rmtree(work, ignore_errors=True)
         del bundle
         torch.set_num_threads(torch.get_num_threads())
