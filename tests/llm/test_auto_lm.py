@@ -39,3 +39,8 @@ def test_an_impossible_budget_says_so_with_the_trade_offs(report):
 def test_a_negative_budget_is_one_line(capsys, tmp_path):
     code, _, err = invoke(capsys, "auto", "smollm2-135m", "--max-drop", "-1", "--recipe-out", str(tmp_path / "r.json"))
     assert code != 0 and "negative" in error_line(err) and not (tmp_path / "r.json").exists()
+
+
+def test_an_unavailable_target_is_one_line(capsys, tmp_path):
+    code, _, err = invoke(capsys, "auto", "smollm2-135m", "--target", "onnxruntime", "--recipe-out", str(tmp_path / "r.json"))
+    assert code != 0 and "not available for language models" in error_line(err) and not (tmp_path / "r.json").exists()

@@ -122,7 +122,7 @@ def generate(target: str, prompt: str, max_new_tokens: int, compile_: bool, chat
 
 def auto(model: str, max_drop: Optional[float], objective: str, out_dir: Optional[Path], recipe_out: Optional[Path], candidates: Optional[str],
          compile_: bool, json_path: Optional[Path], html_path: Optional[Path], force: bool, out: Console, progress: Any) -> None:
-    from quantwise.cli.outputs import write_outputs
+    from quantwise.cli.outputs import auto_outputs, write_outputs
     from quantwise.llm.auto import DEFAULT_CANDIDATES, auto_lm, write_outputs as write_winner
     from quantwise.llm.compare import LLMCompareOptions
     from quantwise.report.llm_html import llm_compare_document
@@ -131,8 +131,6 @@ def auto(model: str, max_drop: Optional[float], objective: str, out_dir: Optiona
     names = tuple(r.strip() for r in candidates.split(",") if r.strip()) if candidates else DEFAULT_CANDIDATES
     for name in names:
         _recipe(name)
-    from quantwise.cli.outputs import auto_outputs
-
     recipe_path = auto_outputs(model, out_dir, recipe_out, force)
     report = auto_lm(model, 2.0 if max_drop is None else max_drop, objective, LLMCompareOptions(recipes=names, compile=compile_, progress=progress))
     write_winner(report, model, recipe_path, out_dir, None, overwrite=force)

@@ -99,7 +99,7 @@ def auto(
     """
     from quantwise.cli.main import _is_llm, _model, out, progress
     from quantwise.mixed.auto import AutoOptions, check_options, search, write_outputs
-    from quantwise.cli.outputs import check_outputs
+    from quantwise.cli.outputs import auto_outputs, check_outputs
     from quantwise.cli.outputs import write_outputs as write_report_files
     from quantwise.report.mixed import print_auto
     from quantwise.report.mixed_html import auto_document
@@ -108,6 +108,9 @@ def auto(
     if _is_llm(model):
         from quantwise.cli.llm import auto as auto_lm
 
+        if target != "pytorch":
+            raise QuantwiseError(f"--target {target} is not available for language models", "leave --target at pytorch (LLM candidates are timed in PyTorch)")
+
         default = workflows == AUTO_WORKFLOWS
         auto_lm(model, max_drop, objective, out_dir, recipe_out, None if default else workflows, compile_, json_path, html_path, force, out, progress)
         return
@@ -115,8 +118,6 @@ def auto(
     opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
                        workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), target=target, progress=progress)
     check_options(opts)
-    from quantwise.cli.outputs import auto_outputs
-
     recipe_path = auto_outputs(model, out_dir, recipe_out, force)
     bundle = _model(model, data, n_calibration, n_evaluation)
     report, result = search(bundle, opts)
