@@ -27,6 +27,7 @@ def test_auto_picks_a_recipe_within_the_budget_and_writes_it(report, tmp_path):
     assert report.chosen == "int8-weight-only" and "+1%" in report.reason
     assert any("embedding" in k for k in report.kept_higher_precision)
     write_outputs(report, "smollm2-135m", tmp_path / "best.json", None, None)
+    assert report.chosen_row == "int8-weight-only"
     assert parse_recipe(str(tmp_path / "best.json")) == parse_recipe("int8-weight-only")
     json.dumps(report.to_dict())
 
@@ -44,3 +45,10 @@ def test_a_negative_budget_is_one_line(capsys, tmp_path):
 def test_an_unavailable_target_is_one_line(capsys, tmp_path):
     code, _, err = invoke(capsys, "auto", "smollm2-135m", "--target", "onnxruntime", "--recipe-out", str(tmp_path / "r.json"))
     assert code != 0 and "not available for language models" in error_line(err) and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("flags", [("--batch", "8"), ("--max-float", "3", "--proxy-samples", "64")])
+def test_options_that_do_not_apply_to_a_language_model_are_refused(capsys, tmp_path, flags):
+    code, _, err = invoke(capsys, "auto", "smollm2-135m", *flags, "--recipe-out", str(tmp_path / "r.json"))
+    line = error_line(err)
+    assert code != 0 and "not apply to a language model" in line and flags[0] in line and not (tmp_path / "r.json").exists()

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from rich.console import Console
 
+from quantwise.errors import QuantwiseError
 
-def export(artifact: Path, to: str, output: Optional[Path], data: Optional[str], force: bool, samples: int, out: Console) -> None:
+
+def export(artifact: Path, to: str, output: Optional[Path], data: Optional[str], force: bool, samples: Optional[int], out: Console, progress: Any) -> None:
     from quantwise import api
     from quantwise.artifact.store import read_manifest
     from quantwise.export import export_artifact, target_for
+    from quantwise.llm.artifact import is_language_model_artifact
     from quantwise.report.export_table import print_export
 
     target_for(to)  # an unknown target fails before anything loads
     manifest = read_manifest(artifact)
+    if data and is_language_model_artifact(artifact):
+        raise QuantwiseError("--data does not apply to a language-model export", "drop --data: parity is scored on the evaluation articles")
     bundle = api.load_model(manifest["model"], data) if data else None
-    result = export_artifact(artifact, to, bundle=bundle, out=output, overwrite=force, samples=samples)
+    result = export_artifact(artifact, to, bundle=bundle, out=output, overwrite=force, samples=samples, progress=progress)
     print_export(result, out)

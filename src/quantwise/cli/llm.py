@@ -121,7 +121,7 @@ def generate(target: str, prompt: str, max_new_tokens: int, compile_: bool, chat
 
 
 def auto(model: str, max_drop: Optional[float], objective: str, out_dir: Optional[Path], recipe_out: Optional[Path], candidates: Optional[str],
-         compile_: bool, json_path: Optional[Path], html_path: Optional[Path], force: bool, out: Console, progress: Any) -> None:
+         compile_: bool, text: Optional[str], json_path: Optional[Path], html_path: Optional[Path], force: bool, out: Console, progress: Any) -> None:
     from quantwise.cli.outputs import auto_outputs, write_outputs
     from quantwise.llm.auto import DEFAULT_CANDIDATES, auto_lm, write_outputs as write_winner
     from quantwise.llm.compare import LLMCompareOptions
@@ -132,7 +132,7 @@ def auto(model: str, max_drop: Optional[float], objective: str, out_dir: Optiona
     for name in names:
         _recipe(name)
     recipe_path = auto_outputs(model, out_dir, recipe_out, force)
-    report = auto_lm(model, 2.0 if max_drop is None else max_drop, objective, LLMCompareOptions(recipes=names, compile=compile_, progress=progress))
-    write_winner(report, model, recipe_path, out_dir, None, overwrite=force)
+    report = auto_lm(model, 2.0 if max_drop is None else max_drop, objective, LLMCompareOptions(recipes=names, compile=compile_, text=text, progress=progress))
+    write_winner(report, model, recipe_path, out_dir, text, overwrite=force)
     print_llm_auto(report, out)
     write_outputs(report.to_dict(), lambda: llm_compare_document(report.compare), json_path, html_path, out)

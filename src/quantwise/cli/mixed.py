@@ -110,9 +110,14 @@ def auto(
 
         if target != "pytorch":
             raise QuantwiseError(f"--target {target} is not available for language models", "leave --target at pytorch (LLM candidates are timed in PyTorch)")
+        given = [flag for flag, used in (("--batch", batch != 1), ("--max-float", max_float is not None), ("--proxy-samples", proxy_samples != 32),
+                                         ("--n-calibration", n_calibration is not None), ("--n-evaluation", n_evaluation is not None)) if used]
+        if given:
+            raise QuantwiseError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a language model",
+                                 "drop them: LLM auto scores each whole recipe's perplexity on the evaluation articles (--data FILE.txt gives another text) and times decode at batch 1")
 
         default = workflows == AUTO_WORKFLOWS
-        auto_lm(model, max_drop, objective, out_dir, recipe_out, None if default else workflows, compile_, json_path, html_path, force, out, progress)
+        auto_lm(model, max_drop, objective, out_dir, recipe_out, None if default else workflows, compile_, data, json_path, html_path, force, out, progress)
         return
 
     opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from quantwise.config import Recipe
-from quantwise.data.base import Inputs
+from quantwise.data.base import Inputs, TensorSet
 from quantwise.errors import QuantwiseError, choice_error
 
 Runner = Callable[..., torch.Tensor]
@@ -35,7 +35,8 @@ class ExportTarget:
     """One deployment format.
 
     ``supports`` maps a recipe family to the reason it is refused (``None`` = supported),
-    ``write(module, example, path, dynamic_batch) -> notes`` writes the file, and
+    ``write(module, example, path, dynamic_batch, calibration) -> notes`` writes the file
+    (``calibration``: the bundle's calibration split, for formats that calibrate), and
     ``load(path, threads) -> runner`` runs it on torch tensors, as a fresh user would.
     """
 
@@ -43,7 +44,7 @@ class ExportTarget:
     suffix: str
     description: str
     families: tuple[str, ...]
-    write: Callable[[nn.Module, Inputs, Path, bool], list[str]]
+    write: Callable[[nn.Module, Inputs, Path, bool, TensorSet | None], list[str]]
     load: Callable[[Path, int], Runner]
     requires: str | None = None  # a module that must import, else the install hint below
     install: str = ""

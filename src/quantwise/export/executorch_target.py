@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from quantwise.data.base import Inputs
+from quantwise.data.base import Inputs, TensorSet
 from quantwise.export.base import ExportTarget, Runner, register
 
 
-def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -> list[str]:
+def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None = None) -> list[str]:
     import executorch.kernels.quantized  # noqa: F401  (the quantize/dequantize ops outside delegated parts)
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower

@@ -17,6 +17,7 @@ from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.export import parity
 from quantwise.export.base import ExportTarget, recipe_family, target_for
+from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 from quantwise.versions import versions
 
@@ -28,7 +29,7 @@ class ExportResult:
     path: Path
     size_mb: float
     seconds: float
-    parity: parity.Parity
+    parity: Any  # parity.Parity, or lm_export.LMParity for a language model
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -41,13 +42,23 @@ def default_path(artifact: Path, target: ExportTarget) -> Path:
 
 
 def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle | None = None, out: str | Path | None = None,
-                    overwrite: bool = False, samples: int = 256, threads: int | None = None) -> ExportResult:
+                    overwrite: bool = False, samples: int | None = None, threads: int | None = None, progress: ProgressFn = no_progress) -> ExportResult:
     """Export the quantized model in ``artifact`` to ``target_name`` and prove it.
 
     ``bundle`` gives the float model and held-out data for the parity check (default: the
-    artifact's own model spec resolved again)."""
+    artifact's own model spec resolved again); ``samples`` held-out inputs (default 256), or for
+    a language model evaluation windows of 512 tokens (default 8)."""
+    from quantwise.llm.artifact import is_language_model_artifact
+
     artifact = Path(artifact)
     target = target_for(target_name)
+    if is_language_model_artifact(artifact):
+        from quantwise.export.lm_export import export_language_model
+
+        if bundle is not None:
+            raise QuantwiseError("--data does not apply to a language-model export", "drop --data: parity is scored on the evaluation articles")
+        return export_language_model(artifact, target.name, out, overwrite, windows=samples or 8, threads=threads, progress=progress)
+    samples = samples or 256
     manifest = store.read_manifest(artifact)
     family = recipe_family(manifest["recipe"])
     target.check(family)
@@ -67,7 +78,7 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     try:
         start = time.perf_counter()
         try:
-            notes = target.write(loaded.module, example, tmp, bool(loaded.quantized.meta.get("dynamic_batch", bundle.dynamic_batch)))
+            notes = target.write(loaded.module, example, tmp, bool(loaded.quantized.meta.get("dynamic_batch", bundle.dynamic_batch)), bundle.calibration)
             runner = target.load(tmp, threads or torch.get_num_threads())
             seconds = time.perf_counter() - start
             result = parity.check(runner, loaded.module, bundle.model.eval(), held_out, bundle.task == "classification")

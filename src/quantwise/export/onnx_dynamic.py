@@ -24,7 +24,6 @@ see; such models are refused with the reason.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import warnings
 from pathlib import Path
@@ -72,7 +71,9 @@ def _onnx_int8_dynamic_linear(x: Any, weight_t: Any, weight_scale: Any, bias: An
     import onnx
     from onnxscript import opset18 as op
 
-    matmul_integer_to_float = _ort_op("MatMulIntegerToFloat")
+    from quantwise.export.ort_ops import contrib_op
+
+    matmul_integer_to_float = contrib_op("MatMulIntegerToFloat")
 
     def const(value: float | int, dtype: int = onnx.TensorProto.FLOAT) -> Any:
         return op.Constant(value=onnx.helper.make_tensor("c", dtype, [], [value]))
@@ -85,27 +86,6 @@ def _onnx_int8_dynamic_linear(x: Any, weight_t: Any, weight_scale: Any, bias: An
     # the bias stays a separate Add: ONNX Runtime 1.32's MatMulIntegerToFloat adds it wrongly when
     # a_scale is per row (measured), and its graph optimizer folds the Add into SkipLayerNorm / BiasGelu
     return y if bias is None else op.Add(y, bias)
-
-
-@functools.cache
-def _ort_op(name: str) -> Any:
-    """ONNX Runtime's contrib op com.microsoft::MatMulIntegerToFloat for onnxscript (the onnx
-    package carries no schema for it, so it is declared here as ORT documents it)."""
-    from onnx.defs import OpSchema
-    from onnxscript.values import Op, Opset
-
-    Param = OpSchema.FormalParameter
-    optional = OpSchema.FormalParameterOption.Optional
-    schema = OpSchema(
-        name, "com.microsoft", 1,
-        inputs=[Param("A", "T1"), Param("B", "T2"), Param("a_scale", "T3"), Param("b_scale", "T3"),
-                Param("a_zero_point", "T1", param_option=optional), Param("b_zero_point", "T2", param_option=optional),
-                Param("bias", "T3", param_option=optional)],
-        outputs=[Param("Y", "T3")],
-        type_constraints=[("T1", ["tensor(uint8)", "tensor(int8)"], ""), ("T2", ["tensor(uint8)", "tensor(int8)"], ""),
-                          ("T3", ["tensor(float)"], "")],
-    )
-    return Op(Opset("com.microsoft", 1), name, schema)
 
 
 class Int8DynamicLinear(nn.Module):

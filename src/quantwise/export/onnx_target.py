@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from quantwise import legacy
-from quantwise.data.base import Inputs
-from quantwise.export import onnx_dynamic
+from quantwise.data.base import Inputs, TensorSet
+from quantwise.export import onnx_dynamic, onnx_qdq
 from quantwise.export.base import ExportTarget, Runner, input_names, register
 from quantwise.methods.base import dynamic_batch_shapes
 
@@ -31,7 +31,7 @@ def _is_torchao(module: nn.Module) -> bool:
     return any(type(t).__module__.startswith("torchao") for t in module.parameters()) or legacy.has_recurrent_quantized(module)
 
 
-def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -> list[str]:
+def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None = None) -> list[str]:
     if _is_torchao(module):
         return onnx_dynamic.write(module, example, path, dynamic_batch)
     names = input_names(example)
@@ -43,7 +43,8 @@ def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -
                 dynamic_shapes=dynamic_batch_shapes(example) if dynamic_batch else None,
             )
             program.save(str(path), external_data=False)
-            return ["torch.export-based ONNX exporter (QDQ graph)"]
+            fixed_batch = None if dynamic_batch else len(example[0])
+            return ["torch.export-based ONNX exporter (QDQ graph)", *onnx_qdq.optimize(path, calibration, names, fixed_batch)]
         traced = torch.jit.trace(module, example, check_trace=False)
         axes = {n: {0: "batch"} for n in names} if dynamic_batch else None
         torch.onnx.export(traced, example, str(path), dynamo=False, input_names=names, output_names=["output"], dynamic_axes=axes)

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from quantwise.data.base import Inputs
+from quantwise.data.base import Inputs, TensorSet
 from quantwise.export.base import ExportTarget, Runner, register
 from quantwise.methods.base import dynamic_batch_shapes
 
 
-def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -> list[str]:
+def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None = None) -> list[str]:
     program = torch.export.export(module, example, dynamic_shapes=dynamic_batch_shapes(example) if dynamic_batch else None)
     torch.export.save(program, str(path))
     return ["torch.export program; load with torch.export.load(path).module() (import torchao first for its quantized ops)"]

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from quantwise.data.base import Inputs
+from quantwise.data.base import Inputs, TensorSet
 from quantwise.export.base import ExportTarget, Runner, register
 
 DEPRECATED = "TorchScript is deprecated upstream (ExecuTorch replaces it on mobile)"
 
 
-def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool) -> list[str]:
+def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None = None) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # not frozen: freezing folds the dequantization of int8 weights into float constants.

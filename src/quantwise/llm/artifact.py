@@ -111,7 +111,21 @@ def is_language_model_artifact(path: str | Path) -> bool:
     return isinstance(manifest, dict) and isinstance(manifest.get("meta"), dict) and manifest["meta"].get("kind") == KIND
 
 
-def load(path: str | Path) -> LoadedLM:
+@dataclass
+class StoredLM:
+    """An artifact's parts before its codes become torchao tensors: the architecture with every
+    other tensor loaded (in the recipe's activation dtype), and the quantized layers' codes."""
+
+    model: nn.Module
+    layers: dict[str, GroupQuant]
+    tokenizer: Any
+    recipe: LLMRecipe
+    metrics: dict[str, Any]
+    notes: list[str]
+    spec: str  # the model spec it was quantized from
+
+
+def read(path: str | Path) -> StoredLM:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     art = store.read(Path(path))
@@ -138,8 +152,13 @@ def load(path: str | Path) -> LoadedLM:
     missing = [k for k in missing if k not in quantized and not _tied(model, k)]
     if missing or unexpected:
         raise QuantwiseError(f"{path}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", "re-create the artifact")
-    model = materialize(model, layers, recipe)
-    return LoadedLM(model, tokenizer, recipe, art.metrics, art.notes)
+    return StoredLM(model, layers, tokenizer, recipe, art.metrics, art.notes, art.model)
+
+
+def load(path: str | Path) -> LoadedLM:
+    stored = read(path)
+    model = materialize(stored.model, stored.layers, stored.recipe)
+    return LoadedLM(model, stored.tokenizer, stored.recipe, stored.metrics, stored.notes)
 
 
 def _tied(model: nn.Module, key: str) -> bool:

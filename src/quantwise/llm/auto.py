@@ -28,8 +28,9 @@ class LLMAutoReport:
     compare: LLMCompareReport
     max_drop_pct: float
     objective: str
-    chosen: str | None
+    chosen: str | None  # the recipe as the user gave it (a preset name or kind:key=value)
     reason: str
+    chosen_row: str | None = None  # the comparison row's label for it
     kept_higher_precision: list[str] = field(default_factory=list)
     tradeoffs: list[str] = field(default_factory=list)  # when nothing fits: the best found, by perplexity
     recipe: dict[str, Any] | None = None
@@ -69,8 +70,9 @@ def choose(report: LLMCompareReport, max_drop_pct: float, objective: str, recipe
     reason = (f"{_describe(pick)}: the {'fastest' if objective == 'latency' else 'smallest'} of {len(fits)} candidate(s) with {budget}"
               + (f", against {fastest.method} {fastest.runtime} at {fastest.decode_tokens_per_s:.1f} tokens/s, the fastest float baseline" if objective == "latency" else ""))
     names = {(n if n in LLM_PRESETS else recipe_name(parse_recipe(n))): n for n in recipes}  # row label -> what the user gave
-    recipe = parse_recipe(names.get(pick.method, pick.method))
-    return LLMAutoReport(report, max_drop_pct, objective, names.get(pick.method, pick.method), reason, _kept(recipe, pick), recipe=recipe_to_dict(recipe))
+    chosen = names.get(pick.method, pick.method)
+    recipe = parse_recipe(chosen)
+    return LLMAutoReport(report, max_drop_pct, objective, chosen, reason, pick.method, _kept(recipe, pick), recipe=recipe_to_dict(recipe))
 
 
 def _describe(row: LLMRow) -> str:
@@ -106,5 +108,5 @@ def write_outputs(report: LLMAutoReport, spec: str, recipe_path: Path, out: Path
 
     lm = load_language_model(spec, text, defer_blocks=True)
     q = quantize_lm(lm, parse_recipe(str(path)))
-    row = next(r for r in report.compare.rows if r.method in (report.chosen, recipe_name(parse_recipe(report.chosen))))
+    row = next(r for r in report.compare.rows if r.method == report.chosen_row)
     report.artifact_path = str(artifact.save(q, lm.tokenizer, spec, out, metrics={"perplexity": row.perplexity}, overwrite=overwrite))

@@ -9,12 +9,35 @@ from quantwise.export import ExportResult
 
 def print_export(result: ExportResult, out: Console) -> None:
     p = result.parity
+    if hasattr(p, "perplexity_export"):
+        _print_lm(result, out)
+        return
     table = Table(title=f"{result.target} export of {result.artifact}: parity on {p.samples} held-out samples")
     for col in ("against", "max |diff|", "mean cosine", "top-1 agreement"):
         table.add_column(col, justify="right" if col != "against" else "left")
     for name, a in (("quantized PyTorch model", p.vs_quantized), ("float model", p.vs_float)):
         table.add_row(name, f"{a.max_abs:.4g}", f"{a.cosine:.5f}", "" if a.agreement is None else f"{a.agreement:.4f}")
     out.print(table)
+    _footer(result, out)
+
+
+def _print_lm(result: ExportResult, out: Console) -> None:
+    p = result.parity
+    table = Table(title=f"{result.target} export of {result.artifact}: perplexity on {p.windows} windows x {p.context} tokens ({p.tokens} scored)")
+    for col in ("model", "perplexity", "vs quantized PyTorch"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    table.add_row("exported (ONNX Runtime)", f"{p.perplexity_export:.3f}", f"{p.delta_pct:+.3f}%")
+    table.add_row("quantized PyTorch model", f"{p.perplexity_quantized:.3f}", "")
+    if p.perplexity_float is not None:
+        table.add_row("float model", f"{p.perplexity_float:.3f}", f"{100 * (p.perplexity_float / p.perplexity_quantized - 1):+.3f}%")
+    out.print(table)
+    out.print(f"next-token top-1 agreement with the quantized PyTorch model {p.top1_agreement:.4f}; logits of the first window: "
+              f"cosine {p.logits_cosine:.5f}, max |diff| {p.logits_max_abs:.3g}")
+    _footer(result, out)
+
+
+def _footer(result: ExportResult, out: Console) -> None:
+    p = result.parity
     out.print(f"parity {'passed' if p.passed else 'FAILED'} ({p.tolerance})")
     for note in result.notes:
         out.print(f"[dim]{note}[/]")

@@ -1,0 +1,155 @@
+"""Export a language-model artifact and prove it: perplexity of the exported file against the
+quantized PyTorch model (and float) on the same evaluation windows.
+
+Tolerance: the export's perplexity within ``MAX_DELTA_PCT`` of the quantized PyTorch model's.
+The PyTorch model runs its activations in bfloat16 and the ONNX graph in float32, so the two
+differ by rounding; a wrong translation (a swapped nibble, a lost zero-point) moves perplexity
+by far more.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from quantwise.artifact import store
+from quantwise.errors import QuantwiseError, first_line
+from quantwise.methods.base import ProgressFn, no_progress
+
+MAX_DELTA_PCT = 0.5
+TARGETS = ("onnx",)
+
+
+@dataclass(frozen=True)
+class LMParity:
+    windows: int
+    context: int
+    tokens: int
+    perplexity_export: float
+    perplexity_quantized: float
+    perplexity_float: float | None
+    logits_cosine: float  # mean over positions of the first window, export vs quantized PyTorch model
+    logits_max_abs: float
+    top1_agreement: float  # next-token argmax, export vs quantized PyTorch model, over all scored positions
+
+    @property
+    def delta_pct(self) -> float:
+        return 100 * (self.perplexity_export / self.perplexity_quantized - 1)
+
+    @property
+    def passed(self) -> bool:
+        return math.isfinite(self.perplexity_export) and abs(self.delta_pct) <= MAX_DELTA_PCT
+
+    @property
+    def tolerance(self) -> str:
+        return f"perplexity within {MAX_DELTA_PCT}% of the quantized PyTorch model's on the same windows"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "delta_pct": self.delta_pct, "passed": self.passed, "tolerance": self.tolerance}
+
+
+def check_target(target: str) -> None:
+    if target not in TARGETS:
+        raise QuantwiseError(f"cannot export a language model to {target}: quantwise exports language models to ONNX (MatMulNBits) only",
+                             "use --to onnx (int4 or int8 weight-only recipes)")
+
+
+def _scores(logits_fn: Any, ids: torch.Tensor, progress: ProgressFn, label: str) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """(summed NLL over the scored tokens, argmax per scored position, logits of the first window)."""
+    total, argmax, first = 0.0, [], None
+    for i in progress(label, range(len(ids)), len(ids)):
+        window = ids[i : i + 1]
+        logits = logits_fn(window).float()
+        total += float(F.cross_entropy(logits[0, :-1], window[0, 1:], reduction="sum"))
+        argmax.append(logits[0, :-1].argmax(-1))
+        first = logits[0] if first is None else first
+    return total, torch.cat(argmax), first
+
+
+def parity(run: Any, quantized: Any, float_model: Any | None, ids: torch.Tensor, progress: ProgressFn = no_progress) -> LMParity:
+    """Score the windows ``ids`` [n, context] with the export (``run(ids) -> logits``), the
+    quantized PyTorch model and, when given, the float model (``model(ids).logits``)."""
+    count = ids[:, 1:].numel()
+    with torch.no_grad():
+        e_nll, e_top, e_first = _scores(run, ids, progress, "parity: exported model")
+        q_nll, q_top, q_first = _scores(lambda w: quantized(w).logits, ids, progress, "parity: quantized PyTorch model")
+        f_ppl = math.exp(_scores(lambda w: float_model(w).logits, ids, progress, "parity: float model")[0] / count) if float_model is not None else None
+    return LMParity(
+        windows=len(ids), context=ids.shape[1], tokens=count,
+        perplexity_export=math.exp(e_nll / count), perplexity_quantized=math.exp(q_nll / count), perplexity_float=f_ppl,
+        logits_cosine=float(F.cosine_similarity(e_first, q_first, dim=-1).mean()), logits_max_abs=float((e_first - q_first).abs().max()),
+        top1_agreement=float((e_top == q_top).float().mean()),
+    )
+
+
+def _ort_runner(path: Path, threads: int) -> Any:
+    from quantwise.export.onnx_target import load
+
+    run = load(path, threads)
+    return lambda ids: run(ids)
+
+
+def export_language_model(artifact: str | Path, target: str, out: str | Path | None = None, overwrite: bool = False,
+                          windows: int = 8, context: int = 512, text: str | None = None, threads: int | None = None,
+                          compare_float: bool = True, progress: ProgressFn = no_progress) -> Any:
+    """Export a language-model artifact to ONNX, check perplexity parity, record it in the manifest."""
+    import importlib.util
+
+    from quantwise.export import onnx_llm
+    from quantwise.export.exporter import ExportResult
+    from quantwise.llm import artifact as lm_artifact
+    from quantwise.llm.model import load_language_model
+    from quantwise.llm.perplexity import token_ids
+    from quantwise.llm.perplexity import windows as make_windows
+    from quantwise.llm.text import text_split
+
+    check_target(target)
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise QuantwiseError("the onnx export needs onnxruntime, which is not installed", "install it: pip install onnxruntime")
+    artifact = Path(artifact)
+    stored = lm_artifact.read(artifact)
+    onnx_llm.check(stored.recipe)
+    path = Path(out) if out is not None else artifact / "model.onnx"
+    if path.suffix != ".onnx":
+        raise QuantwiseError(f"output {path} does not end in .onnx", "name the onnx file *.onnx")
+    if path.exists() and not overwrite:
+        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
+    if windows < 1:
+        raise QuantwiseError(f"--samples {windows}: the parity check needs at least one window", "e.g. --samples 8")
+    split = text_split(text)
+    ids = make_windows(token_ids(stored.tokenizer, split.evaluation, windows * context), context, windows * context)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = workdir / path.name
+    try:
+        start = time.perf_counter()
+        try:
+            notes = onnx_llm.write(stored.model, stored.layers, tmp)
+            run = _ort_runner(tmp, threads or torch.get_num_threads())
+        except QuantwiseError:
+            raise
+        except Exception as err:
+            raise QuantwiseError(f"onnx export of this language model failed ({type(err).__name__}: {first_line(err, 160)})", "report it with the artifact's recipe") from err
+        seconds = time.perf_counter() - start
+        quantized = lm_artifact.load(artifact).model
+        float_model = load_language_model(stored.spec, text).model if compare_float else None
+        result = parity(run, quantized, float_model, ids, progress)
+        if not result.passed:
+            raise QuantwiseError(f"the onnx export does not match the quantized model (perplexity {result.perplexity_export:.3f} vs "
+                                 f"{result.perplexity_quantized:.3f}, {result.delta_pct:+.2f}%; needs {result.tolerance}); nothing was written",
+                                 "report this model and recipe")
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    export = ExportResult(artifact, target, path, path.stat().st_size / 1e6, seconds, result, notes + [f"evaluation text: {split.description}"])
+    store.record_export(artifact, target, export.to_dict())
+    return export

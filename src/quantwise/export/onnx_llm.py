@@ -1,0 +1,166 @@
+"""ONNX for language-model artifacts: weight-only Linear layers as ONNX Runtime's MatMulNBits.
+
+Each quantized Linear keeps its own codes, scales and zero-points (GPTQ / AWQ / HQQ grids
+included, float zero-points too) in ``com.microsoft::MatMulNBits``, which computes
+``A @ ((code - zero) * scale)^T`` block-wise, the dequantization the PyTorch model uses:
+
+- int4 groups of 32/64/128: the artifact's packed codes are already MatMulNBits' layout
+  (two codes a byte, low nibble first along K), reshaped to [N, K / block, block / 2];
+  integer zero-points (RTN, GPTQ, AWQ) packed alike, HQQ's fractional ones as float32;
+- int8 (per row, the output layer of the int4 recipes and the int8 weight-only recipe):
+  symmetric codes shifted by 128 into uint8 with zero-point 128, and the row's scale repeated
+  over blocks of a power-of-two size (MatMulNBits needs one), which changes no value.
+
+Everything else (embedding, norms, rotary attention) is exported in float32, computing
+what the PyTorch model computes in bfloat16 a little more exactly. The graph maps token ids
+[batch, sequence] to logits, without a KV cache: it scores text (perplexity, prefill), and
+generation through it re-reads the prefix at every step. Recipes that quantize activations
+(w8a8, smoothquant, w4a8) are refused with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from quantwise.config import WeightOnly
+from quantwise.errors import QuantwiseError
+from quantwise.llm.algorithms import GroupQuant
+
+NOTE = ("torch.export-based ONNX exporter; weight-only Linear layers as ONNX Runtime's MatMulNBits (com.microsoft: needs ONNX Runtime) "
+        "with the artifact's own codes and scales, the rest in float32; token ids -> logits, no KV cache (scoring and prefill)")
+BLOCKS = (128, 64, 32, 16)  # block sizes MatMulNBits takes (powers of two >= 16)
+ACCURACY_LEVEL = 0  # 0: float arithmetic on the dequantized weights (4 would quantize activations to int8)
+
+
+@torch.library.custom_op("quantwise::matmul_nbits", mutates_args=())
+def matmul_nbits(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, n: int, bits: int, block: int) -> torch.Tensor:
+    """``x @ W^T`` with ``W[n, k]`` dequantized from MatMulNBits' layout: ``packed`` [n, k_blocks,
+    block * bits / 8] uint8, ``scales`` [n, k_blocks] float32, ``zeros`` as ``unpack`` takes them."""
+    return x @ unpack(packed, scales, zeros, k, bits, block).t()
+
+
+@matmul_nbits.register_fake
+def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, n: int, bits: int, block: int) -> torch.Tensor:
+    return x.new_empty((*x.shape[:-1], n))
+
+
+def _onnx_matmul_nbits(x, packed, scales, zeros, k: int, n: int, bits: int, block: int):  # noqa: ANN001, ANN202 (onnxscript values)
+    from quantwise.export.ort_ops import contrib_op
+
+    return contrib_op("MatMulNBits")(x, packed, scales, zeros, K=k, N=n, bits=bits, block_size=block, accuracy_level=ACCURACY_LEVEL)
+
+
+def _nibbles(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., m] -> [..., 2m] 4-bit values, low nibble first."""
+    return torch.stack((packed & 0x0F, packed >> 4), dim=-1).flatten(-2)
+
+
+def unpack(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, bits: int, block: int) -> torch.Tensor:
+    """The float32 weight [n, k] a MatMulNBits layout holds (``zeros``: float [n, k_blocks], or
+    uint8 packed like the codes, [n, ceil(k_blocks * bits / 8)])."""
+    n, k_blocks, _ = packed.shape
+    codes = _nibbles(packed) if bits == 4 else packed
+    if zeros.dtype == torch.uint8:
+        zeros = (_nibbles(zeros) if bits == 4 else zeros)[:, :k_blocks]
+    w = (codes.float() - zeros.float().unsqueeze(-1)) * scales.unsqueeze(-1)
+    return w.reshape(n, k_blocks * block)[:, :k]
+
+
+def layout(quant: GroupQuant) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(packed codes, scales, zeros, block size) of ``quant`` in MatMulNBits' layout."""
+    grid = quant.grid
+    if grid.bits not in (4, 8):
+        raise QuantwiseError(f"{grid.bits}-bit weights have no MatMulNBits layout", "quantize with 4- or 8-bit weights to export to ONNX")
+    n, k = quant.shape
+    codes, zeros = quant.qdata, quant.zero
+    if grid.symmetric:  # signed codes -> unsigned, zero-point shifted alike: (q + o) - (z + o) = q - z
+        offset = 2 ** (grid.bits - 1)
+        codes, zeros = (codes.to(torch.int16) + offset).to(torch.uint8), zeros + offset
+    group = grid.group_len(k)
+    if group in BLOCKS:
+        block, scales = group, quant.scale
+    else:  # one scale per row (or a group MatMulNBits cannot take): repeat it over power-of-two blocks
+        if group % 16:
+            raise QuantwiseError(f"groups of {group} inputs have no MatMulNBits block size", "quantize with group size 32, 64 or 128")
+        block = next(b for b in BLOCKS if group % b == 0)
+        scales, zeros = (t.repeat_interleave(group // block, dim=1) for t in (quant.scale, zeros))
+    codes = codes.reshape(n, k // block, block)
+    packed = _pack4(codes) if grid.bits == 4 else codes
+    zeros = zeros.float()
+    if torch.equal(zeros, zeros.round()) and 0 <= float(zeros.min()) and float(zeros.max()) <= 2**grid.bits - 1:
+        zeros = zeros.to(torch.uint8)  # integer zero-points: packed like the codes (ORT's 8-bit CPU kernel takes no other)
+        zeros = _pack4(torch.nn.functional.pad(zeros, (0, zeros.shape[1] % 2))) if grid.bits == 4 else zeros
+    elif grid.bits == 8:
+        raise QuantwiseError("8-bit weights with fractional zero-points have no ONNX Runtime kernel (MatMulNBits)", "quantize the 8-bit layers symmetric or min/max (int8-weight-only)")
+    return packed.contiguous(), scales.float().contiguous(), zeros.contiguous(), block
+
+
+def _pack4(values: torch.Tensor) -> torch.Tensor:
+    """[..., 2m] values 0..15 -> [..., m] bytes, low nibble first."""
+    return values[..., 0::2] | (values[..., 1::2] << 4)
+
+
+class NBitsLinear(nn.Module):
+    """A quantized Linear as MatMulNBits' tensors and one custom op (bias-free, as in Llama)."""
+
+    def __init__(self, quant: GroupQuant) -> None:
+        super().__init__()
+        packed, scales, zeros, self.block = layout(quant)
+        self.n, self.k = quant.shape
+        self.bits = quant.grid.bits
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales", scales)
+        self.register_buffer("zeros", zeros)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantwise.matmul_nbits(x, self.packed, self.scales, self.zeros, self.k, self.n, self.bits, self.block)
+
+
+class Logits(nn.Module):
+    """Token ids -> logits, no cache: the graph ONNX receives."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, use_cache=False).logits
+
+
+def check(recipe: object) -> None:
+    if not isinstance(recipe, WeightOnly):
+        raise QuantwiseError(f"cannot export a {getattr(recipe, 'kind', recipe)} language model to onnx: its activations are quantized, "
+                             "and the ONNX export of language models translates weight-only layers (MatMulNBits)",
+                             "quantize with int8-weight-only or an int4 recipe (int4-rtn, int4-hqq, int4-gptq, int4-awq, int4-awq-gptq) to export")
+
+
+def prepare(model: nn.Module, layers: dict[str, GroupQuant]) -> nn.Module:
+    """The float32 model with each quantized Linear swapped for its MatMulNBits twin."""
+    model = model.float().eval()
+    model.config.use_cache = False
+    for name, quant in layers.items():
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, NBitsLinear(quant))
+    return Logits(model)
+
+
+def write(model: nn.Module, layers: dict[str, GroupQuant], path: Path) -> list[str]:
+    """Export ``model`` (an artifact's architecture with its float tensors) and ``layers`` to ``path``."""
+    wrapped = prepare(model, layers)
+    example = torch.arange(1, 17).view(1, -1)
+    seq = torch.export.Dim("sequence", min=2, max=int(getattr(model.config, "max_position_embeddings", 2048)))
+    batch = torch.export.Dim("batch", min=1, max=64)
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            wrapped, (example,), dynamo=True, input_names=["input_ids"], output_names=["logits"], verbose=False,
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}},
+            custom_translation_table={torch.ops.quantwise.matmul_nbits.default: _onnx_matmul_nbits},
+        )
+    program.save(str(path), external_data=False)
+    return [NOTE]

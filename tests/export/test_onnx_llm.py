@@ -1,0 +1,81 @@
+"""ONNX export of language models: MatMulNBits layout (exact, random weights: a shape test) and
+SmolLM2-135M int4-hqq end to end (real weights, real evaluation articles, ONNX Runtime)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from quantwise.config import parse_recipe
+from quantwise.errors import QuantwiseError
+from quantwise.export import export_artifact
+from quantwise.export.onnx_llm import check, layout, unpack
+from quantwise.llm import artifact
+from quantwise.llm.algorithms import GroupGrid, GroupQuant
+from quantwise.llm.algorithms.grid import qparams_minmax, quantize_with
+from quantwise.llm.model import load_language_model
+from quantwise.llm.quantize import quantize_lm
+from tests.helpers import error_line, invoke
+
+
+@pytest.mark.parametrize("bits,group,symmetric,float_zero", [
+    (4, 64, False, False), (4, 32, False, True), (4, 128, True, False), (8, None, True, False), (8, 64, False, False),
+])
+def test_matmulnbits_layout_dequantizes_to_the_same_weight(bits, group, symmetric, float_zero):
+    torch.manual_seed(0)
+    w = torch.randn(48, 1536 if group == 128 else 576)  # 576 = SmolLM2's hidden size: per-row int8 is not a power of two
+    grid = GroupGrid(bits, group, symmetric)
+    scale, zero = qparams_minmax(w, grid)
+    if float_zero:  # HQQ's zero-points are not integers
+        zero = zero + torch.rand_like(zero)
+    quant = GroupQuant(quantize_with(w, scale, zero, grid), scale, zero, grid)
+    packed, scales, zeros, block = layout(quant)
+    assert packed.dtype == torch.uint8 and block in (16, 32, 64, 128)
+    assert packed.shape == (48, w.shape[1] // block, block * bits // 8)
+    assert zeros.dtype == (torch.float32 if float_zero else torch.uint8)
+    assert torch.equal(unpack(packed, scales, zeros, w.shape[1], bits, block), quant.dequantize())
+
+
+def test_recipes_with_quantized_activations_are_refused():
+    with pytest.raises(QuantwiseError, match="activations are quantized"):
+        check(parse_recipe("w8a8"))
+    check(parse_recipe("int4-awq-gptq"))
+
+
+@pytest.fixture(scope="module")
+def smol_int4(tmp_path_factory):
+    lm = load_language_model("smollm2-135m", defer_blocks=True)
+    q = quantize_lm(lm, parse_recipe("int4-hqq"))
+    return artifact.save(q, lm.tokenizer, "smollm2-135m", tmp_path_factory.mktemp("lm") / "smol-int4", verify=False)
+
+
+@pytest.fixture(scope="module")
+def exported(smol_int4):
+    return export_artifact(smol_int4, "onnx", samples=2)
+
+
+def test_int4_export_runs_in_onnx_runtime_with_perplexity_parity(exported, smol_int4):
+    import onnx
+
+    p = exported.parity
+    assert p.passed and abs(p.delta_pct) <= 0.5 and p.windows == 2 and p.context == 512
+    # the export is as far from float as the int4 model is (HQQ g64 costs ~10-20 % perplexity here)
+    assert p.perplexity_float < p.perplexity_export and abs(p.perplexity_export / p.perplexity_float - p.perplexity_quantized / p.perplexity_float) < 0.01
+    assert p.top1_agreement > 0.95 and p.logits_cosine > 0.99
+    graph = onnx.load(str(exported.path), load_external_data=False).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    layers = json.loads((smol_int4 / "manifest.json").read_text())["meta"]["layers"]
+    assert len(nbits) == len(layers) == 30 * 7 + 1  # every block Linear in int4 and the output layer in int8
+    assert exported.size_mb < 0.4 * 538  # float32 embeddings included; float model 538 MB
+    manifest = json.loads((smol_int4 / "manifest.json").read_text())
+    assert manifest["exports"]["onnx"]["parity"]["passed"] is True
+
+
+def test_language_model_bad_exports_are_one_line(smol_int4, exported, capsys, tmp_path):
+    code, _, err = invoke(capsys, "export", str(smol_int4), "--to", "pt2", "--out", str(tmp_path / "m.pt2"))
+    assert code != 0 and "ONNX (MatMulNBits) only" in error_line(err) and not (tmp_path / "m.pt2").exists()
+    code, _, err = invoke(capsys, "export", str(smol_int4), "--to", "onnx")
+    assert code != 0 and "already exists" in error_line(err)
+    code, _, err = invoke(capsys, "export", str(smol_int4), "--to", "onnx", "--data", "x.pt", "--out", str(tmp_path / "m.onnx"))
+    assert code != 0 and "--data does not apply" in error_line(err) and not (tmp_path / "m.onnx").exists()
