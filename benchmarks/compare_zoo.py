@@ -21,12 +21,17 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DEFAULT_MODELS = ("mnist-cnn", "efficientnet-lite0")
 CAVEATS = [
-    "- efficientnet-lite0 `static-pt2e` (the table above predates the fix of 2026-11-24): torchao's X86InductorQuantizer matched layers by exact source type, so the package's `Conv2dStaticSamePadding` convolutions were NOT quantized (only the final Linear; size 0.78x). quantwise now records such subclasses (and each call of a shared module) under the torch layer name before annotating, and all 50 of 50 conv/linear layers are int8. Re-measured in one `quantwise compare efficientnet-lite0 --recipes static-pt2e --repeats 10` run (2 threads): size 4.91 MB (0.26x), b1 9.4 ms vs float compiled 10.3 ms (1.09x), b32 208 ms vs 411 ms (1.97x), agreement 0.914 (ORT static int8: 0.92). The >= 99 % agreement target is not met: every observer gives 0.91-0.93 and keeping the stem, head, depthwise, project or expand convolutions float does not lift it; the error comes from activation quantization (activation-only fake quantization of BN outputs alone drops agreement to 0.75). Per-layer activation fallback is issue 4's job.",
+    "- efficientnet-lite0 agreement: every int8 row stays near 0.92 top-1 agreement with float (static-pt2e 0.914 in PyTorch,"
+    " 0.922 through ONNX Runtime, ORT's own quantizer 0.922); even bf16 autocast flips 8 of 256 crops (0.969). Many evaluation"
+    " crops are near-ties between similar classes; the >= 99 % agreement target of issue 2 is not met by any 8-bit scheme here"
+    " (benchmarks/MIXED_RESULTS.md: observers, per-layer and per-block float fallback all stay at 0.90-0.93).",
+    "- efficientnet-lite0 `static-pt2e -> onnxruntime`: the PT2E QDQ graph is rewritten for ONNX Runtime's integer kernels"
+    " (export/onnx_qdq.py: the 17 zero Pads of `Conv2dStaticSamePadding` folded into their Conv, exact; the 9 conv outputs that"
+    " feed residual Adds quantized with calibrated ranges, one rounding more than the PyTorch int8 model). Before that, ORT ran"
+    " 25 of 49 convolutions in float (23.6 ms at batch 1, 10x ORT's own static int8); now all 49 are QLinearConv and the 9 adds"
+    " QLinearAdd, and the export passes parity with the PyTorch int8 model by the near-tie rule (export/parity.py).",
     "- efficientnet-lite0 `static-fx` quantizes, but its artifact cannot be saved yet (functional convolutions leave"
     " packed ScriptObjects in the state); the row shows the error instead of numbers.",
-    "- ONNX Runtime rows: the dynamo exporter writes the float weights to an external data file, so the 'size' of"
-    " the float .onnx file (0.18 MB) omits them and the int8 ratio is meaningless; latency and agreement stand."
-    " ORT static int8 is 3x faster than quantwise's best PyTorch path here, with lower agreement (92 %).",
     "- `dynamic` quantizes Linear/LSTM/GRU/Embedding only; on CNNs the convolutions stay float by design.",
     "- mnist-cnn at batch 1: int8 rows are within noise of float compiled (too little work per call), as expected.",
 ]

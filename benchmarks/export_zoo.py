@@ -5,11 +5,14 @@ recipe. Parity only (no timing), so it may run while the machine is busy.
     .venv/bin/python benchmarks/export_zoo.py
     .venv/bin/python benchmarks/export_zoo.py --models mnist-cnn --recipes static-pt2e
 
-Writes benchmarks/results/exports.json and benchmarks/EXPORT_RESULTS.md.
+Writes benchmarks/results/exports.json and benchmarks/EXPORT_RESULTS.md (with the language-model
+section from benchmarks/results/export-llm.json, written by export_llm.py; --render rewrites
+the page from the stored results without running anything).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 import time
@@ -38,8 +41,6 @@ NOTES = [
 def save(rows: list[dict], planned: list[str], recipes: list[str]) -> None:
     """Write the results so far (after every row: a run cut short still leaves its table). Rows of
     models or recipes this run does not cover are kept from the previous results file."""
-    import json
-
     from quantwise.report.table import write_json
     from quantwise.versions import machine, versions
 
@@ -116,7 +117,36 @@ def summarise(data: dict) -> str:
         lines.append(f"| {r['model']} | {r['recipe']} | {r['target']} | ok | {r['size_mb']:.2f} | {q['max_abs']:.3g} / {q['cosine']:.5f}{top(q)} | "
                      f"{f['cosine']:.5f}{top(f)} | {'; '.join(n for n in r['notes'] if 'deprecated' in n or 'NOT' in n or 'delegated' in n)} |")
     lines += ["", "## Notes", "", *NOTES]
+    llm = HERE / "results" / "export-llm.json"
+    if llm.is_file():
+        lines += ["", *summarise_llm(json.loads(llm.read_text()))]
     return "\n".join(lines) + "\n"
+
+
+def summarise_llm(data: dict) -> list[str]:
+    lines = ["## Language model: smollm2-135m to ONNX (MatMulNBits)", "",
+             f"Written by `benchmarks/export_llm.py`: each recipe quantized, saved, exported and checked by perplexity on {data['windows']} "
+             "evaluation windows of 512 tokens against the quantized PyTorch model (tolerance 0.5 %). Prefill of one 512-token window: "
+             f"median of {data['repeats']} runs per round, median over 3 alternating rounds, {data['threads']} threads, one process.", "",
+             f"Machine: {data['machine']['cpu']}; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()), "",
+             "| recipe | status | ONNX MB | artifact MB | perplexity: ONNX / PyTorch int / float | delta vs PyTorch | next-token top-1 agreement | reason |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['recipe']} | {r['status']} | | | | | | {r.get('reason', '')} |")
+            continue
+        p = r["parity"]
+        lines.append(f"| {r['recipe']} | ok | {r['size_mb']:.1f} | {r['artifact_mb']:.1f} | {p['perplexity_export']:.3f} / {p['perplexity_quantized']:.3f} / "
+                     f"{p['perplexity_float']:.3f} | {p['delta_pct']:+.3f}% | {p['top1_agreement']:.4f} | |")
+    lines += ["", "| prefill of 512 tokens | ms | tokens/s |", "|---|---|---|"]
+    for name, ms in data["prefill_ms"].items():
+        lines.append(f"| {name} | {ms:.1f} | {512 / ms * 1000:.0f} |")
+    return lines
+
+
+def render() -> None:
+    data = json.loads((HERE / "results" / "exports.json").read_text())
+    (HERE / "EXPORT_RESULTS.md").write_text(summarise(data))
 
 
 def main() -> None:
@@ -124,8 +154,13 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--render", action="store_true", help="only rewrite EXPORT_RESULTS.md from the stored results")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.render:
+        render()
+        print((HERE / "EXPORT_RESULTS.md").read_text())
+        return
     run(args.models.split(","), args.recipes.split(","), args.targets.split(","))
     print((HERE / "EXPORT_RESULTS.md").read_text())
 
