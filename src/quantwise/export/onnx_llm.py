@@ -11,8 +11,9 @@ included, float zero-points too) in ``com.microsoft::MatMulNBits``, which comput
   symmetric codes shifted by 128 into uint8 with zero-point 128, and the row's scale repeated
   over blocks of a power-of-two size (MatMulNBits needs one), which changes no value.
 
-Everything else (embedding, norms, rotary attention) is exported in float32, computing
-what the PyTorch model computes in bfloat16 a little more exactly. The graph maps token ids
+The token table stays in bfloat16 as the artifact stores it (rows cast to float32 on lookup);
+everything else (norms, rotary attention) is exported in float32, computing what the PyTorch
+model computes in bfloat16 a little more exactly. The graph maps token ids
 [batch, sequence] to logits, without a KV cache: it scores text (perplexity, prefill), and
 generation through it re-reads the prefix at every step. Recipes that quantize activations
 (w8a8, smoothquant, w4a8) are refused with the reason.
@@ -138,9 +139,27 @@ def check(recipe: object) -> None:
                              "quantize with int8-weight-only or an int4 recipe (int4-rtn, int4-hqq, int4-gptq, int4-awq, int4-awq-gptq) to export")
 
 
+class Bf16Embedding(nn.Module):
+    """The token table kept in bfloat16 (as the artifact stores it), rows cast to float32 on lookup:
+    half the bytes of a float32 table, the same values."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table.detach().to(torch.bfloat16).contiguous())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(ids, self.table).float()
+
+
 def prepare(model: nn.Module, layers: dict[str, GroupQuant]) -> nn.Module:
-    """The float32 model with each quantized Linear swapped for its MatMulNBits twin."""
+    """The float32 model with each quantized Linear swapped for its MatMulNBits twin (and a
+    bfloat16 token table where the artifact holds one)."""
+    table = model.get_input_embeddings().weight
+    tied = getattr(model.config, "tie_word_embeddings", False) and "lm_head" not in layers
+    embedding = Bf16Embedding(table) if table.dtype == torch.bfloat16 and not tied else None  # before .float() converts it in place
     model = model.float().eval()
+    if embedding is not None:
+        model.set_input_embeddings(embedding)
     model.config.use_cache = False
     for name, quant in layers.items():
         parent, _, attr = name.rpartition(".")
