@@ -57,8 +57,10 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
 
         if bundle is not None:
             raise QuantwiseError("--data does not apply to a language-model export", "drop --data: parity is scored on the evaluation articles")
-        return export_language_model(artifact, target.name, out, overwrite, windows=samples or 8, threads=threads, progress=progress)
-    samples = samples or 256
+        return export_language_model(artifact, target.name, out, overwrite, windows=8 if samples is None else samples, threads=threads, progress=progress)
+    samples = 256 if samples is None else samples
+    if samples < 1:
+        raise QuantwiseError(f"--samples {samples}: the parity check needs at least one held-out sample", "e.g. --samples 256")
     manifest = store.read_manifest(artifact)
     family = recipe_family(manifest["recipe"])
     target.check(family)

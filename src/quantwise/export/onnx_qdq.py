@@ -10,7 +10,7 @@ quantize/dequantize steps (measured: 11 ms against 2.2 ms for ORT's own quantize
   -> Conv``): the Pad is folded into the Conv's ``pads``. Exact: a zero padded before
   quantization is the zero-point after it, and QLinearConv pads with the zero-point.
 - *a conv whose float output feeds a residual Add* (PT2E fuses conv + add and quantizes only
-  the sum): the conv output gets its own QuantizeLinear/DequantizeLinear, with a uint8 range
+  the sum): the conv output gets its own QuantizeLinear/DequantizeLinear, with a range
   calibrated (min/max) on the calibration split, as ONNX Runtime's own quantizer places it.
   Not exact: one more rounding step than the PyTorch int8 model, which the export's parity
   check then measures.
@@ -25,7 +25,7 @@ import numpy as np
 
 from quantwise.data.base import TensorSet
 
-QMAX = 255  # uint8 activations, as the x86 quantizer's
+QMAX = 255  # uint8 activations, as the x86 quantizer's (int8 when the graph quantizes to int8, as XNNPACK's)
 
 
 def _graph_maps(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]], dict[str, Any]]:
@@ -132,12 +132,17 @@ def quantize_residual_convs(model: Any, calibration: TensorSet, input_names: lis
         return 0
     ranges = _ranges(model, [s for _, _, s in sites], calibration, input_names, fixed_batch or 16, fixed_batch is not None)
     graph = model.graph
+    _, consumers, inits = _graph_maps(graph)
     for add, k, src in sites:
+        out_q = consumers[add.output[0]][0]  # the sum's QuantizeLinear: its zero-point type is the graph's activation type
+        signed = len(out_q.input) > 2 and out_q.input[2] in inits and inits[out_q.input[2]].data_type == TensorProto.INT8
+        qmin, qmax = (-128, 127) if signed else (0, QMAX)
         lo, hi = min(ranges[src][0], 0.0), max(ranges[src][1], 0.0)
-        scale = max((hi - lo) / QMAX, float(np.finfo(np.float32).eps))
-        zero = int(np.clip(round(-lo / scale), 0, QMAX))
+        scale = max((hi - lo) / (qmax - qmin), float(np.finfo(np.float32).eps))
+        zero = int(np.clip(qmin + round(-lo / scale), qmin, qmax))
         s_name, z_name = f"{src}_residual_scale", f"{src}_residual_zero_point"
-        graph.initializer.extend([helper.make_tensor(s_name, TensorProto.FLOAT, [], [scale]), helper.make_tensor(z_name, TensorProto.UINT8, [], [zero])])
+        graph.initializer.extend([helper.make_tensor(s_name, TensorProto.FLOAT, [], [scale]),
+                                  helper.make_tensor(z_name, TensorProto.INT8 if signed else TensorProto.UINT8, [], [zero])])
         q = helper.make_node("QuantizeLinear", [src, s_name, z_name], [f"{src}_residual_q"], name=f"{src}_residual_q")
         dq = helper.make_node("DequantizeLinear", [f"{src}_residual_q", s_name, z_name], [f"{src}_residual_dq"], name=f"{src}_residual_dq")
         add.input[k] = dq.output[0]
@@ -159,7 +164,7 @@ def optimize(path: Path, calibration: TensorSet | None, input_names: list[str], 
     if calibration is not None and len(calibration) >= (fixed_batch or 1):
         added = quantize_residual_convs(model, calibration, input_names, fixed_batch)
         if added:
-            notes.append(f"{added} conv output(s) feeding a residual Add quantized (uint8, min/max on the calibration split) so that "
+            notes.append(f"{added} conv output(s) feeding a residual Add quantized (8-bit, min/max on the calibration split) so that "
                          "ONNX Runtime runs QLinearConv + QLinearAdd: one rounding more than the PyTorch int8 model")
     elif _residual_convs(model):
         notes.append("residual Adds stay float in ONNX Runtime (no calibration data to quantize the conv outputs feeding them)")
