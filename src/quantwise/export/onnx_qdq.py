@@ -49,7 +49,7 @@ def fold_pads(model: Any) -> int:
 
     graph = model.graph
     producer, consumers, inits = _graph_maps(graph)
-    folded = []
+    folded, reshaped = [], set()
     for pad in graph.node:
         if pad.op_type != "Pad" or any(a.name == "mode" and a.s != b"constant" for a in pad.attribute):
             continue
@@ -78,8 +78,15 @@ def fold_pads(model: Any) -> int:
             conv.attribute.extend(kept + [helper.make_attribute("pads", new)])
         users[0].input[0] = pad.input[0]
         folded.append(pad)
+        reshaped.update([users[0].output[0], *(dq.output[0] for dq in dqs)])  # now unpadded: their recorded shapes are stale
     for pad in folded:
         graph.node.remove(pad)
+    stale = [v for v in graph.value_info if v.name in reshaped]
+    for v in stale:
+        graph.value_info.remove(v)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for init in [i for i in graph.initializer if i.name not in used]:  # the folded Pads' pads and values
+        graph.initializer.remove(init)
     return len(folded)
 
 
