@@ -1,4 +1,4 @@
-"""minilm-l6 dynamic int8 in ONNX Runtime: quantwise's export against ONNX Runtime's own quantizer.
+"""minilm-l6 int8 in ONNX Runtime: quantwise's exports against ONNX Runtime's own dynamic quantizer.
 
 Times, in one process, at batch 1 and batch 32, sequence 128, in rounds: each round runs every
 runner for a short block of consecutive calls and keeps all but the first (so load changes on a
@@ -9,6 +9,7 @@ which would slow a single interleaved call by 10x, does not):
 - ONNX Runtime ``quantize_dynamic`` of that float file (the peer: per-tensor uint8 activations),
 - quantwise ``dynamic`` exported with ``quantwise export --to onnx`` (per-token int8 activations,
   same numerics as the PyTorch model),
+- quantwise ``static-pt2e`` (calibrated int8 activations, x86 quantizer) exported the same way,
 - the same torchao dynamic int8 model under ``torch.compile`` (PyTorch's fastest int8 path),
 
 and scores each against the float model on the evaluation split (mean cosine). Writes
@@ -36,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "onnx-dynamic-minilm.json"
 TORCHAO = "torchao dynamic + torch.compile"
+STATIC = "quantwise static-pt2e -> onnx"
 
 
 def ort_runner(path: Path, threads: int):
@@ -50,21 +52,24 @@ def build(threads: int, workdir: Path) -> tuple[dict, dict, object]:
     from quantwise.export import export_artifact
     from quantwise.peers import onnxruntime as peer
 
-    bundle = api.load_model("minilm-l6", n_calibration=16)  # dynamic int8 needs no calibration
+    bundle = api.load_model("minilm-l6")
     quantized = api.quantize(bundle, "dynamic")
     artifact = api.save(quantized, workdir / "dynamic")
     export = export_artifact(artifact, "onnx", bundle=bundle, samples=len(bundle.evaluation), threads=threads)
+    static = export_artifact(api.save(api.quantize(bundle, "static-pt2e"), workdir / "static"), "onnx", bundle=bundle, samples=len(bundle.evaluation), threads=threads)
     float_onnx = peer.export_float(bundle, workdir / "float.onnx")
     ort_dynamic = peer.quantize_dynamic(float_onnx, workdir / "ort-dynamic.onnx")
     runners = {
         "onnxruntime float": ort_runner(float_onnx, threads),
         "onnxruntime quantize_dynamic (peer)": ort_runner(ort_dynamic, threads),
         "quantwise dynamic -> onnx": ort_runner(export.path, threads),
+        STATIC: ort_runner(static.path, threads),
         TORCHAO: compiled(quantized.quantized.module),
     }
     sizes = {"onnxruntime float": float_onnx.stat().st_size / 1e6, "onnxruntime quantize_dynamic (peer)": ort_dynamic.stat().st_size / 1e6,
-             "quantwise dynamic -> onnx": export.size_mb, TORCHAO: sum(p.stat().st_size for p in artifact.iterdir() if p != export.path) / 1e6}  # the .onnx was written in there
-    facts = {"sizes_mb": sizes, "parity": export.parity.to_dict(), "export_notes": export.notes, "eager": quantized.quantized.module}
+             "quantwise dynamic -> onnx": export.size_mb, STATIC: static.size_mb, TORCHAO: sum(p.stat().st_size for p in artifact.iterdir() if p != export.path) / 1e6}  # the .onnx was written in there
+    facts = {"sizes_mb": sizes, "parity": export.parity.to_dict(), "export_notes": export.notes, "static_parity": static.parity.to_dict(),
+             "eager": quantized.quantized.module}
     return runners, facts, bundle
 
 
