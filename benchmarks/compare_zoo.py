@@ -76,13 +76,34 @@ def summarise() -> None:
             flags = r["warnings"] + (["peer: ONNX Runtime's own quantizer, not quantwise"] if r["kind"] == "peer" else [])
             lines.append(f"| {r['name']} | {r['runtime']} | {r['size_mb']:.3g} ({r['size_ratio']:.2f}) | {lat} | {sp} | {metric:.4f} | {'; '.join(flags)} |")
         lines += ["", "Best quantized row: " + "; ".join(f"batch {b}: {v}" for b, v in data["best"].items()), ""]
+    minilm = RESULTS / "onnx-dynamic-minilm.json"
+    if minilm.is_file():
+        lines += _minilm_ort(json.loads(minilm.read_text()))
     lines += ["## Caveats (read before quoting a number)", "", *CAVEATS, ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def _minilm_ort(data: dict) -> list[str]:
+    """The section written from benchmarks/onnx_dynamic_minilm.py's results (its own timing protocol)."""
+    m = data["machine"]
+    batches = list(data["latency"])
+    lines = [f"## {data['model']} in ONNX Runtime, sequence {data['sequence']} ({data['threads']} threads)", "",
+             "Written by `benchmarks/onnx_dynamic_minilm.py`: rounds of blocks of calls, alternating runners, in one process; "
+             "median (p90) ms; x peer = median / ONNX Runtime quantize_dynamic's median.", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
+             f"Evaluation: {data['evaluation']}.", "",
+             "| row | size MB | " + " | ".join(f"batch {b} ms | x peer b{b}" for b in batches) + " | cosine to float |",
+             "|---|---|" + "---|---|" * len(batches) + "---|"]
+    for name in data["latency"][batches[0]]:
+        cells = " | ".join(f"{data['latency'][b][name]['median_ms']:.3g} ({data['latency'][b][name]['p90_ms']:.3g}) | {data['latency'][b][name]['vs_peer']:.2f}" for b in batches)
+        lines.append(f"| {name} | {data['sizes_mb'].get(name, float('nan')):.1f} | {cells} | {data['cosine_to_float'][name]:.5f} |")
+    return lines + ["", "static-pt2e keeps the 30522-token embedding table float (the x86 quantizer quantizes Linear layers only), hence its size.", ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from the stored results")
     parser.add_argument("--threads", default="2")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "THREADS"), help=argparse.SUPPRESS)
@@ -92,7 +113,7 @@ def main() -> None:
         child(args.child[0], int(args.child[1]), batches)
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for model in args.models.split(","):
+    for model in ([] if args.render else args.models.split(",")):
         for threads in args.threads.split(","):
             env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, HF_HUB_OFFLINE="1")
             start = time.time()

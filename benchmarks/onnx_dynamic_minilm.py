@@ -15,10 +15,9 @@ which would slow a single interleaved call by 10x, does not):
 and scores each against the float model on the evaluation split (mean cosine). Writes
 benchmarks/results/onnx-dynamic-minilm.json with the machine, versions and load average.
 
-Caveat (2026-11-24, load average ~12 on 2 cores): the torchao + torch.compile row ran batch 1
-at 1.4 s per call in this script's process, but 52-96 ms in a standalone process compiling the
-same model; the cause was not found (it is slow before any ONNX Runtime call too). Treat that
-row's batch-1 number as unreliable.
+Caveat: in an earlier run on a loaded machine (load average ~12 on 2 cores) the torchao +
+torch.compile row ran batch 1 at 1.4 s per call; on the idle machine (last run, load ~1.5) it
+ran 9.9 ms. Compare rows within one run only.
 
     PYTHONPATH=src .venv/bin/python benchmarks/onnx_dynamic_minilm.py            # 2 threads
     PYTHONPATH=src .venv/bin/python benchmarks/onnx_dynamic_minilm.py --rounds 100 --threads 1
