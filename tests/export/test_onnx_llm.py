@@ -37,6 +37,17 @@ def test_matmulnbits_layout_dequantizes_to_the_same_weight(bits, group, symmetri
     assert torch.equal(unpack(packed, scales, zeros, w.shape[1], bits, block), quant.dequantize())
 
 
+def test_the_exported_linear_computes_the_dequantized_linear_with_its_bias():
+    from quantwise.export.onnx_llm import NBitsLinear
+
+    torch.manual_seed(0)
+    w, bias, x = torch.randn(32, 128), torch.randn(32), torch.randn(3, 5, 128)
+    grid = GroupGrid(4, 32)
+    scale, zero = qparams_minmax(w, grid)
+    quant = GroupQuant(quantize_with(w, scale, zero, grid), scale, zero, grid)
+    torch.testing.assert_close(NBitsLinear(quant, bias)(x), torch.nn.functional.linear(x, quant.dequantize(), bias))
+
+
 def test_recipes_with_quantized_activations_are_refused():
     with pytest.raises(QuantwiseError, match="activations are quantized"):
         check(parse_recipe("w8a8"))

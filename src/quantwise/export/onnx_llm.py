@@ -106,9 +106,9 @@ def _pack4(values: torch.Tensor) -> torch.Tensor:
 
 
 class NBitsLinear(nn.Module):
-    """A quantized Linear as MatMulNBits' tensors and one custom op (bias-free, as in Llama)."""
+    """A quantized Linear as MatMulNBits' tensors and one custom op (its bias, if any, added after)."""
 
-    def __init__(self, quant: GroupQuant) -> None:
+    def __init__(self, quant: GroupQuant, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         packed, scales, zeros, self.block = layout(quant)
         self.n, self.k = quant.shape
@@ -116,9 +116,11 @@ class NBitsLinear(nn.Module):
         self.register_buffer("packed", packed)
         self.register_buffer("scales", scales)
         self.register_buffer("zeros", zeros)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantwise.matmul_nbits(x, self.packed, self.scales, self.zeros, self.k, self.n, self.bits, self.block)
+        y = torch.ops.quantwise.matmul_nbits(x, self.packed, self.scales, self.zeros, self.k, self.n, self.bits, self.block)
+        return y if self.bias is None else y + self.bias
 
 
 class Logits(nn.Module):
@@ -163,7 +165,7 @@ def prepare(model: nn.Module, layers: dict[str, GroupQuant]) -> nn.Module:
     model.config.use_cache = False
     for name, quant in layers.items():
         parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, NBitsLinear(quant))
+        setattr(model.get_submodule(parent) if parent else model, attr, NBitsLinear(quant, model.get_submodule(name).bias))
     return Logits(model)
 
 

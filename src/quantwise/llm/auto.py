@@ -82,7 +82,10 @@ def _describe(row: LLMRow) -> str:
 
 def _kept(recipe: Any, row: LLMRow) -> list[str]:
     """What the chosen recipe leaves above its own precision, and why."""
-    kept = ["token embedding table: float32 (a lookup, no matmul to speed up)", "RMSNorm weights: float32 (a few KB)"]
+    from quantwise.llm.runtime import run_dtype
+
+    dtype = str(run_dtype(recipe)).removeprefix("torch.")
+    kept = [f"token embedding table: {dtype} (a lookup, no matmul to speed up)", f"RMSNorm weights: {dtype} (a few KB)"]
     if any("output layer: int8" in n for n in row.notes):
         if isinstance(recipe, WeightOnly) and recipe.bits == 4:
             kept.append("output layer: int8 per row, not int4 (it scores every token of the 49k vocabulary; int4 there costs the most perplexity per byte)")
