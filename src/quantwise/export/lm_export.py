@@ -8,6 +8,7 @@ by far more.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -15,7 +16,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -91,13 +91,6 @@ def parity(run: Any, quantized: Any, float_model: Any | None, ids: torch.Tensor,
     )
 
 
-def _ort_runner(path: Path, threads: int) -> Any:
-    from quantwise.export.onnx_target import load
-
-    run = load(path, threads)
-    return lambda ids: run(ids)
-
-
 def export_language_model(artifact: str | Path, target: str, out: str | Path | None = None, overwrite: bool = False,
                           windows: int = 8, context: int = 512, text: str | None = None, threads: int | None = None,
                           compare_float: bool = True, progress: ProgressFn = no_progress) -> Any:
@@ -105,9 +98,11 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     import importlib.util
 
     from quantwise.export import onnx_llm
+    from quantwise.export.onnx_target import load as load_onnx
     from quantwise.export.exporter import ExportResult
     from quantwise.llm import artifact as lm_artifact
     from quantwise.llm.model import load_language_model
+    from quantwise.llm.runtime import materialize
     from quantwise.llm.perplexity import token_ids
     from quantwise.llm.perplexity import windows as make_windows
     from quantwise.llm.text import text_split
@@ -133,14 +128,14 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     try:
         start = time.perf_counter()
         try:
+            quantized = materialize(copy.deepcopy(stored.model), stored.layers, stored.recipe)  # write() converts stored.model in place
             notes = onnx_llm.write(stored.model, stored.layers, tmp)
-            run = _ort_runner(tmp, threads or torch.get_num_threads())
+            run = load_onnx(tmp, threads or torch.get_num_threads())
         except QuantwiseError:
             raise
         except Exception as err:
             raise QuantwiseError(f"onnx export of this language model failed ({type(err).__name__}: {first_line(err, 160)})", "report it with the artifact's recipe") from err
         seconds = time.perf_counter() - start
-        quantized = lm_artifact.load(artifact).model
         float_model = load_language_model(stored.spec, text).model if compare_float else None
         result = parity(run, quantized, float_model, ids, progress)
         if not result.passed:
