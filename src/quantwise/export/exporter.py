@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from quantwise import api
 from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.export import parity
-from quantwise.export.base import ExportTarget, recipe_family, target_for
+from quantwise.export.base import recipe_family, target_for
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 from quantwise.versions import versions
@@ -37,8 +39,27 @@ class ExportResult:
                 "parity": self.parity.to_dict(), "notes": self.notes, "versions": versions()}
 
 
-def default_path(artifact: Path, target: ExportTarget) -> Path:
-    return Path(artifact) / f"model{target.suffix}"
+def output_path(artifact: Path, out: str | Path | None, name: str, suffix: str, overwrite: bool) -> Path:
+    """Where the export goes (default: ``model<suffix>`` in the artifact), checked before any work."""
+    path = Path(out) if out is not None else Path(artifact) / f"model{suffix}"
+    if path.suffix != suffix:
+        raise QuantwiseError(f"output {path} does not end in {suffix}", f"name the {name} file *{suffix}")
+    if path.exists() and not overwrite:
+        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
+    return path
+
+
+@contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (same name, in a hidden folder: formats that embed the file
+    name, such as .pt2 archives, see the final one), moved to ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield workdir / path.name
+        os.replace(workdir / path.name, path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle | None = None, out: str | Path | None = None,
@@ -64,20 +85,13 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     manifest = store.read_manifest(artifact)
     family = recipe_family(manifest["recipe"])
     target.check(family)
-    path = Path(out) if out is not None else default_path(artifact, target)
-    if path.suffix != target.suffix:
-        raise QuantwiseError(f"output {path} does not end in {target.suffix}", f"name the {target.name} file *{target.suffix}")
-    if path.exists() and not overwrite:
-        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
+    path = output_path(artifact, out, target.name, target.suffix, overwrite)
     loaded = api.load(artifact)
     if bundle is None:
         bundle = api.load_model(loaded.artifact.model)
     held_out = bundle.evaluation.take(samples)
     example = tuple(t.clone() for t in held_out.example(2))  # a view would save the whole split
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp = workdir / path.name  # formats that embed the file name (.pt2 archives) see the final one
-    try:
+    with staged(path) as tmp:
         start = time.perf_counter()
         try:
             notes = target.write(loaded.module, example, tmp, bool(loaded.quantized.meta.get("dynamic_batch", bundle.dynamic_batch)), bundle.calibration)
@@ -94,9 +108,6 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
             got = f"agreement {q.agreement:.4f}" if q.agreement is not None else f"cosine {q.cosine:.5f}"
             raise QuantwiseError(f"the {target.name} export does not match the quantized model ({got}; needs {result.tolerance}); nothing was written",
                                  "export with another target, or report this model and recipe")
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     export = ExportResult(artifact, target.name, path, path.stat().st_size / 1e6, seconds, result, notes)
     store.record_export(artifact, target.name, export.to_dict())
     return export

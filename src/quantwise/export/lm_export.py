@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -99,7 +96,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
 
     from quantwise.export import onnx_llm
     from quantwise.export.onnx_target import load as load_onnx
-    from quantwise.export.exporter import ExportResult
+    from quantwise.export.exporter import ExportResult, output_path, staged
     from quantwise.llm import artifact as lm_artifact
     from quantwise.llm.model import load_language_model
     from quantwise.llm.runtime import materialize
@@ -113,19 +110,12 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     artifact = Path(artifact)
     stored = lm_artifact.read(artifact)
     onnx_llm.check(stored.recipe)
-    path = Path(out) if out is not None else artifact / "model.onnx"
-    if path.suffix != ".onnx":
-        raise QuantwiseError(f"output {path} does not end in .onnx", "name the onnx file *.onnx")
-    if path.exists() and not overwrite:
-        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
+    path = output_path(artifact, out, "onnx", ".onnx", overwrite)
     if windows < 1:
         raise QuantwiseError(f"--samples {windows}: the parity check needs at least one window", "e.g. --samples 8")
     split = text_split(text)
     ids = make_windows(token_ids(stored.tokenizer, split.evaluation, windows * context), context, windows * context)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp = workdir / path.name
-    try:
+    with staged(path) as tmp:
         start = time.perf_counter()
         try:
             quantized = materialize(copy.deepcopy(stored.model), stored.layers, stored.recipe)  # write() converts stored.model in place
@@ -142,9 +132,6 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
             raise QuantwiseError(f"the onnx export does not match the quantized model (perplexity {result.perplexity_export:.3f} vs "
                                  f"{result.perplexity_quantized:.3f}, {result.delta_pct:+.2f}%; needs {result.tolerance}); nothing was written",
                                  "report this model and recipe")
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     export = ExportResult(artifact, target, path, path.stat().st_size / 1e6, seconds, result, notes + [f"evaluation text: {split.description}"])
     store.record_export(artifact, target, export.to_dict())
     return export

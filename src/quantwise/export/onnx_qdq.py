@@ -48,7 +48,7 @@ def fold_pads(model: Any) -> int:
     from onnx import helper
 
     graph = model.graph
-    producer, consumers, inits = _graph_maps(graph)
+    _, consumers, inits = _graph_maps(graph)
     folded, reshaped = [], set()
     for pad in graph.node:
         if pad.op_type != "Pad" or any(a.name == "mode" and a.s != b"constant" for a in pad.attribute):
