@@ -24,7 +24,8 @@ CAVEATS = [
     "- efficientnet-lite0 agreement: every int8 row stays near 0.92 top-1 agreement with float (static-pt2e 0.914 in PyTorch,"
     " 0.922 through ONNX Runtime, ORT's own quantizer 0.922); even bf16 autocast flips 8 of 256 crops (0.969). Many evaluation"
     " crops are near-ties between similar classes; the >= 99 % agreement target of issue 2 is not met by any 8-bit scheme here"
-    " (benchmarks/MIXED_RESULTS.md: observers, per-layer and per-block float fallback all stay at 0.90-0.93).",
+    " (benchmarks/MIXED_RESULTS.md: observers, per-layer and per-block float fallback all stay at 0.90-0.93; the section"
+    " above measures how much agreement these crops allow at all).",
     "- efficientnet-lite0 `static-pt2e -> onnxruntime`: the PT2E QDQ graph is rewritten for ONNX Runtime's integer kernels"
     " (export/onnx_qdq.py: the 17 zero Pads of `Conv2dStaticSamePadding` folded into their Conv, exact; the 9 conv outputs that"
     " feed residual Adds quantized with calibrated ranges, one rounding more than the PyTorch int8 model). Before that, ORT ran"
@@ -79,8 +80,32 @@ def summarise() -> None:
     minilm = RESULTS / "onnx-dynamic-minilm.json"
     if minilm.is_file():
         lines += _minilm_ort(json.loads(minilm.read_text()))
+    ceiling = RESULTS / "efficientnet-ceiling.json"
+    if ceiling.is_file():
+        lines += _ceiling(json.loads(ceiling.read_text()))
     lines += ["## Caveats (read before quoting a number)", "", *CAVEATS, ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+
+
+def _ceiling(data: dict) -> list[str]:
+    """The section written from benchmarks/efficientnet_ceiling.py's results."""
+    m = data["machine"]
+    n = data["n"]
+    lines = ["## efficientnet-lite0: how much agreement the evaluation crops allow", "",
+             "Written by `benchmarks/efficientnet_ceiling.py`: the float model's own top-1 under perturbations smaller than int8's,"
+             " on the same evaluation crops as the table above.", "",
+             f"Machine: {m['platform']}, {m['threads']} threads; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
+             f"Evaluation: {data['evaluation']}.", "",
+             f"| variant ({n} crops) | top-1 agreement with float | crops flipped |", "|---|---|---|"]
+    lines += [f"| {name} | {value:.3f} | {round((1 - value) * n)} |" for name, value in data["agreement"].items()]
+    margins = ", ".join(f"{k}: {v:.1%}" for k, v in data["float_margin_fraction"].items())
+    return lines + ["", f"Float top-1 margin (top-1 minus top-2 logit): median {data['float_margin_median']:.3f}; share of crops with margin {margins}.",
+                    "Rounding the weights alone to int8 (per channel, round to nearest, activations float) already flips "
+                    f"{round((1 - data['agreement']['int8 per-channel weights, float activations (weight-only fake quant)']) * n)} crops,"
+                    " and rounding them to bfloat16 (8 significant bits per weight) flips "
+                    f"{round((1 - data['agreement']['float weights rounded to bfloat16 (activations float32)']) * n)} (below 99 %):"
+                    " on these crops the >= 99 % agreement target of issue 2 sits below the noise floor of 8-bit weights;"
+                    " a smarter rounding (GPTQ, AdaRound) would have to beat bfloat16 weights to reach it.", ""]
 
 
 def _minilm_ort(data: dict) -> list[str]:
