@@ -17,7 +17,7 @@ from torch import nn
 from quantwise.config import StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
-from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes
+from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes, load_state
 from quantwise.methods.layers import kept_float, kept_scopes
 from quantwise.observers import histogram_variant
 
@@ -167,7 +167,8 @@ def _state(prepared: nn.Module) -> dict[str, torch.Tensor]:
         if key in weights:
             obs = weights[key]
             scale, zp = _qparams(obs, value.dim())
-            out[key + WEIGHT_SUFFIX] = torch.clamp(torch.round(value / scale) + zp, obs.quant_min, obs.quant_max).to(torch.int8)
+            # as torchao's quantize_per_channel rounds (x * (1 / scale)), so that the codes equal convert_pt2e's
+            out[key + WEIGHT_SUFFIX] = torch.clamp(torch.round(value * (1.0 / scale)) + zp, obs.quant_min, obs.quant_max).to(torch.int8)
         elif not key.startswith("activation_post_process_"):
             out[key] = value.detach().clone()
     # _modules, not named_children(): a shared observer stands under several names
@@ -189,15 +190,18 @@ def _activation_range(obs: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _load_state(prepared: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    # load_state: without the observers' version metadata, torchao takes the state for version 1
+    # and resets every observer's eps to float32's (2**-23): weight scales then differ from the
+    # calibrated model's, the stored codes are rounded a second time, and outputs drift
     observers = {k: v for k, v in tensors.items() if not k.endswith(WEIGHT_SUFFIX)}
-    prepared.load_state_dict(observers, strict=False)
+    load_state(prepared, observers, strict=False)
     weights = _weight_observers(prepared)
     full = dict(observers)
     for key, obs in weights.items():
         codes = tensors[key + WEIGHT_SUFFIX]
         scale, zp = _qparams(obs, codes.dim())
         full[key] = (codes.float() - zp) * scale
-    missing, unexpected = prepared.load_state_dict(full, strict=False)
+    missing, unexpected = load_state(prepared, full, strict=False)
     if missing or unexpected:
         raise QuantwiseError(f"artifact does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}", "re-create the artifact")
 
