@@ -99,3 +99,21 @@ def test_real_ranking_breaks_ties_by_whole_split_sqnr_not_by_the_proxy():
     assert report.ranking() == ["c", "b", "e", "a", "f", "d", "g"]  # 0.92 x3 and 0.91 x2 ordered by SQNR
     assert report.tied == 5
     assert report.top5_agreement == 0.8  # f beats d on SQNR; breaking the tie by proxy rank would have said 100 %
+
+
+def test_classifiers_judged_by_a_count_are_ranked_by_kl_over_the_whole_split(mnist):
+    """Agreement / top-1 move in steps of one sample; the real ranking then orders by KL (lower is
+    better), whatever the count says, and still reports the count."""
+    from quantwise.mixed.sensitivity import LayerSensitivity, SensitivityReport, _rank_confirmed, ranking_metric
+
+    assert mnist.primary == "top1" and ranking_metric(mnist) == "kl"
+    # (name, proxy rank, agreement with the layer float, KL with it float)
+    spec = [("a", 1, 0.93, 0.010), ("b", 2, 0.90, 0.012), ("c", 3, 0.92, 0.018), ("d", 4, 0.91, 0.015),
+            ("e", 5, 0.92, 0.011), ("f", 6, 0.91, 0.013), ("g", 7, 0.94, 0.020)]
+    layers = [LayerSensitivity(n, "Conv2d", 10.0, 12.0, 1.0, rank, metric_float=m, sqnr_float=13.0, ranked_float=k) for n, rank, m, k in spec]
+    report = SensitivityReport("m", {}, "static-pt2e", "agreement", True, "proxy", 8, False, "eval", 256, 1.0, 0.91, 12.0,
+                               layers, [n for n, *_ in spec], None, None, {}, ranking_metric="kl", quantized_ranked=0.02)
+    _rank_confirmed(report)
+    assert report.ranking() == ["a", "e", "b", "f", "d", "c", "g"]  # g has the best agreement and the worst KL
+    assert report.tied == 0
+    assert report.top5_agreement == 0.8  # proxy a-e vs real a, e, b, f, d

@@ -12,6 +12,15 @@ the recipe really applied (``keep_float``), again both ways. The controls make t
 reported agreement between the proxy's top 5 and the real metric's top 5 a measurement
 rather than a tautology.
 
+The real ranking orders the confirmed layers by a continuous metric over the whole split:
+the primary metric itself when it is continuous (cosine, perplexity), and for classifiers
+judged by a count (top-1 agreement or accuracy) the KL divergence of the output
+distribution from float's. A count cannot rank layers whose effect is a few samples: on
+efficientnet-lite0's 256 crops one layer kept float moves agreement by -3..+3 crops, as
+much as moving the input pixels by half a grey level does (benchmarks/RESULTS.md), while
+KL and output SQNR over the same split give one consistent order. The primary metric is
+still measured and reported for every confirmed layer.
+
 Reports are cached on disk (``cache_dir()/sensitivity``) keyed by the model, the recipe
 and the data sizes, so a second run (or ``auto``) does not pay again.
 """
@@ -41,7 +50,8 @@ from quantwise.mixed.simulate import simulator
 from quantwise.models.base import ModelBundle
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+COUNT_METRICS = frozenset({"agreement", "top1"})  # move in steps of one sample
 PROXY = "output SQNR (dB) against float"
 
 
@@ -63,6 +73,7 @@ class LayerSensitivity:
     full_rank: int | None = None
     control: bool = False
     sqnr_float: float | None = None  # output SQNR (dB) over the whole evaluation split, this layer float, real recipe
+    ranked_float: float | None = None  # the ranking metric (SensitivityReport.ranking_metric) over the whole split, this layer float
 
 
 @dataclass
@@ -87,7 +98,9 @@ class SensitivityReport:
     seconds: dict[str, float]
     cached: bool = False
     quantized_sqnr: float | None = None  # every layer quantized, output SQNR over the whole evaluation split
-    tied: int = 0  # confirmed layers whose primary-metric gain equals another's (ranked by the full-split SQNR)
+    tied: int = 0  # confirmed layers whose ranking-metric gain equals another's (then ordered by the full-split SQNR)
+    ranking_metric: str = ""  # what the real ranking orders by (see the module docstring)
+    quantized_ranked: float | None = None  # the ranking metric with every layer quantized
 
     def improvement(self, layer: LayerSensitivity) -> float | None:
         """Gain of the primary metric (in its better direction) from keeping ``layer`` float."""
@@ -95,6 +108,13 @@ class SensitivityReport:
             return None
         sign = 1.0 if self.higher_is_better else -1.0
         return sign * (layer.metric_float - self.quantized_metric)
+
+    def ranked_gain(self, layer: LayerSensitivity) -> float | None:
+        """Gain of the ranking metric (in its better direction) from keeping ``layer`` float."""
+        if layer.ranked_float is None or self.quantized_ranked is None:
+            return None
+        sign = 1.0 if HIGHER_IS_BETTER.get(self.ranking_metric, True) else -1.0
+        return sign * (layer.ranked_float - self.quantized_ranked)
 
     def drop_alone(self, layer: LayerSensitivity) -> float | None:
         """Loss of the primary metric against float when only ``layer`` is quantized."""
@@ -140,16 +160,21 @@ def primary_metric(module: nn.Module, bundle: ModelBundle, reference: torch.Tens
     return _measured(module, bundle, reference, batch_size)[0]
 
 
-def _measured(module: nn.Module, bundle: ModelBundle, reference: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(primary metric, output SQNR in dB against float), both on the whole evaluation split."""
+def ranking_metric(bundle: ModelBundle) -> str:
+    """The continuous metric that orders confirmed layers (see the module docstring)."""
+    return "kl" if bundle.task == "classification" and bundle.primary in COUNT_METRICS else bundle.primary
+
+
+def _measured(module: nn.Module, bundle: ModelBundle, reference: torch.Tensor, batch_size: int) -> tuple[float, float, float]:
+    """(primary metric, output SQNR in dB against float, ranking metric), all on the whole evaluation split."""
     from quantwise.evaluate.metrics import evaluate
 
     out = outputs(module, bundle.evaluation, batch_size)
     sqnr = _finite(sqnr_db(reference, out))
     values = fidelity(bundle.task, reference, out, bundle.evaluation.targets)
-    if bundle.primary in values:
-        return values[bundle.primary], sqnr
-    return evaluate(module, bundle, reference, batch_size)[bundle.primary], sqnr
+    if bundle.primary not in values:
+        values = {**values, **evaluate(module, bundle, reference, batch_size)}
+    return values[bundle.primary], sqnr, values[ranking_metric(bundle)]
 
 
 def _cache_key(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions) -> str:
@@ -251,14 +276,14 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
     reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
     float_metric = primary_metric(bundle.model, bundle, reference, opts.batch_size)
 
-    def real(keep: list[str]) -> tuple[float, float]:
+    def real(keep: list[str]) -> tuple[float, float, float]:
         if sim.exact:  # the swapped model is the recipe's model with these layers float
             module = sim.set_quantized([n for n in layers if n not in keep])
         else:
             module = api.quantize(bundle, dataclasses.replace(recipe, keep_float=tuple(keep)), batch_size=opts.batch_size).quantized.module
         return _measured(module, bundle, reference, opts.batch_size)
 
-    quantized_metric, quantized_sqnr = real([]) if opts.confirm else (math.nan, None)
+    quantized_metric, quantized_sqnr, quantized_ranked = real([]) if opts.confirm else (math.nan, None, None)
     top = order[: opts.top_k] if opts.confirm else []
     rest = order[opts.top_k:] if opts.confirm else []
     controls = [rest[round(i * (len(rest) - 1) / max(1, opts.controls - 1))] for i in range(opts.controls)] if rest and opts.controls else []
@@ -266,7 +291,7 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
     both = sim.exact if opts.confirm_alone is None else opts.confirm_alone
     for n in opts.progress("confirming with the real metric", confirmed, len(confirmed)):
         row = next(r for r in rows if r.name == n)
-        row.metric_float, row.sqnr_float = real([n])
+        row.metric_float, row.sqnr_float, row.ranked_float = real([n])
         row.metric_alone = real([m for m in layers if m != n])[0] if both else None
         row.control = n not in top
     report = SensitivityReport(
@@ -276,6 +301,7 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
         proxy_samples=len(subset), proxy_exact=sim.exact, evaluation=bundle.evaluation.description, n_evaluation=len(bundle.evaluation),
         float_metric=float_metric, quantized_metric=quantized_metric, proxy_all=proxy_all, layers=rows, confirmed=confirmed,
         top5_agreement=None, rank_correlation=None, seconds={}, quantized_sqnr=quantized_sqnr,
+        ranking_metric=ranking_metric(bundle), quantized_ranked=quantized_ranked,
     )
     _rank_confirmed(report)
     report.seconds = {"proxy": proxy_seconds, "confirm": time.perf_counter() - start}
@@ -286,17 +312,22 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
 
 
 def _rank_confirmed(report: SensitivityReport) -> None:
-    """The real ranking: the primary metric's gain, ties (a coarse metric such as top-1 agreement
-    on a few hundred samples moves in steps) decided by the output SQNR over the whole split, then
-    by the other direction. Never by the proxy rank: that would make agreement with it circular."""
+    """The real ranking: the ranking metric's gain over the whole split (the primary metric's when
+    no ranking metric was measured), ties decided by the output SQNR over the whole split, then by
+    the other direction. Never by the proxy rank: that would make agreement with it circular."""
     rows = [report.layer(n) for n in report.confirmed]
-    gains = [report.improvement(r) or 0.0 for r in rows]
+
+    def gain(r: LayerSensitivity) -> float:
+        value = report.ranked_gain(r) if report.ranking_metric else report.improvement(r)
+        return value or 0.0
+
+    gains = [gain(r) for r in rows]
     report.tied = sum(1 for g in gains if gains.count(g) > 1)
-    by_full = sorted(rows, key=lambda r: (-(report.improvement(r) or 0.0), -(r.sqnr_float if r.sqnr_float is not None else -math.inf),
+    by_full = sorted(rows, key=lambda r: (-gain(r), -(r.sqnr_float if r.sqnr_float is not None else -math.inf),
                                           -(report.drop_alone(r) or 0.0), r.name))
     for rank, row in enumerate(by_full):
         row.full_rank = rank + 1
     if len(rows) > 5:
         proxy_top = {r.name for r in sorted(rows, key=lambda r: r.proxy_rank)[:5]}
         report.top5_agreement = len(proxy_top & {r.name for r in by_full[:5]}) / 5
-    report.rank_correlation = _spearman([-r.proxy_rank for r in rows], [report.improvement(r) or 0.0 for r in rows])
+    report.rank_correlation = _spearman([-r.proxy_rank for r in rows], gains)

@@ -20,23 +20,29 @@ def print_sensitivity(report: SensitivityReport, console: Console, limit: int | 
     console.print(f"{report.primary}: float {_fmt(report.float_metric, 5)}, every layer quantized {_fmt(report.quantized_metric, 5)} "
                   f"(proxy SQNR {_fmt(report.proxy_all, 4)} dB)")
     table = Table(title=f"per-layer sensitivity ({len(report.layers)} layers, most worth keeping float first)")
+    by = report.ranking_metric or report.primary
+    extra = by not in (report.primary, "")  # a ranking metric other than the primary one gets its own column
+    ranked_column = [(f"{by} it float, whole split", "right")] if extra else []
     for name, justify in (("rank", "right"), ("layer", "left"), ("type", "left"), ("SQNR only it int8", "right"),
                           ("SQNR all but it", "right"), ("gain dB", "right"), (f"{report.primary} only it int8", "right"),
                           ("drop vs float", "right"), (f"{report.primary} it float", "right"), ("gain vs all int8", "right"),
-                          ("SQNR it float, whole split", "right"), ("real rank", "right")):
+                          ("SQNR it float, whole split", "right"), *ranked_column, ("real rank", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     rows = report.layers if limit is None else [l for l in report.layers if l.proxy_rank <= limit or l.full_rank is not None]
     for l in rows:
         table.add_row(
             str(l.proxy_rank), l.name + (" [dim](control)[/]" if l.control else ""), l.kind, _fmt(l.proxy_alone, 4), _fmt(l.proxy_float, 4),
             _fmt(l.proxy_gain, 3), _fmt(l.metric_alone, 5), _fmt(report.drop_alone(l), 3), _fmt(l.metric_float, 5),
-            _fmt(report.improvement(l), 3), _fmt(l.sqnr_float, 4), "–" if l.full_rank is None else str(l.full_rank),
+            _fmt(report.improvement(l), 3), _fmt(l.sqnr_float, 4), *([_fmt(l.ranked_float, 4)] if extra else []),
+            "–" if l.full_rank is None else str(l.full_rank),
         )
     console.print(table)
     if limit is not None and len(rows) < len(report.layers):
         console.print(f"[dim]{len(report.layers) - len(rows)} less sensitive layers not shown (--json has all)[/]")
     agreement = "n/a (needs more than 5 confirmed layers)" if report.top5_agreement is None else f"{report.top5_agreement:.0%}"
-    ties = f"; {report.tied} of them tie on {report.primary} (ordered by output SQNR over the whole split)" if report.tied else ""
+    ties = f"; {report.tied} of them tie on {by} (ordered by output SQNR over the whole split)" if report.tied else ""
+    why = f" ({report.primary} counts samples: too coarse to order single layers)" if extra else ""
+    console.print(f"real rank: by {by} over all {report.n_evaluation} evaluation samples{why}")
     console.print(f"proxy top 5 vs real-metric top 5 over the {len(report.confirmed)} confirmed layers: {agreement}; "
                   f"rank correlation {_fmt(report.rank_correlation, 3)}{ties}")
     console.print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()) + (" (when first computed)" if report.cached else ""))

@@ -26,15 +26,18 @@ def sensitivity_document(report: SensitivityReport) -> Document:
                                              f"{report.proxy} (dB)", higher_is_better=True, title=f"{report.model} · {report.recipe_name}"),
                   "Output SQNR to float when only this layer is quantized, and when only this layer is kept float (everything else quantized). Most sensitive first.")
     confirmed = [l for l in layers if l.metric_float is not None or l.metric_alone is not None]
-    rows = [[Cell(l.name), Cell(str(l.proxy_rank)), number(l.proxy_gain, 3), number(l.metric_float, 5), number(l.sqnr_float, 4), number(l.metric_alone, 5),
-             Cell("" if l.full_rank is None else str(l.full_rank)), Cell("control" if l.control else "top-k")] for l in confirmed]
+    by = report.ranking_metric or report.primary
+    rows = [[Cell(l.name), Cell(str(l.proxy_rank)), number(l.proxy_gain, 3), number(l.metric_float, 5), number(l.sqnr_float, 4), number(l.ranked_float, 5),
+             number(l.metric_alone, 5), Cell("" if l.full_rank is None else str(l.full_rank)), Cell("control" if l.control else "top-k")] for l in confirmed]
     table = doc.section("Confirmed with the real metric")
     table.paragraph(f"Top-5 agreement between the proxy's and the real metric's ranking: "
                     f"{'–' if report.top5_agreement is None else f'{report.top5_agreement:.0%}'}; rank correlation "
                     f"{'–' if report.rank_correlation is None else f'{report.rank_correlation:.2f}'}"
-                    + (f"; {report.tied} confirmed layers tie on {report.primary} and are ordered by the output SQNR over the whole split." if report.tied else "."))
-    table.table(Table(["layer", "proxy rank", "proxy gain dB", f"{report.primary}, this layer float", "output SQNR dB, this layer float (whole split)", f"{report.primary}, only this layer int8",
-                       "real rank", "why confirmed"], rows, right_from=1))
+                    + f"; the real rank orders by {by} over the whole evaluation split"
+                    + (f" ({report.primary} counts samples, too coarse to order single layers)" if by != report.primary else "")
+                    + (f"; {report.tied} confirmed layers tie on {by} and are ordered by the output SQNR over the whole split." if report.tied else "."))
+    table.table(Table(["layer", "proxy rank", "proxy gain dB", f"{report.primary}, this layer float", "output SQNR dB, this layer float (whole split)",
+                       f"{by}, this layer float (whole split)", f"{report.primary}, only this layer int8", "real rank", "why confirmed"], rows, right_from=1))
     return doc
 
 
