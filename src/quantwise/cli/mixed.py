@@ -36,7 +36,9 @@ def sensitivity(
     """Per-layer sensitivity: the metric when only one layer is quantized, and when only one is kept float.
 
     Ranks every layer with a cheap proxy (output SQNR on a few evaluation samples), then measures
-    the model's primary metric on the whole evaluation split for the top layers. Cached on disk.
+    the model's primary metric on the whole evaluation split for the top layers, ordered by that
+    metric (by KL divergence for classifiers judged by top-1 agreement or accuracy, counts too
+    coarse to order single layers). Cached on disk.
 
     Examples:
       quantwise sensitivity efficientnet-lite0 --recipe static-pt2e
