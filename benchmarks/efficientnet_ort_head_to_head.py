@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -31,7 +30,7 @@ def main(threads: int = 2, rounds: int = 15) -> None:
 
     torch.set_num_threads(threads)
     from quantwise import api
-    from quantwise.evaluate.latency import batch_of
+    from quantwise.evaluate.latency import alternating, batch_of
     from quantwise.export import export_artifact
     from quantwise.export.onnx_target import load
     from quantwise.peers import onnxruntime as peer
@@ -50,25 +49,10 @@ def main(threads: int = 2, rounds: int = 15) -> None:
                          for n, r in runners.items()}
         latency = {}
         for b, block in ((1, 10), (32, 2)):
-            inputs = batch_of(bundle.example_inputs(1), b)
-            times: dict[str, list[float]] = {n: [] for n in runners}
-            ratios = []
-            for run in runners.values():
-                for _ in range(3):
-                    run(*inputs)
-            for _ in range(rounds):
-                medians = {}
-                for name, run in runners.items():
-                    run(*inputs)
-                    got = []
-                    for _ in range(block):
-                        start = time.perf_counter()
-                        run(*inputs)
-                        got.append((time.perf_counter() - start) * 1000)
-                    times[name] += got
-                    medians[name] = statistics.median(got)
-                ratios.append(medians[OURS] / medians[PEER])
-            latency[str(b)] = {n: {"median_ms": statistics.median(t), "p90_ms": sorted(t)[int(0.9 * (len(t) - 1))]} for n, t in times.items()}
+            blocks = alternating(runners, batch_of(bundle.example_inputs(1), b), rounds, block)
+            ratios = [statistics.median(o) / statistics.median(p) for o, p in zip(blocks[OURS], blocks[PEER])]
+            flat = {n: sorted(x for blk in got for x in blk) for n, got in blocks.items()}
+            latency[str(b)] = {n: {"median_ms": statistics.median(t), "p90_ms": t[int(0.9 * (len(t) - 1))]} for n, t in flat.items()}
             latency[str(b)]["ratio_ours_to_peer"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": rounds}
     result = {"model": "efficientnet-lite0", "threads": threads, "latency": latency, "agreement_with_float": agreement,
               "export_parity": ours.parity.to_dict(), "load_average_after": os.getloadavg(), "machine": machine(), "versions": versions()}

@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -84,23 +83,11 @@ def cosine_to_float(runners: dict, bundle) -> dict[str, float]:
 
 
 def time_in_blocks(runners: dict, inputs: tuple, rounds: int, block: int) -> dict[str, dict[str, float]]:
-    import torch
+    from quantwise.evaluate.latency import alternating
 
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    with torch.no_grad():
-        for run in runners.values():  # warm-up (and compilation) outside the clock
-            for _ in range(3):
-                run(*inputs)
-        for _ in range(rounds):
-            for name, run in runners.items():
-                run(*inputs)  # not kept: it shares the cores with the last runtime's spinning threads
-                for _ in range(block):
-                    start = time.perf_counter()
-                    run(*inputs)
-                    times[name].append((time.perf_counter() - start) * 1000.0)
     out = {}
-    for name, t in times.items():
-        t.sort()
+    for name, blocks in alternating(runners, inputs, rounds, block).items():
+        t = sorted(x for b in blocks for x in b)
         out[name] = {"median_ms": statistics.median(t), "p90_ms": t[int(0.9 * (len(t) - 1))], "min_ms": t[0], "calls": len(t)}
     peer = out["onnxruntime quantize_dynamic (peer)"]["median_ms"]
     for row in out.values():

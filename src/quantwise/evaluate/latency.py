@@ -41,6 +41,31 @@ def measure(fn: Callable[..., object], inputs: Inputs, warmup: int = 3, repeats:
     return Latency(inputs[0].shape[0], torch.get_num_threads(), statistics.median(times), p90, len(times))
 
 
+def alternating(runners: dict[str, Callable[..., object]], inputs: Inputs, rounds: int, block: int, warmup: int = 3) -> dict[str, list[list[float]]]:
+    """Head-to-head timing on a shared machine: per runner, ``rounds`` blocks of ``block`` call times (ms).
+
+    Each round runs every runner for one block of consecutive calls, so load changes hit all runners
+    alike; the call before each block is not kept (it shares the cores with the previous runtime's
+    still-spinning thread pool, which can slow one interleaved call by 10x). Warm-up (and any
+    compilation) happens before the first round.
+    """
+    times: dict[str, list[list[float]]] = {name: [] for name in runners}
+    with torch.no_grad():
+        for run in runners.values():
+            for _ in range(warmup):
+                run(*inputs)
+        for _ in range(rounds):
+            for name, run in runners.items():
+                run(*inputs)
+                got = []
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    run(*inputs)
+                    got.append((time.perf_counter() - t0) * 1000.0)
+                times[name].append(got)
+    return times
+
+
 def batch_of(inputs: Inputs, batch: int) -> Inputs:
     """Repeat the example along dim 0 up to ``batch`` samples."""
     n = inputs[0].shape[0]

@@ -21,7 +21,7 @@ def print_sensitivity(report: SensitivityReport, console: Console, limit: int | 
                   f"(proxy SQNR {_fmt(report.proxy_all, 4)} dB)")
     table = Table(title=f"per-layer sensitivity ({len(report.layers)} layers, most worth keeping float first)")
     by = report.ranking_metric or report.primary
-    extra = by not in (report.primary, "")  # a ranking metric other than the primary one gets its own column
+    extra = by != report.primary  # a ranking metric other than the primary one gets its own column
     ranked_column = [(f"{by} it float, whole split", "right")] if extra else []
     for name, justify in (("rank", "right"), ("layer", "left"), ("type", "left"), ("SQNR only it int8", "right"),
                           ("SQNR all but it", "right"), ("gain dB", "right"), (f"{report.primary} only it int8", "right"),
