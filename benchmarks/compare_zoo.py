@@ -55,6 +55,11 @@ def child(model: str, threads: int, batches: tuple[int, ...]) -> None:
     write_json(compare(bundle, opts).to_dict(), RESULTS / f"{model}-t{threads}.json")
 
 
+def _machine_line(data: dict, threads: str = "") -> str:
+    m = data["machine"]
+    return f"Machine: {m['cpu']}, {m['cores']} cores{threads}; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items())
+
+
 def summarise() -> None:
     lines = ["# Benchmark results", "", "Written by `benchmarks/compare_zoo.py`; one process per model and thread count.",
              "Latency: median (p90) ms over repeats after warm-up. Speed-up: against the fastest float baseline at that batch.", ""]
@@ -62,9 +67,7 @@ def summarise() -> None:
         data = json.loads(path.read_text())
         if "batches" not in data or "-deploy-" in path.name:  # other benchmarks' results share the folder
             continue
-        m = data["machine"]
-        lines += [f"## {data['model']} ({data['threads']} threads)", "",
-                  f"Machine: {m['cpu']}, {m['cores']} cores; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
+        lines += [f"## {data['model']} ({data['threads']} threads)", "", _machine_line(data),
                   f"Calibration: {data['calibration']}. Evaluation: {data['evaluation']}.", ""]
         batches = data["batches"]
         head = "| row | runtime | size MB (x float) | " + " | ".join(f"batch {b} ms" for b in batches) + " | " + " | ".join(f"speed-up b{b}" for b in batches) + f" | {data['primary']} | warnings |"
@@ -94,11 +97,10 @@ def summarise() -> None:
 
 def _h2h(data: dict) -> list[str]:
     """The section written from benchmarks/efficientnet_ort_head_to_head.py's results."""
-    m = data["machine"]
     lines = ["## efficientnet-lite0 in ONNX Runtime, alternating rounds", "",
              "Written by `benchmarks/efficientnet_ort_head_to_head.py`: the three ONNX files built once, then timed in rounds of blocks"
              " of calls in one process (a single pass, as in the table above, moves by 10-20 % here); median (p90) ms.", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {data['threads']} threads; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()), "",
+             _machine_line(data, f", {data['threads']} threads"), "",
              "| row | batch 1 ms | batch 32 ms | agreement with float |", "|---|---|---|---|"]
     rows = [n for n in data["latency"]["1"] if n != "ratio_ours_to_peer"]
     for name in rows:
@@ -111,12 +113,11 @@ def _h2h(data: dict) -> list[str]:
 
 def _ceiling(data: dict) -> list[str]:
     """The section written from benchmarks/efficientnet_ceiling.py's results."""
-    m = data["machine"]
     n = data["n"]
     lines = ["## efficientnet-lite0: how much agreement the evaluation crops allow", "",
              "Written by `benchmarks/efficientnet_ceiling.py`: the float model's own top-1 under perturbations smaller than int8's,"
              " on the same evaluation crops as the table above.", "",
-             f"Machine: {m['platform']}, {m['threads']} threads; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
+             _machine_line(data, f", {data['threads']} threads"),
              f"Evaluation: {data['evaluation']}.", "",
              f"| variant ({n} crops) | top-1 agreement with float | crops flipped |", "|---|---|---|"]
     lines += [f"| {name} | {value:.3f} | {round((1 - value) * n)} |" for name, value in data["agreement"].items()]
@@ -132,12 +133,11 @@ def _ceiling(data: dict) -> list[str]:
 
 def _minilm_ort(data: dict) -> list[str]:
     """The section written from benchmarks/onnx_dynamic_minilm.py's results (its own timing protocol)."""
-    m = data["machine"]
     batches = list(data["latency"])
     lines = [f"## {data['model']} in ONNX Runtime, sequence {data['sequence']} ({data['threads']} threads)", "",
              "Written by `benchmarks/onnx_dynamic_minilm.py`: rounds of blocks of calls, alternating runners, in one process; "
              "median (p90) ms; x peer = median / ONNX Runtime quantize_dynamic's median.", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
+             _machine_line(data),
              f"Evaluation: {data['evaluation']}.", "",
              "| row | size MB | " + " | ".join(f"batch {b} ms | x peer b{b}" for b in batches) + " | cosine to float |",
              "|---|---|" + "---|---|" * len(batches) + "---|"]

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
-import sys
 from pathlib import Path
 
 import torch
@@ -32,42 +30,38 @@ from torch import nn
 
 import compare_zoo  # this folder: renders RESULTS.md
 import quantwise
-from quantwise.versions import versions
+from quantwise.versions import machine, versions
 
 OUT = Path(__file__).parent / "results" / "efficientnet-ceiling.json"
 
 
 def fold_bn(model: nn.Module) -> nn.Module:
-    """Fold every BatchNorm2d into the conv before it (the model's convs are each followed by one)."""
+    """Fold every BatchNorm2d into the conv before it (each of the model's convs is followed by one)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     model = copy.deepcopy(model)
-    previous: tuple[nn.Module, str, nn.Module] | None = None
+    previous: tuple[nn.Module, str, nn.Conv2d] | None = None
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Conv2d):
                 previous = (parent, name, child)
             elif isinstance(child, nn.BatchNorm2d) and previous is not None:
-                conv = previous[2]
-                std = (child.running_var + child.eps).sqrt()
-                factor = child.weight / std
-                conv.weight.data = conv.weight.data * factor.reshape(-1, 1, 1, 1)
-                bias = conv.bias.data if conv.bias is not None else torch.zeros_like(child.running_mean)
-                conv.bias = nn.Parameter((bias - child.running_mean) * factor + child.bias)
+                setattr(previous[0], previous[1], fuse_conv_bn_eval(previous[2], child))
                 setattr(parent, name, nn.Identity())
                 previous = None
     return model
 
 
 def round_weights(model: nn.Module, how: str) -> nn.Module:
+    """Every conv/linear weight rounded to bfloat16, or fake-quantized to symmetric per-channel int8
+    as the x86 quantizer's weights (the sensitivity proxy's own primitive)."""
+    from quantwise.mixed.simulate import fake_quant_weight
+
     model = copy.deepcopy(model)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             w = module.weight.data
-            if how == "bf16":
-                module.weight.data = w.to(torch.bfloat16).float()
-            else:  # symmetric per-output-channel int8, as the x86 quantizer's weights
-                scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127.0
-                shape = (-1,) + (1,) * (w.dim() - 1)
-                module.weight.data = (w / scale.reshape(shape)).round().clamp(-128, 127) * scale.reshape(shape)
+            module.weight.data = w.to(torch.bfloat16).float() if how == "bf16" else fake_quant_weight(w, "per-channel", 8)
     return model
 
 
@@ -117,7 +111,8 @@ def main() -> None:
         "agreement": rows,
         "float_margin_fraction": margins,
         "float_margin_median": margin.median().item(),
-        "machine": {"platform": platform.platform(), "python": sys.version.split()[0], "threads": torch.get_num_threads()},
+        "threads": torch.get_num_threads(),
+        "machine": machine(),
         "versions": versions(),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
