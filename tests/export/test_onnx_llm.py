@@ -74,7 +74,11 @@ def test_int4_export_runs_in_onnx_runtime_with_perplexity_parity(exported, smol_
     # the export is as far from float as the int4 model is (HQQ g64 costs ~10-20 % perplexity here)
     assert p.perplexity_float < p.perplexity_export and abs(p.perplexity_export / p.perplexity_float - p.perplexity_quantized / p.perplexity_float) < 0.01
     assert p.top1_agreement > 0.95 and p.logits_cosine > 0.99
+    # the KV cache: tokens fed one at a time give the one-pass logits; greedy generation follows the PyTorch model
+    assert p.cache_cosine_min >= 0.999 and p.generated_tokens == 32 and p.generated_equal >= 8
     graph = onnx.load(str(exported.path), load_external_data=False).graph
+    assert [i.name for i in graph.input][:3] == ["input_ids", "past_key_0", "past_value_0"] and len(graph.input) == 1 + 2 * 30
+    assert [o.name for o in graph.output][:2] == ["logits", "present_key_0"]
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     layers = json.loads((smol_int4 / "manifest.json").read_text())["meta"]["layers"]
     assert len(nbits) == len(layers) == 30 * 7 + 1  # every block Linear in int4 and the output layer in int8
@@ -90,3 +94,16 @@ def test_language_model_bad_exports_are_one_line(smol_int4, exported, capsys, tm
     assert code != 0 and "already exists" in error_line(err)
     code, _, err = invoke(capsys, "export", str(smol_int4), "--to", "onnx", "--data", "x.pt", "--out", str(tmp_path / "m.onnx"))
     assert code != 0 and "--data does not apply" in error_line(err) and not (tmp_path / "m.onnx").exists()
+
+
+def test_generation_through_the_cache_equals_scoring_the_whole_sequence(exported):
+    from quantwise.export.onnx_lm_runtime import OnnxLM
+
+    lm = OnnxLM(exported.path, 2)
+    prompt = torch.tensor([1, 504, 3458, 282, 4649, 314, 253, 3218])
+    generated = list(lm.tokens(prompt, 6))
+    whole = lm(torch.cat([prompt, torch.tensor(generated[:-1])]).view(1, -1))[0]
+    # each generated token is the argmax the one-pass graph gives at its position (batch 2: the batch dimension is dynamic)
+    assert whole[len(prompt) - 1 :].argmax(-1).tolist() == generated
+    two = lm(torch.stack([prompt, prompt.flip(0)]))
+    assert two.shape[0] == 2 and torch.allclose(two[0], lm(prompt.view(1, -1))[0], atol=1e-3)

@@ -4,7 +4,10 @@ quantized PyTorch model (and float) on the same evaluation windows.
 Tolerance: the export's perplexity within ``MAX_DELTA_PCT`` of the quantized PyTorch model's.
 The PyTorch model runs its activations in bfloat16 and the ONNX graph in float32, so the two
 differ by rounding; a wrong translation (a swapped nibble, a lost zero-point) moves perplexity
-by far more.
+by far more. The KV cache path is checked against the file's own one-pass logits (tokens fed one
+at a time through the cache must give the logits the whole sequence gives, cosine >=
+``MIN_CACHE_COSINE`` at every position), and greedy generation through it is compared with the
+quantized PyTorch model's (reported, not judged: bf16 against float32 rounding can flip a near-tie).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import ProgressFn, no_progress
 
 MAX_DELTA_PCT = 0.5
+MIN_CACHE_COSINE = 0.999
+CACHE_PREFIX, CACHE_STEPS = 32, 32  # the cache check: 32 tokens at once, then 32 one at a time
 TARGETS = ("onnx",)
 
 
@@ -37,6 +42,10 @@ class LMParity:
     logits_cosine: float  # mean over positions of the first window, export vs quantized PyTorch model
     logits_max_abs: float
     top1_agreement: float  # next-token argmax, export vs quantized PyTorch model, over all scored positions
+    cache_cosine_min: float  # logits through the KV cache vs the same file's one-pass logits, worst position
+    cache_max_abs: float
+    generated_tokens: int  # greedy tokens generated through the cache after a prompt from the first window
+    generated_equal: int  # how many of them, from the first, the quantized PyTorch model generates too
 
     @property
     def delta_pct(self) -> float:
@@ -44,11 +53,12 @@ class LMParity:
 
     @property
     def passed(self) -> bool:
-        return math.isfinite(self.perplexity_export) and abs(self.delta_pct) <= MAX_DELTA_PCT
+        return math.isfinite(self.perplexity_export) and abs(self.delta_pct) <= MAX_DELTA_PCT and self.cache_cosine_min >= MIN_CACHE_COSINE
 
     @property
     def tolerance(self) -> str:
-        return f"perplexity within {MAX_DELTA_PCT}% of the quantized PyTorch model's on the same windows"
+        return (f"perplexity within {MAX_DELTA_PCT}% of the quantized PyTorch model's on the same windows; logits through the KV cache "
+                f"at cosine >= {MIN_CACHE_COSINE} to the one-pass logits at every position")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "delta_pct": self.delta_pct, "passed": self.passed, "tolerance": self.tolerance}
@@ -72,19 +82,36 @@ def _scores(logits_fn: Any, ids: torch.Tensor, progress: ProgressFn, label: str)
     return total, torch.cat(argmax), first
 
 
+def _cache_check(run: Any, quantized: Any, ids: torch.Tensor) -> dict[str, Any]:
+    """The KV cache path of the export (``run``: an ``OnnxLM``) on the 1-D ``ids``, and greedy
+    generation through it against the quantized PyTorch model's."""
+    from quantwise.llm.decode import Decoder
+
+    ids = ids[: CACHE_PREFIX + CACHE_STEPS]
+    one_pass, cached = run(ids.view(1, -1))[0], run.cached_logits(ids, CACHE_PREFIX)[0]
+    prompt = ids[:CACHE_PREFIX]
+    ours = list(run.tokens(prompt, CACHE_STEPS))
+    theirs = list(Decoder(quantized, CACHE_PREFIX + CACHE_STEPS).tokens(prompt, CACHE_STEPS))
+    equal = next((k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
+    return {"cache_cosine_min": float(F.cosine_similarity(cached, one_pass, dim=-1).min()),
+            "cache_max_abs": float((cached - one_pass).abs().max()), "generated_tokens": len(ours), "generated_equal": equal}
+
+
 def parity(run: Any, quantized: Any, float_model: Any | None, ids: torch.Tensor, progress: ProgressFn = no_progress) -> LMParity:
-    """Score the windows ``ids`` [n, context] with the export (``run(ids) -> logits``), the
-    quantized PyTorch model and, when given, the float model (``model(ids).logits``)."""
+    """Score the windows ``ids`` [n, context] with the export (``run``: an ``OnnxLM``), the
+    quantized PyTorch model and, when given, the float model (``model(ids).logits``); check the
+    export's KV cache on the first window."""
     count = ids[:, 1:].numel()
     with torch.no_grad():
         e_nll, e_top, e_first = _scores(run, ids, progress, "parity: exported model")
         q_nll, q_top, q_first = _scores(lambda w: quantized(w).logits, ids, progress, "parity: quantized PyTorch model")
         f_ppl = math.exp(_scores(lambda w: float_model(w).logits, ids, progress, "parity: float model")[0] / count) if float_model is not None else None
+        cache = _cache_check(run, quantized, ids[0])
     return LMParity(
         windows=len(ids), context=ids.shape[1], tokens=count,
         perplexity_export=math.exp(e_nll / count), perplexity_quantized=math.exp(q_nll / count), perplexity_float=f_ppl,
         logits_cosine=float(F.cosine_similarity(e_first, q_first, dim=-1).mean()), logits_max_abs=float((e_first - q_first).abs().max()),
-        top1_agreement=float((e_top == q_top).float().mean()),
+        top1_agreement=float((e_top == q_top).float().mean()), **cache,
     )
 
 
@@ -95,7 +122,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     import importlib.util
 
     from quantwise.export import onnx_llm
-    from quantwise.export.onnx_target import load as load_onnx
+    from quantwise.export.onnx_lm_runtime import OnnxLM
     from quantwise.export.exporter import ExportResult, output_path, staged
     from quantwise.llm import artifact as lm_artifact
     from quantwise.llm.model import load_language_model
@@ -120,7 +147,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
         try:
             quantized = materialize(copy.deepcopy(stored.model), stored.layers, stored.recipe)  # write() converts stored.model in place
             notes = onnx_llm.write(stored.model, stored.layers, tmp)
-            run = load_onnx(tmp, threads or torch.get_num_threads())
+            run = OnnxLM(tmp, threads or torch.get_num_threads())
         except QuantwiseError:
             raise
         except Exception as err:
@@ -130,7 +157,8 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
         result = parity(run, quantized, float_model, ids, progress)
         if not result.passed:
             raise QuantwiseError(f"the onnx export does not match the quantized model (perplexity {result.perplexity_export:.3f} vs "
-                                 f"{result.perplexity_quantized:.3f}, {result.delta_pct:+.2f}%; needs {result.tolerance}); nothing was written",
+                                 f"{result.perplexity_quantized:.3f}, {result.delta_pct:+.2f}%; KV cache cosine {result.cache_cosine_min:.5f}; "
+                                 f"needs {result.tolerance}); nothing was written",
                                  "report this model and recipe")
     export = ExportResult(artifact, target, path, path.stat().st_size / 1e6, seconds, result, notes + [f"evaluation text: {split.description}"])
     store.record_export(artifact, target, export.to_dict())

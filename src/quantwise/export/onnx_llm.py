@@ -13,10 +13,11 @@ included, float zero-points too) in ``com.microsoft::MatMulNBits``, which comput
 
 The token table stays in bfloat16 as the artifact stores it (rows cast to float32 on lookup);
 everything else (norms, rotary attention) is exported in float32, computing what the PyTorch
-model computes in bfloat16 a little more exactly. The graph maps token ids
-[batch, sequence] to logits, without a KV cache: it scores text (perplexity, prefill), and
-generation through it re-reads the prefix at every step. Recipes that quantize activations
-(w8a8, smoothquant, w4a8) are refused with the reason.
+model computes in bfloat16 a little more exactly. The graph carries the KV cache as inputs and
+outputs (``onnx_lm_runtime``): token ids [batch, sequence] and the cache so far (possibly empty)
+-> logits and the extended cache, so one file scores text (empty cache) and generates (one
+token per call). Recipes that quantize activations (w8a8, smoothquant, w4a8) are refused with
+the reason.
 """
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ from torch import nn
 
 from quantwise.config import WeightOnly
 from quantwise.errors import QuantwiseError
+from quantwise.export.onnx_lm_runtime import PAST, PRESENT
 from quantwise.llm.algorithms import GroupQuant
 
 NOTE = ("torch.export-based ONNX exporter; weight-only Linear layers as ONNX Runtime's MatMulNBits (com.microsoft: needs ONNX Runtime) "
-        "with the artifact's own codes and scales, the rest in float32; token ids -> logits, no KV cache (scoring and prefill)")
+        "with the artifact's own codes and scales, the rest in float32; input_ids + past_key/value_{layer} -> logits + present_key/value_{layer} "
+        "(KV cache as inputs and outputs, empty to score text)")
 BLOCKS = (128, 64, 32, 16)  # block sizes MatMulNBits takes (powers of two >= 16)
 ACCURACY_LEVEL = 0  # 0: float arithmetic on the dequantized weights (4 would quantize activations to int8)
 
@@ -123,15 +126,33 @@ class NBitsLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-class Logits(nn.Module):
-    """Token ids -> logits, no cache: the graph ONNX receives."""
+class WithCache(nn.Module):
+    """Token ids and the KV cache as flat tensors -> logits and the extended cache: the graph ONNX receives.
+
+    ``past`` holds, per layer, keys then values [batch, kv_heads, past, head_dim]; they seed a
+    transformers ``DynamicCache`` inside the trace, so the model's own attention extends it."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.layers = int(model.config.num_hidden_layers)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, use_cache=False).logits
+    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for i in range(self.layers):
+            cache.update(past[2 * i], past[2 * i + 1], i)
+        position = torch.arange(input_ids.shape[1], device=input_ids.device) + past[0].shape[2]
+        out = self.model(input_ids=input_ids, past_key_values=cache, position_ids=position.unsqueeze(0), cache_position=position, use_cache=True)
+        return (out.logits, *[t for layer in cache.layers for t in (layer.keys, layer.values)])
+
+
+def cache_shape(config: object) -> tuple[int, int]:
+    """(kv heads, head dim) of a Hugging Face decoder config."""
+    heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    return heads, head_dim
 
 
 def check(recipe: object) -> None:
@@ -162,25 +183,29 @@ def prepare(model: nn.Module, layers: dict[str, GroupQuant]) -> nn.Module:
     model = model.float().eval()
     if embedding is not None:
         model.set_input_embeddings(embedding)
-    model.config.use_cache = False
     for name, quant in layers.items():
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, attr, NBitsLinear(quant, model.get_submodule(name).bias))
-    return Logits(model)
+    return WithCache(model)
 
 
 def write(model: nn.Module, layers: dict[str, GroupQuant], path: Path) -> list[str]:
-    """Export ``model`` (an artifact's architecture with its float tensors) and ``layers`` to ``path``."""
+    """Export ``model`` (an artifact's architecture with its float tensors) and ``layers`` to ``path``,
+    with the KV cache as inputs and outputs."""
     wrapped = prepare(model, layers)
-    example = torch.arange(1, 17).view(1, -1)
-    seq = torch.export.Dim("sequence", min=2, max=int(getattr(model.config, "max_position_embeddings", 2048)))
+    heads, head_dim = cache_shape(model.config)
+    kv = [f"{kind}_{i}" for i in range(wrapped.layers) for kind in ("key", "value")]
+    example = (torch.arange(1, 5).view(1, -1), *(torch.zeros(1, heads, 6, head_dim) for _ in kv))  # sizes 0 and 1 would be specialized
+    longest = int(getattr(model.config, "max_position_embeddings", 2048))
     batch = torch.export.Dim("batch", min=1, max=64)
+    seq, past = torch.export.Dim("sequence", min=1, max=longest), torch.export.Dim("past", min=0, max=longest)
     logging.getLogger("onnxscript").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            wrapped, (example,), dynamo=True, input_names=["input_ids"], output_names=["logits"], verbose=False,
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}},
+            wrapped, example, dynamo=True, input_names=["input_ids", *(PAST + n for n in kv)],
+            output_names=["logits", *(PRESENT + n for n in kv)], verbose=False,
+            dynamic_shapes=({0: batch, 1: seq}, tuple({0: batch, 2: past} for _ in kv)),
             custom_translation_table={torch.ops.quantwise.matmul_nbits.default: _onnx_matmul_nbits},
         )
     program.save(str(path), external_data=False)

@@ -60,6 +60,20 @@ class Decoder:
             token = int(logits.argmax(-1))
 
 
+def decode_rate(tokens: Callable[[torch.Tensor, int], Iterator[int]], prompt: torch.Tensor, new_tokens: int, repeats: int) -> list[float]:
+    """Decode tokens/s of each of ``repeats`` greedy generations by ``tokens(prompt, n)`` (any
+    generator as ``Decoder.tokens``): the tokens after the first, timed from the first decode step,
+    so prefill does not count."""
+    rates = []
+    for _ in range(repeats):
+        stream = tokens(prompt, new_tokens)
+        next(stream)  # prefill + first token
+        t0 = time.perf_counter()
+        count = sum(1 for _ in stream)
+        rates.append(count / (time.perf_counter() - t0))
+    return rates
+
+
 @torch.no_grad()
 def measure_speed(model: nn.Module, prompt: torch.Tensor, prefill: torch.Tensor, compiled: bool, new_tokens: int = 64, repeats: int = 5) -> Speed:
     """Median decode and prefill tokens/s at batch 1 (warm-up excluded).
@@ -73,13 +87,7 @@ def measure_speed(model: nn.Module, prompt: torch.Tensor, prefill: torch.Tensor,
     for _ in decoder.tokens(prompt, min(new_tokens, 4)):  # warm-up and compilation
         pass
     compile_s = time.perf_counter() - start
-    decode = []
-    for _ in range(repeats):
-        stream = decoder.tokens(prompt, new_tokens)
-        next(stream)  # prefill + first token
-        t0 = time.perf_counter()
-        count = sum(1 for _ in stream)
-        decode.append(count / (time.perf_counter() - t0))
+    decode = decode_rate(decoder.tokens, prompt, new_tokens, repeats)
     model(prefill.view(1, -1), use_cache=False)
     prefill_rates = []
     for _ in range(max(2, repeats // 2)):

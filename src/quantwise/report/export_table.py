@@ -33,6 +33,9 @@ def _print_lm(result: ExportResult, out: Console) -> None:
     out.print(table)
     out.print(f"next-token top-1 agreement with the quantized PyTorch model {p.top1_agreement:.4f}; logits of the first window: "
               f"cosine {p.logits_cosine:.5f}, max |diff| {p.logits_max_abs:.3g}")
+    out.print(f"KV cache: logits with tokens fed one at a time at cosine >= {p.cache_cosine_min:.6f} to the one-pass logits "
+              f"(max |diff| {p.cache_max_abs:.3g}); greedy generation: the first {p.generated_equal} of {p.generated_tokens} tokens "
+              "equal to the quantized PyTorch model's")
     _footer(result, out)
 
 
