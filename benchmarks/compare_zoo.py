@@ -106,7 +106,8 @@ def _h2h(data: dict) -> list[str]:
     for name in rows:
         cells = " | ".join(f"{data['latency'][b][name]['median_ms']:.3g} ({data['latency'][b][name]['p90_ms']:.3g})" for b in ("1", "32"))
         lines.append(f"| {name} | {cells} | {data['agreement_with_float'][name]:.4f} |")
-    ratios = "; ".join(f"batch {b}: median {r['median']:.3f} (range {r['min']:.3f}-{r['max']:.3f}, {r['rounds']} rounds)"
+    ratios = "; ".join(f"batch {b}: median {r['median']:.3f} (range {r['min']:.3f}-{r['max']:.3f}, {r['rounds']} rounds"
+                       + (f" of {r['block']} calls)" if "block" in r else ")")
                        for b, r in ((b, data["latency"][b]["ratio_ours_to_peer"]) for b in ("1", "32")))
     return lines + ["", f"quantwise / ORT's own static int8, per round: {ratios}.", ""]
 
@@ -131,18 +132,24 @@ def _ceiling(data: dict) -> list[str]:
                     " a smarter rounding (GPTQ, AdaRound) would have to beat bfloat16 weights to reach it.", ""]
 
 
+def _vs_peer(row: dict) -> str:
+    spread = row.get("vs_peer_range")
+    return f"{row['vs_peer']:.3f}" + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread else "")
+
+
 def _minilm_ort(data: dict) -> list[str]:
     """The section written from benchmarks/onnx_dynamic_minilm.py's results (its own timing protocol)."""
     batches = list(data["latency"])
     lines = [f"## {data['model']} in ONNX Runtime, sequence {data['sequence']} ({data['threads']} threads)", "",
              "Written by `benchmarks/onnx_dynamic_minilm.py`: rounds of blocks of calls, alternating runners, in one process; "
-             "median (p90) ms; x peer = median / ONNX Runtime quantize_dynamic's median.", "",
+             "median (p90) ms; x peer = median over rounds of (this row's median in the round / ONNX Runtime quantize_dynamic's median "
+             "in the same round), with its range.", "",
              _machine_line(data),
              f"Evaluation: {data['evaluation']}.", "",
              "| row | size MB | " + " | ".join(f"batch {b} ms | x peer b{b}" for b in batches) + " | cosine to float |",
              "|---|---|" + "---|---|" * len(batches) + "---|"]
     for name in data["latency"][batches[0]]:
-        cells = " | ".join(f"{data['latency'][b][name]['median_ms']:.3g} ({data['latency'][b][name]['p90_ms']:.3g}) | {data['latency'][b][name]['vs_peer']:.2f}" for b in batches)
+        cells = " | ".join(f"{data['latency'][b][name]['median_ms']:.3g} ({data['latency'][b][name]['p90_ms']:.3g}) | {_vs_peer(data['latency'][b][name])}" for b in batches)
         lines.append(f"| {name} | {data['sizes_mb'].get(name, float('nan')):.1f} | {cells} | {data['cosine_to_float'][name]:.5f} |")
     return lines + ["", "static-pt2e keeps the 30522-token embedding table float (the x86 quantizer quantizes Linear layers only), hence its size.", ""]
 

@@ -132,21 +132,31 @@ def summarise(data: dict) -> str:
 def summarise_llm(data: dict) -> list[str]:
     lines = ["## Language model: smollm2-135m to ONNX (MatMulNBits)", "",
              f"Written by `benchmarks/export_llm.py`: each recipe quantized, saved, exported and checked by perplexity on {data['windows']} "
-             "evaluation windows of 512 tokens against the quantized PyTorch model (tolerance 0.5 %). Prefill of one 512-token window: "
+             "evaluation windows of 512 tokens against the quantized PyTorch model (tolerance 0.5 %), and its KV cache path against its own "
+             "one-pass logits (cosine >= 0.999). Prefill of one 512-token window: "
              f"median of {data['repeats']} runs per round, median over 3 alternating rounds, {data['threads']} threads, one process.", "",
              f"Machine: {data['machine']['cpu']}; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()), "",
-             "| recipe | status | ONNX MB | artifact MB | perplexity: ONNX / PyTorch int / float | delta vs PyTorch | next-token top-1 agreement | reason |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| recipe | status | ONNX MB | artifact MB | perplexity: ONNX / PyTorch int / float | delta vs PyTorch | next-token top-1 agreement "
+             "| KV cache cosine (min) | greedy tokens equal to PyTorch int's | reason |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['recipe']} | {r['status']} | | | | | | {r.get('reason', '')} |")
+            lines.append(f"| {r['recipe']} | {r['status']} | | | | | | | | {r.get('reason', '')} |")
             continue
         p = r["parity"]
         lines.append(f"| {r['recipe']} | ok | {r['size_mb']:.1f} | {r['artifact_mb']:.1f} | {p['perplexity_export']:.3f} / {p['perplexity_quantized']:.3f} / "
-                     f"{p['perplexity_float']:.3f} | {p['delta_pct']:+.3f}% | {p['top1_agreement']:.4f} | |")
+                     f"{p['perplexity_float']:.3f} | {p['delta_pct']:+.3f}% | {p['top1_agreement']:.4f} | "
+                     + (f"{p['cache_cosine_min']:.6f} | {p['generated_equal']} of {p['generated_tokens']} | |" if "cache_cosine_min" in p else "| | |"))
     lines += ["", "| prefill of 512 tokens | ms | tokens/s |", "|---|---|---|"]
     for name, ms in data["prefill_ms"].items():
         lines.append(f"| {name} | {ms:.1f} | {512 / ms * 1000:.0f} |")
+    decode = data.get("decode")
+    if decode:
+        lines += ["", f"Greedy decoding at batch 1, {decode['new_tokens']} tokens after a {decode['prompt_tokens']}-token prompt "
+                  "(tokens/s after the first; ONNX Runtime through the exported KV cache; median of 3 alternating rounds):", "",
+                  "| decoding | tokens/s | greedy tokens equal to float32's (of 32) |", "|---|---|---|"]
+        for name, rate in decode["tokens_per_s"].items():
+            lines.append(f"| {name} | {rate:.1f} | {decode['greedy_tokens_equal_to_float_of_32'][name]} |")
     return lines
 
 
