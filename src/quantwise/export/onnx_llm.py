@@ -37,25 +37,33 @@ NOTE = ("torch.export-based ONNX exporter; weight-only Linear layers as ONNX Run
         "with the artifact's own codes and scales, the rest in float32; input_ids + past_key/value_{layer} -> logits + present_key/value_{layer} "
         "(KV cache as inputs and outputs, empty to score text)")
 BLOCKS = (128, 64, 32, 16)  # block sizes MatMulNBits takes (powers of two >= 16)
-ACCURACY_LEVEL = 0  # 0: float arithmetic on the dequantized weights (4 would quantize activations to int8)
+# MatMulNBits' accuracy_level. 0: float arithmetic on the dequantized weights (every layer but the output
+# layer); 4: the activations quantized to int8 per block, integer dot products. ONNX Runtime 1.32's 8-bit
+# kernel at level 0 is very slow at batch 1 (SmolLM2's int8 output layer: 74 ms of a 170 ms decode
+# step); the output layer at level 4 took int4-rtn decoding from 12 to 72 tokens/s with perplexity
+# within 0.3 % of the PyTorch model's (measured). Every layer at level 4 moved perplexity +0.7 % (int4)
+# and broke the KV cache check for int8-weight-only (cosine 0.994: the int8 activation blocks of one
+# token differ from those of a whole window), so the other layers stay at level 0.
+ACCURACY_LEVEL, OUTPUT_ACCURACY_LEVEL = 0, 4
 
 
 @torch.library.custom_op("quantwise::matmul_nbits", mutates_args=())
-def matmul_nbits(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, n: int, bits: int, block: int) -> torch.Tensor:
+def matmul_nbits(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, n: int, bits: int, block: int, level: int) -> torch.Tensor:
     """``x @ W^T`` with ``W[n, k]`` dequantized from MatMulNBits' layout: ``packed`` [n, k_blocks,
-    block * bits / 8] uint8, ``scales`` [n, k_blocks] float32, ``zeros`` as ``unpack`` takes them."""
+    block * bits / 8] uint8, ``scales`` [n, k_blocks] float32, ``zeros`` as ``unpack`` takes them;
+    ``level`` is MatMulNBits' accuracy_level in the ONNX graph (this reference computes in float)."""
     return x @ unpack(packed, scales, zeros, k, bits, block).t()
 
 
 @matmul_nbits.register_fake
-def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, n: int, bits: int, block: int) -> torch.Tensor:
+def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, n: int, bits: int, block: int, level: int) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], n))
 
 
-def _onnx_matmul_nbits(x, packed, scales, zeros, k: int, n: int, bits: int, block: int):  # noqa: ANN001, ANN202 (onnxscript values)
+def _onnx_matmul_nbits(x, packed, scales, zeros, k: int, n: int, bits: int, block: int, level: int):  # noqa: ANN001, ANN202 (onnxscript values)
     from quantwise.export.ort_ops import contrib_op
 
-    return contrib_op("MatMulNBits")(x, packed, scales, zeros, K=k, N=n, bits=bits, block_size=block, accuracy_level=ACCURACY_LEVEL)
+    return contrib_op("MatMulNBits")(x, packed, scales, zeros, K=k, N=n, bits=bits, block_size=block, accuracy_level=level)
 
 
 def _nibbles(packed: torch.Tensor) -> torch.Tensor:
@@ -111,8 +119,9 @@ def _pack4(values: torch.Tensor) -> torch.Tensor:
 class NBitsLinear(nn.Module):
     """A quantized Linear as MatMulNBits' tensors and one custom op (its bias, if any, added after)."""
 
-    def __init__(self, quant: GroupQuant, bias: torch.Tensor | None = None) -> None:
+    def __init__(self, quant: GroupQuant, bias: torch.Tensor | None = None, level: int = ACCURACY_LEVEL) -> None:
         super().__init__()
+        self.level = level
         packed, scales, zeros, self.block = layout(quant)
         self.n, self.k = quant.shape
         self.bits = quant.grid.bits
@@ -122,7 +131,7 @@ class NBitsLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.quantwise.matmul_nbits(x, self.packed, self.scales, self.zeros, self.k, self.n, self.bits, self.block)
+        y = torch.ops.quantwise.matmul_nbits(x, self.packed, self.scales, self.zeros, self.k, self.n, self.bits, self.block, self.level)
         return y if self.bias is None else y + self.bias
 
 
@@ -183,9 +192,11 @@ def prepare(model: nn.Module, layers: dict[str, GroupQuant]) -> nn.Module:
     model = model.float().eval()
     if embedding is not None:
         model.set_input_embeddings(embedding)
+    output = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
     for name, quant in layers.items():
         parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, attr, NBitsLinear(quant, model.get_submodule(name).bias))
+        level = OUTPUT_ACCURACY_LEVEL if name == output else ACCURACY_LEVEL
+        setattr(model.get_submodule(parent) if parent else model, attr, NBitsLinear(quant, model.get_submodule(name).bias, level))
     return WithCache(model)
 
 
