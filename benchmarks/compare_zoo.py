@@ -33,6 +33,10 @@ CAVEATS = [
     " feed residual Adds quantized with calibrated ranges, one rounding more than the PyTorch int8 model). Before that, ORT ran"
     " 25 of 49 convolutions in float (23.6 ms at batch 1, 10x ORT's own static int8); now all 49 are QLinearConv and the 9 adds"
     " QLinearAdd, and the export passes parity with the PyTorch int8 model by the near-tie rule (export/parity.py).",
+    "- Since 2026-11-25 (eighth session) every int8 Linear whose output stays float is exported as one MatMulIntegerToFloat carrying its"
+    " bias (export/onnx_qdq.py): EfficientNet's classifier Gemm had run in float on a weight ORT dequantized at every call (0.3 ms of"
+    " 3.5 at batch 1), minilm-l6 had 25 separate bias Adds. The efficientnet main table's ORT rows predate this (single pass); the two"
+    " alternating-rounds sections (minilm-l6 and efficientnet-lite0 in ONNX Runtime) were re-run after it.",
     "- efficientnet-lite0 `static-fx` quantizes, but its artifact cannot be saved yet (functional convolutions leave"
     " packed ScriptObjects in the state); the row shows the error instead of numbers.",
     "- `dynamic` quantizes Linear/LSTM/GRU/Embedding only; on CNNs the convolutions stay float by design.",
