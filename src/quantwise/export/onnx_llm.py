@@ -192,7 +192,8 @@ def prepare(model: nn.Module, layers: dict[str, GroupQuant]) -> nn.Module:
     model = model.float().eval()
     if embedding is not None:
         model.set_input_embeddings(embedding)
-    output = next(n for n, m in model.named_modules() if m is model.get_output_embeddings())
+    head = model.get_output_embeddings()
+    output = next((n for n, m in model.named_modules() if head is not None and m is head), None)
     for name, quant in layers.items():
         parent, _, attr = name.rpartition(".")
         level = OUTPUT_ACCURACY_LEVEL if name == output else ACCURACY_LEVEL
