@@ -34,7 +34,7 @@ def main(threads: int = 2, rounds: int = 15) -> None:
 
     torch.set_num_threads(threads)
     from quantwise import api
-    from quantwise.evaluate.latency import alternating, batch_of
+    from quantwise.evaluate.latency import alternating, batch_of, paired_ratios
     from quantwise.export import export_artifact
     from quantwise.export.onnx_target import load
     from quantwise.peers import onnxruntime as peer
@@ -54,7 +54,7 @@ def main(threads: int = 2, rounds: int = 15) -> None:
         latency = {}
         for b, block in BLOCKS.items():
             blocks = alternating(runners, batch_of(bundle.example_inputs(1), b), rounds, block)
-            ratios = [statistics.median(o) / statistics.median(p) for o, p in zip(blocks[OURS], blocks[PEER])]
+            ratios = paired_ratios(blocks, OURS, PEER)
             flat = {n: sorted(x for blk in got for x in blk) for n, got in blocks.items()}
             latency[str(b)] = {n: {"median_ms": statistics.median(t), "p90_ms": t[int(0.9 * (len(t) - 1))]} for n, t in flat.items()}
             latency[str(b)]["ratio_ours_to_peer"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "rounds": rounds, "block": block}

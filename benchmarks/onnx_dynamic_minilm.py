@@ -84,14 +84,13 @@ def cosine_to_float(runners: dict, bundle) -> dict[str, float]:
 
 
 def time_in_blocks(runners: dict, inputs: tuple, rounds: int, block: int) -> dict[str, dict[str, float]]:
-    from quantwise.evaluate.latency import alternating
+    from quantwise.evaluate.latency import alternating, paired_ratios
 
     out = {}
     blocks = alternating(runners, inputs, rounds, block)
-    peer = blocks[PEER]
     for name, got in blocks.items():
         t = sorted(x for b in got for x in b)
-        ratios = sorted(statistics.median(o) / statistics.median(p) for o, p in zip(got, peer))  # paired: same round, same load
+        ratios = paired_ratios(blocks, name, PEER)
         out[name] = {"median_ms": statistics.median(t), "p90_ms": t[int(0.9 * (len(t) - 1))], "min_ms": t[0], "calls": len(t),
                      "vs_peer": statistics.median(ratios), "vs_peer_range": [ratios[0], ratios[-1]]}  # < 1: faster than ORT's own quantizer
     return out

@@ -66,6 +66,12 @@ def alternating(runners: dict[str, Callable[..., object]], inputs: Inputs, round
     return times
 
 
+def paired_ratios(times: dict[str, list[list[float]]], name: str, reference: str) -> list[float]:
+    """Per round of ``alternating``'s ``times``: ``name``'s median over ``reference``'s median in
+    the same round (same load), sorted. < 1: ``name`` was faster."""
+    return sorted(statistics.median(a) / statistics.median(b) for a, b in zip(times[name], times[reference]))
+
+
 def batch_of(inputs: Inputs, batch: int) -> Inputs:
     """Repeat the example along dim 0 up to ``batch`` samples."""
     n = inputs[0].shape[0]

@@ -22,12 +22,9 @@ class OnnxLM:
     """Greedy generation and scoring with an exported causal LM (batch 1 for generation)."""
 
     def __init__(self, path: str | Path, threads: int) -> None:
-        import onnxruntime as ort
+        from quantwise.export.onnx_target import open_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(Path(path), threads)
         inputs = self.session.get_inputs()
         self.past = [i.name for i in inputs if i.name.startswith(PAST)]
         self.present = [PRESENT + n[len(PAST):] for n in self.past]

@@ -51,13 +51,18 @@ def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, c
     return ["TorchScript-based ONNX exporter (deprecated upstream; the only one that exports eager quantized modules)"]
 
 
-def load(path: Path, threads: int) -> Runner:
+def open_session(path: Path, threads: int):  # noqa: ANN201 (onnxruntime.InferenceSession, imported lazily)
+    """An ONNX Runtime CPU session on ``threads`` intra-op threads (one inter-op)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def load(path: Path, threads: int) -> Runner:
+    session = open_session(path, threads)
     names = [i.name for i in session.get_inputs()]
 
     def run(*inputs: torch.Tensor) -> torch.Tensor:
