@@ -153,3 +153,20 @@ def test_classifier_parity_accepts_near_tie_flips_only():
     assert not parity(Agreement(0.2, 0.9950, 0.988), 0.922, 0).passed  # logits not the int8 model's
     assert not parity(Agreement(0.2, 0.9994, 0.988), 0.890, 0).passed  # farther from float
     assert parity(Agreement(0.2, 0.9000, 0.995), 0.5, 3).passed  # the plain tolerance still applies
+
+
+def test_a_flip_by_exactly_the_typical_difference_is_a_near_tie():
+    """ExecuTorch's int8 logits lie on a grid (efficientnet-lite0 static-xnnpack: scale 0.0563):
+    measured, one flip had a gap of 3 codes, 0.16890907, against a typical difference of 3 codes
+    computed elsewhere as 0.16890873. Equal codes are a near-tie; one code more is not."""
+    import torch
+
+    from quantwise.export.parity import unexplained_flips
+
+    q = torch.tensor([[0.16890907, 0.0, -1.0], [0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.0, 1.0, 2.0]])
+    e = q.clone()
+    e[0, :2] = torch.tensor([0.0, 0.16890907])  # flipped by the gap itself
+    e[1:, 0] = 0.16890873  # the typical difference, 3 codes computed in other float bits
+    assert unexplained_flips(q, e) == 0
+    q[0, 0], e[0, 1] = 4 * 0.0563030, 4 * 0.0563030  # a gap of 4 codes, beyond the typical 3
+    assert unexplained_flips(q, e) == 1

@@ -19,13 +19,14 @@ from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes, load_state
 from quantwise.methods.layers import kept_float, kept_scopes
+from quantwise.methods.xnnpack_quantizer import symmetric_config, xnnpack_quantizer
 from quantwise.observers import histogram_variant
 
 WEIGHT_SUFFIX = ".int8"
 
 
 def _quantizer(recipe: StaticInt8, restoring: bool = False, keep_float: list[str] | None = None) -> Any:
-    """The x86 quantizer with the recipe's activation observer; when ``restoring``, plain
+    """The x86 (or XNNPACK) quantizer with the recipe's activation observer; when ``restoring``, plain
     min/max observers that take the stored ranges (they compute the same qparams).
     Layers named in ``keep_float`` get no annotation and stay float."""
     from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
@@ -33,7 +34,6 @@ def _quantizer(recipe: StaticInt8, restoring: bool = False, keep_float: list[str
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
-    from torchao.quantization.pt2e.quantizer import QuantizationSpec
     import dataclasses
 
     if recipe.granularity != "per-channel":
@@ -46,25 +46,16 @@ def _quantizer(recipe: StaticInt8, restoring: bool = False, keep_float: list[str
         "mse": (_PT2E_VARIANTS["mse"], {}),
     }
     cls, kwargs = observers["minmax" if restoring else recipe.observer]
-    quantizer, config = _xnnpack() if recipe.backend == "xnnpack" else (X86InductorQuantizer(), get_default_x86_inductor_quantization_config())
+    config = symmetric_config() if recipe.backend == "xnnpack" else get_default_x86_inductor_quantization_config()
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=cls.with_args(eps=2**-12, **kwargs))
     config = dataclasses.replace(config, input_activation=act, output_activation=act if config.output_activation else None)
+    if recipe.backend == "xnnpack":
+        return xnnpack_quantizer(config, keep_float or [])
+    quantizer = X86InductorQuantizer()
     quantizer.set_global(config)
-    # the x86 and XNNPACK quantizers name this setter differently
-    keep = getattr(quantizer, "set_module_name_qconfig", None) or quantizer.set_module_name
     for name in keep_float or ():
-        keep(name, None)
+        quantizer.set_module_name_qconfig(name, None)
     return quantizer
-
-
-def _xnnpack() -> tuple[Any, Any]:
-    """ExecuTorch's XNNPACK quantizer: symmetric int8 activations and per-channel weights, the
-    graph its XNNPACK backend lowers (the x86 quantizer's uint8 graph does not run correctly there)."""
-    try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
-    except ImportError:
-        raise QuantwiseError("backend xnnpack needs executorch, which is not installed", "pip install 'quantwise[executorch]' (executorch==1.5.1), or use backend=x86") from None
-    return XNNPACKQuantizer(), get_symmetric_quantization_config(is_per_channel=True)
 
 
 def _variants() -> dict[str, type]:
