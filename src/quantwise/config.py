@@ -19,6 +19,7 @@ RECIPE_VERSION = 1
 OBSERVERS = ("minmax", "moving-average", "histogram", "percentile", "mse")
 GRANULARITIES = ("per-channel", "per-tensor")
 BACKENDS = ("x86", "qnnpack", "xnnpack")  # xnnpack: pt2e only, for ExecuTorch
+DYNAMIC_BACKENDS = ("torchao", "xnnpack")
 STATIC_PATHS = ("fx", "pt2e")
 
 
@@ -31,8 +32,11 @@ def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:
 class DynamicInt8:
     """Post-training dynamic quantization: int8 weights, activations quantized per batch.
 
-    Linear layers go through torchao; LSTM/GRU through the legacy kernels (the only
-    ones that cover them); Embedding tables become int8 weight-only.
+    ``backend="torchao"``: Linear layers go through torchao; LSTM/GRU through the legacy
+    kernels (the only ones that cover them); Embedding tables become int8 weight-only.
+    ``backend="xnnpack"`` (preset ``dynamic-xnnpack``, for ExecuTorch): torch.export and
+    ExecuTorch's XNNPACK quantizer with dynamic activations; conv and linear layers get
+    per-channel int8 weights, everything else (LSTM, embeddings) stays float.
     """
 
     kind: ClassVar[str] = "dynamic"
@@ -40,9 +44,11 @@ class DynamicInt8:
     recurrent: bool = True
     embedding: bool = True
     keep_float: tuple[str, ...] = ()
+    backend: str = "torchao"
 
     def __post_init__(self) -> None:
         _check_keep_float(self)
+        _check_choice("dynamic backend", self.backend, DYNAMIC_BACKENDS)
         if not (self.linear or self.recurrent or self.embedding):
             raise QuantwiseError("dynamic recipe quantizes nothing", "enable at least one of linear, recurrent, embedding")
 
@@ -277,6 +283,7 @@ LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind)
 # Named recipes a user can pick by name; ``compare`` runs them all where they apply.
 PRESETS: dict[str, Recipe] = {
     "dynamic": DynamicInt8(),
+    "dynamic-xnnpack": DynamicInt8(backend="xnnpack"),  # for ExecuTorch: the mobile recipe for transformers
     "static-fx": StaticInt8(path="fx"),
     "static-pt2e": StaticInt8(path="pt2e"),
     "static-xnnpack": StaticInt8(path="pt2e", backend="xnnpack"),

@@ -17,10 +17,13 @@ Runner = Callable[..., torch.Tensor]
 
 
 def recipe_family(recipe: Recipe | dict[str, Any]) -> str:
-    """'pt2e' (x86 quantizer), 'pt2e-xnnpack' (ExecuTorch's quantizer), 'fx' (legacy FX modules:
-    static fx, qat, 4-bit), 'dynamic', or the LLM kinds."""
+    """'pt2e' (x86 quantizer), 'pt2e-xnnpack' (ExecuTorch's quantizer), 'pt2e-xnnpack-dynamic' (the
+    same with dynamic activations), 'fx' (legacy FX modules: static fx, qat, 4-bit), 'dynamic'
+    (torchao), or the LLM kinds."""
     data = recipe if isinstance(recipe, dict) else {"kind": recipe.kind, **{k: getattr(recipe, k) for k in ("path", "backend") if hasattr(recipe, k)}}
     kind = data.get("kind")
+    if kind == "dynamic" and data.get("backend") == "xnnpack":
+        return "pt2e-xnnpack-dynamic"
     if kind == "static" and data.get("path") == "pt2e":
         return "pt2e-xnnpack" if data.get("backend") == "xnnpack" else "pt2e"
     if kind == "static":

@@ -80,4 +80,7 @@ TARGET = register(ExportTarget(
     load=load,
     requires="onnxruntime",
     install="pip install onnxruntime",
+    refusals=(
+        ("pt2e-xnnpack-dynamic", "the ONNX exporter has no translation for PT2E's run-time choose_qparams (use the dynamic recipe for ONNX; dynamic-xnnpack is for --to executorch)"),
+    ),
 ))

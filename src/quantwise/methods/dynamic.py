@@ -46,7 +46,13 @@ def _apply(model: nn.Module, recipe: DynamicInt8) -> list[str]:
 
 @register(DynamicInt8)
 class Dynamic:
+    """Dispatches on ``recipe.backend``: torchao (and the legacy LSTM kernels) here, XNNPACK's PT2E graph in static_pt2e."""
+
     def quantize(self, model: nn.Module, recipe: DynamicInt8, data: QuantData) -> Quantized:
+        if recipe.backend == "xnnpack":
+            from quantwise.methods import static_pt2e
+
+            return static_pt2e.quantize(model, recipe, data)
         qmodel = copy.deepcopy(model).eval()
         done = _apply(qmodel, recipe)
         if not done:
@@ -61,6 +67,10 @@ class Dynamic:
     def restore(self, arch: nn.Module, recipe: DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
         from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
+        if recipe.backend == "xnnpack":
+            from quantwise.methods import static_pt2e
+
+            return static_pt2e.restore(arch, recipe, example, tensors, meta)
         qmodel = arch.eval()
         done = _apply(qmodel, recipe)
         plain = {k: v for k, v in tensors.items() if not k.startswith(RNN_PREFIX)}

@@ -14,18 +14,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantwise.config import StaticInt8
+from quantwise.config import DynamicInt8, StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes, load_state
 from quantwise.methods.layers import kept_float, kept_scopes
-from quantwise.methods.xnnpack_quantizer import symmetric_config, xnnpack_quantizer
+from quantwise.methods.xnnpack_quantizer import dynamic_config, symmetric_config, xnnpack_quantizer
 from quantwise.observers import histogram_variant
 
 WEIGHT_SUFFIX = ".int8"
 
 
-def _quantizer(recipe: StaticInt8, restoring: bool = False, keep_float: list[str] | None = None) -> Any:
+def _quantizer(recipe: StaticInt8 | DynamicInt8, restoring: bool = False, keep_float: list[str] | None = None) -> Any:
     """The x86 (or XNNPACK) quantizer with the recipe's activation observer; when ``restoring``, plain
     min/max observers that take the stored ranges (they compute the same qparams).
     Layers named in ``keep_float`` get no annotation and stay float."""
@@ -36,6 +36,8 @@ def _quantizer(recipe: StaticInt8, restoring: bool = False, keep_float: list[str
     )
     import dataclasses
 
+    if isinstance(recipe, DynamicInt8):  # XNNPACK's dynamic scheme: no activation observer to choose
+        return xnnpack_quantizer(dynamic_config(), keep_float or [])
     if recipe.granularity != "per-channel":
         raise QuantwiseError("the pt2e x86 quantizer takes per-channel weights only", "use granularity=per-channel or path=fx")
     observers: dict[str, tuple[Any, dict[str, Any]]] = {
@@ -67,7 +69,7 @@ def _variants() -> dict[str, type]:
 _PT2E_VARIANTS = _variants()
 
 
-def _prepare(model: nn.Module, recipe: StaticInt8, example: Inputs, dynamic: bool, restoring: bool = False) -> nn.Module:
+def _prepare(model: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs, dynamic: bool, restoring: bool = False) -> nn.Module:
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     try:
@@ -164,6 +166,8 @@ def _state(prepared: nn.Module) -> dict[str, torch.Tensor]:
             out[key] = value.detach().clone()
     # _modules, not named_children(): a shared observer stands under several names
     for name, obs in prepared._modules.items():
+        if name.startswith("activation_post_process_") and not hasattr(obs, "min_val"):
+            continue  # a dynamic activation's placeholder: nothing calibrated to keep
         if name.startswith("activation_post_process_") and id(obs) not in weight_observers:
             lo, hi = _activation_range(obs)
             out[f"{name}.min_val"], out[f"{name}.max_val"], out[f"{name}.eps"] = lo, hi, obs.eps.detach().clone()
@@ -210,24 +214,32 @@ def _convert(prepared: nn.Module) -> nn.Module:
     return converted
 
 
-def quantize(model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized:
+def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData) -> Quantized:
     keep = kept_float(model, recipe)  # checks the patterns before the slow export
     prepared = _prepare(copy.deepcopy(model), recipe, data.example(2), data.dynamic_batch)
-    calibrate(prepared, data, recipe.calibration_batches)
+    dynamic = isinstance(recipe, DynamicInt8)
+    calibrate(prepared, data, 1 if dynamic else recipe.calibration_batches)  # dynamic: one batch shows the weight observers their weights
     observed, layers = quantized_fraction(prepared)
     tensors = _state(prepared)
     # build the model in memory exactly as a reload will, from the stored state
     meta = {"dynamic_batch": data.dynamic_batch}
     restored = restore(copy.deepcopy(model), recipe, data.example(2), tensors, meta)
+    if dynamic:
+        how = ("pt2e path (torch.export + XNNPACKQuantizer), dynamic int8 activations; meant for ExecuTorch (quantwise export --to executorch), "
+               "where XNNPACK quantizes each row of a layer's input at run time (this PyTorch model quantizes the whole tensor, a little coarser)")
+    elif recipe.backend == "xnnpack":
+        how = (f"pt2e path (torch.export + XNNPACKQuantizer), {recipe.observer} observer; meant for ExecuTorch (quantwise export --to executorch): "
+               "in PyTorch it runs in eager mode, since Inductor's x86 int8 kernels need uint8 activations")
+    else:
+        how = f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile"
     restored.notes = [
-        f"pt2e path (torch.export + XNNPACKQuantizer), {recipe.observer} observer; meant for ExecuTorch (quantwise export --to executorch): in PyTorch it runs in eager mode, since Inductor's x86 int8 kernels need uint8 activations"
-        if recipe.backend == "xnnpack" else f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile",
+        how,
         f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
     ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else [])
     return restored
 
 
-def restore(arch: nn.Module, recipe: StaticInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
+def restore(arch: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
     if example[0].shape[0] < 2:
         example = tuple(torch.cat([t, t]) for t in example)
     prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True), restoring=True)

@@ -36,14 +36,18 @@ _ARITHMETIC = {torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor}
 _FLOAT_CONSUMERS = {torch.ops.aten.softmax.int, torch.ops.aten._softmax.default, torch.ops.aten.log_softmax.int, torch.ops.aten.layer_norm.default}
 
 
+def _executorch_quantizer() -> Any:
+    try:
+        from executorch.backends.xnnpack.quantizer import xnnpack_quantizer
+    except ImportError:
+        raise QuantwiseError("backend xnnpack needs executorch, which is not installed",
+                             "pip install 'quantwise[executorch]' (executorch==1.5.1), or use the x86 / torchao recipes") from None
+    return xnnpack_quantizer
+
+
 def xnnpack_quantizer(config: Any, keep_float: list[str]) -> Any:
     """An XNNPACK quantizer with ``config`` globally, the layers under ``keep_float`` left float."""
-    try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
-    except ImportError:
-        raise QuantwiseError("backend xnnpack needs executorch, which is not installed", "pip install 'quantwise[executorch]' (executorch==1.5.1), or use backend=x86") from None
-
-    class _Quantizer(XNNPACKQuantizer):
+    class _Quantizer(_executorch_quantizer().XNNPACKQuantizer):
         def annotate(self, model: GraphModule) -> GraphModule:
             kept = _in_scopes(keep_float)
             annotate_clamped_layers(model, config, kept)
@@ -59,11 +63,12 @@ def xnnpack_quantizer(config: Any, keep_float: list[str]) -> Any:
 
 def symmetric_config() -> Any:
     """XNNPACK's own config: int8 activations (per-tensor affine), symmetric per-channel int8 weights."""
-    try:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-    except ImportError:
-        raise QuantwiseError("backend xnnpack needs executorch, which is not installed", "pip install 'quantwise[executorch]' (executorch==1.5.1), or use backend=x86") from None
-    return get_symmetric_quantization_config(is_per_channel=True)
+    return _executorch_quantizer().get_symmetric_quantization_config(is_per_channel=True)
+
+
+def dynamic_config() -> Any:
+    """XNNPACK's dynamic scheme: int8 activations quantized at run time, symmetric per-channel int8 weights."""
+    return _executorch_quantizer().get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
 
 
 def _in_scopes(names: list[str]) -> Callable[[Node], bool]:
