@@ -110,3 +110,15 @@ def test_bad_input_is_one_line_and_writes_nothing(capsys, tmp_path, args, words)
     assert words in error_line(err)
     assert "pwned" not in out + err
     assert set(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp left behind
+
+
+@pytest.mark.parametrize("args, words", [
+    (["quantize", "mnist-cnn"], "Missing option '--out'"),
+    (["quantize", "mnist-cnn", "--out", "o", "--bogus"], "No such option: --bogus"),
+])
+def test_usage_errors_are_click_usage_not_unexpected(capsys, args, words):
+    """typer 0.29 raises its own copy of click's exceptions (typer._click): they were reported as
+    'unexpected MissingParameter' with exit 1; they are usage errors (exit 2, click's message)."""
+    code, out, err = invoke(capsys, *args)
+    assert code == 2
+    assert words in err and "unexpected" not in err and "Traceback" not in err

@@ -326,6 +326,23 @@ app.command()(_mixed.sensitivity)
 app.command()(_mixed.auto)
 
 
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage errors and aborts: click's, and those of the copy of click that typer >= 0.2x vendors
+    (``typer._click``), which are not click's classes."""
+    import click
+
+    usage: list[type] = [click.exceptions.ClickException]
+    abort: list[type] = [click.exceptions.Abort]
+    try:
+        from typer import exceptions as typer_errors
+        from typer._click import exceptions as vendored
+    except ImportError:
+        return tuple(usage), tuple(abort)
+    usage.append(vendored.ClickException)
+    abort.append(typer_errors.Abort)
+    return tuple(usage), tuple(abort)
+
+
 def run() -> None:
     """Entry point: one readable line and a non-zero exit for user errors."""
     try:
@@ -341,12 +358,11 @@ def run() -> None:
     except (typer.Exit, SystemExit):
         raise
     except Exception as e:
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        usage, abort = _click_exceptions()
+        if isinstance(e, usage):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort):
             sys.exit(1)
         if STATE["debug"]:
             raise
