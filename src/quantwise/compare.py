@@ -80,7 +80,7 @@ class CompareOptions:
     max_seconds: float = 10.0
     batch_size: int = 32
     progress: ProgressFn = no_progress
-    targets: tuple[str, ...] = ("pytorch",)  # "onnxruntime": also export each recipe to ONNX and time it there
+    targets: tuple[str, ...] = ("pytorch",)  # "onnxruntime" / "executorch": also export each recipe there and time it there
     peers: bool = False  # ONNX Runtime float and its own static/dynamic quantizers as rows
 
 
@@ -173,19 +173,25 @@ def _peer_rows(bundle: ModelBundle, reference: torch.Tensor, workdir: Path, opts
     return rows
 
 
-def _exported_row(name: str, artifact: Path, bundle: ModelBundle, reference: torch.Tensor, opts: CompareOptions) -> Row:
-    """The recipe's own model exported to ONNX (parity-checked) and run in ONNX Runtime."""
-    from quantwise.export import export_artifact
-    from quantwise.export.onnx_target import load
+RUNTIME_TARGETS = {"onnxruntime": "onnx", "executorch": "executorch"}  # --target runtime -> export target
 
-    row = Row(f"{name} -> onnxruntime", "quantized", "onnxruntime")
+
+def _exported_row(name: str, artifact: Path, bundle: ModelBundle, reference: torch.Tensor, opts: CompareOptions, runtime: str = "onnxruntime") -> Row:
+    """The recipe's own model exported for ``runtime`` (parity-checked) and run there."""
+    from quantwise.export import export_artifact
+    from quantwise.export.base import target_for
+
+    row = Row(f"{name} -> {runtime}", "quantized", runtime)
+    target = target_for(RUNTIME_TARGETS[runtime])
     try:
-        result = export_artifact(artifact, "onnx", bundle=bundle, samples=min(256, len(bundle.evaluation)))
+        result = export_artifact(artifact, target.name, bundle=bundle, samples=min(256, len(bundle.evaluation)))
     except Exception as err:
         return _failed(row, err)
     q = result.parity.vs_quantized
     row.notes = [*result.notes, f"parity with the PyTorch int8 model: max |diff| {q.max_abs:.3g}, cosine {q.cosine:.5f}" + ("" if q.agreement is None else f", top-1 agreement {q.agreement:.4f}")]
-    return _runtime_row(row, load(result.path, torch.get_num_threads()), result.path, bundle, reference, opts)
+    if runtime == "executorch":
+        row.notes.append("the .pte takes one sample per call (as on a phone): batch B is timed as B calls")
+    return _runtime_row(row, target.load(result.path, torch.get_num_threads()), result.path, bundle, reference, opts)
 
 
 def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor, workdir: Path, opts: CompareOptions) -> tuple[Row, Path | None]:
@@ -259,8 +265,9 @@ def compare(bundle: ModelBundle, opts: CompareOptions | None = None) -> CompareR
                 continue
             row, artifact = _quantized_row(bundle, recipe, reference, Path(tmp), opts)
             rows.append(row)
-            if "onnxruntime" in opts.targets:
-                rows.append(_exported_row(row.name, artifact, bundle, reference, opts) if artifact else Row(f"{row.name} -> onnxruntime", "quantized", "onnxruntime", error="not exported: the recipe did not run"))
+            for runtime in (t for t in opts.targets if t in RUNTIME_TARGETS):
+                rows.append(_exported_row(row.name, artifact, bundle, reference, opts, runtime) if artifact
+                            else Row(f"{row.name} -> {runtime}", "quantized", runtime, error="not exported: the recipe did not run"))
     best = _judge(rows, bundle, opts)
     return CompareReport(
         model=bundle.name,

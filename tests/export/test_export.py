@@ -139,6 +139,20 @@ def test_compare_runs_exports_in_onnxruntime_beside_its_own_quantizer(mnist):
     assert all("(its own quantizer)" not in name for name in report.best.values())  # peers are never quantwise's best
 
 
+def test_compare_runs_exports_in_executorch(mnist):
+    from quantwise.compare import CompareOptions, compare
+
+    report = compare(mnist, CompareOptions(recipes=("static-xnnpack", "static-pt2e"), batches=(1,), compile=False, repeats=3,
+                                           targets=("pytorch", "executorch"), peers=False))
+    rows = {r.name: r for r in report.rows}
+    exported = rows["static-xnnpack -> executorch"]
+    assert exported.runtime == "executorch" and exported.error is None, exported.error
+    assert exported.metrics["agreement"] > 0.97 and exported.latency[1].median_ms > 0
+    assert any("one sample per call" in n for n in exported.notes)
+    refused = rows["static-pt2e -> executorch"]  # the x86 quantizer's uint8 graph: refused, with the recipe that works
+    assert refused.error and "static:path=pt2e,backend=xnnpack" in refused.error and not refused.latency
+
+
 def test_xnnpack_graph_is_not_sent_to_inductor(artifacts):
     from quantwise import api
 

@@ -222,7 +222,7 @@ def compare(
     text: Optional[str] = TextOpt,
     context: int = ContextOpt,
     eval_tokens: int = EvalTokensOpt,
-    target: str = typer.Option("pytorch", "--target", help="Where quantized models run: pytorch, onnxruntime (exported, parity-checked, timed in ONNX Runtime), or both: pytorch,onnxruntime."),
+    target: str = typer.Option("pytorch", "--target", help="Where quantized models run: pytorch, onnxruntime (exported, parity-checked, timed in ONNX Runtime), executorch (.pte with XNNPACK, batch 1 per call; recipes static-xnnpack, dynamic-xnnpack), or several: pytorch,onnxruntime."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Add ONNX Runtime float and ONNX Runtime's own static/dynamic int8 quantizers as rows."),
 ) -> None:
     """Float baselines and every applicable workflow, side by side: size, latency, accuracy.
@@ -235,6 +235,7 @@ def compare(
       quantwise compare efficientnet-lite0 --batches 1,32 --json out/effnet.json --html out/effnet.html
       quantwise compare minilm-l6 --recipes dynamic,static-pt2e --no-compile
       quantwise compare efficientnet-lite0 --recipes static-pt2e --target pytorch,onnxruntime
+      quantwise compare minilm-l6 --recipes dynamic-xnnpack --target executorch --batches 1 --no-peers
       quantwise compare smollm2-135m --json out/smollm2.json
       quantwise compare smollm2-135m --recipes int8-weight-only,int4-gptq --eval-tokens 20480
     """
@@ -247,7 +248,7 @@ def compare(
         return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress)
     recipes_ = recipes_ or ",".join(("dynamic", "static-fx", "static-pt2e", "qat"))
     repeats = repeats or 20
-    from quantwise.compare import CompareOptions, compare as run_compare
+    from quantwise.compare import RUNTIME_TARGETS, CompareOptions, compare as run_compare
     from quantwise.config import parse_recipe
     from quantwise.report.compare_html import compare_document
     from quantwise.report.table import print_compare
@@ -261,11 +262,11 @@ def compare(
         raise QuantwiseError(f"--batches {batches!r} is not a list of integers", "write e.g. --batches 1,32") from None
     if any(b < 1 for b in batch_list):
         raise QuantwiseError("batch sizes must be at least 1", "write e.g. --batches 1,32")
-    bundle = _model(model, data, n_calibration, n_evaluation)
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
     for t in targets:
-        if t not in ("pytorch", "onnxruntime"):
-            raise choice_error("--target", t, ("pytorch", "onnxruntime"))
+        if t not in ("pytorch", *RUNTIME_TARGETS):
+            raise choice_error("--target", t, ("pytorch", *RUNTIME_TARGETS))
+    bundle = _model(model, data, n_calibration, n_evaluation)
     opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress, targets=targets, peers=peers)
     report = run_compare(bundle, opts)
     print_compare(report, out)
