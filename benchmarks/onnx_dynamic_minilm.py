@@ -11,6 +11,8 @@ which would slow a single interleaved call by 10x, does not):
   same numerics as the PyTorch model),
 - quantwise ``static-pt2e`` (calibrated int8 activations, x86 quantizer) exported the same way,
 - the same torchao dynamic int8 model under ``torch.compile`` (PyTorch's fastest int8 path),
+- quantwise ``dynamic-xnnpack`` exported to an ExecuTorch ``.pte`` (XNNPACK, one sample per call:
+  batch 32 is 32 calls),
 
 and scores each against the float model on the evaluation split (mean cosine). Writes
 benchmarks/results/onnx-dynamic-minilm.json with the machine, versions and load average.
@@ -37,6 +39,7 @@ OUT = HERE / "results" / "onnx-dynamic-minilm.json"
 TORCHAO = "torchao dynamic + torch.compile"
 STATIC = "quantwise static-pt2e -> onnx"
 PEER = "onnxruntime quantize_dynamic (peer)"
+EXECUTORCH = "quantwise dynamic-xnnpack -> executorch"
 
 
 def ort_runner(path: Path, threads: int):
@@ -49,6 +52,7 @@ def build(threads: int, workdir: Path) -> tuple[dict, dict, object]:
     from quantwise import api
     from quantwise.evaluate.runtime import compiled
     from quantwise.export import export_artifact
+    from quantwise.export.base import target_for
     from quantwise.peers import onnxruntime as peer
 
     bundle = api.load_model("minilm-l6")
@@ -56,6 +60,7 @@ def build(threads: int, workdir: Path) -> tuple[dict, dict, object]:
     artifact = api.save(quantized, workdir / "dynamic")
     export = export_artifact(artifact, "onnx", bundle=bundle, samples=len(bundle.evaluation), threads=threads)
     static = export_artifact(api.save(api.quantize(bundle, "static-pt2e"), workdir / "static"), "onnx", bundle=bundle, samples=len(bundle.evaluation), threads=threads)
+    mobile = export_artifact(api.save(api.quantize(bundle, "dynamic-xnnpack"), workdir / "xnnpack"), "executorch", bundle=bundle, samples=len(bundle.evaluation), threads=threads)
     float_onnx = peer.export_float(bundle, workdir / "float.onnx")
     ort_dynamic = peer.quantize_dynamic(float_onnx, workdir / "ort-dynamic.onnx")
     runners = {
@@ -64,10 +69,11 @@ def build(threads: int, workdir: Path) -> tuple[dict, dict, object]:
         "quantwise dynamic -> onnx": ort_runner(export.path, threads),
         STATIC: ort_runner(static.path, threads),
         TORCHAO: compiled(quantized.quantized.module),
+        EXECUTORCH: target_for("executorch").load(mobile.path, threads),
     }
     sizes = {"onnxruntime float": float_onnx.stat().st_size / 1e6, PEER: ort_dynamic.stat().st_size / 1e6,
-             "quantwise dynamic -> onnx": export.size_mb, STATIC: static.size_mb, TORCHAO: sum(p.stat().st_size for p in artifact.iterdir() if p != export.path) / 1e6}  # the .onnx was written in there
-    facts = {"sizes_mb": sizes, "parity": export.parity.to_dict(), "export_notes": export.notes, "static_parity": static.parity.to_dict(),
+             "quantwise dynamic -> onnx": export.size_mb, STATIC: static.size_mb, EXECUTORCH: mobile.size_mb, TORCHAO: sum(p.stat().st_size for p in artifact.iterdir() if p != export.path) / 1e6}  # the .onnx was written in there
+    facts = {"sizes_mb": sizes, "parity": export.parity.to_dict(), "export_notes": export.notes, "static_parity": static.parity.to_dict(), "executorch_parity": mobile.parity.to_dict(),
              "eager": quantized.quantized.module}
     return runners, facts, bundle
 

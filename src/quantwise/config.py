@@ -35,8 +35,8 @@ class DynamicInt8:
     ``backend="torchao"``: Linear layers go through torchao; LSTM/GRU through the legacy
     kernels (the only ones that cover them); Embedding tables become int8 weight-only.
     ``backend="xnnpack"`` (preset ``dynamic-xnnpack``, for ExecuTorch): torch.export and
-    ExecuTorch's XNNPACK quantizer with dynamic activations; conv and linear layers get
-    per-channel int8 weights, everything else (LSTM, embeddings) stays float.
+    ExecuTorch's XNNPACK quantizer with dynamic activations; linear layers get per-channel
+    int8 weights, everything else (convolutions, LSTM, embeddings) stays float.
     """
 
     kind: ClassVar[str] = "dynamic"

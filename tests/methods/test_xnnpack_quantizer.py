@@ -69,3 +69,24 @@ def test_adds_feeding_softmax_or_layernorm_stay_float():
     # no observer anywhere saw the mask's -10000
     ranges = [float(m.min_val) for name, m in prepared.named_children() if name.startswith("activation_post_process_") and hasattr(m, "min_val") and m.min_val.numel() == 1]
     assert ranges and min(ranges) > -1000.0
+
+
+class _ConvThenLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_dynamic_xnnpack_quantizes_linear_layers_only():
+    """XNNPACK fails at run time on dynamically quantized convolutions (efficientnet-lite0's .pte
+    stopped with 'Propagating input shapes failed'), so dynamic-xnnpack leaves them float."""
+    from quantwise.config import DynamicInt8
+
+    torch.manual_seed(0)
+    prepared = static_pt2e._prepare(_ConvThenLinear().eval(), DynamicInt8(backend="xnnpack"), (torch.randn(2, 3, 8, 8),), dynamic=False)
+    observed = [n.args[0].target for n in prepared.graph.nodes if n.op == "call_module" and n.args and getattr(n.args[0], "op", None) == "get_attr"]
+    assert observed == ["fc.weight"]
+    assert static_pt2e.quantized_fraction(prepared) == (1, 2)

@@ -18,8 +18,8 @@ RECURRENT_LAYERS = (nn.LSTM, nn.GRU)
 
 
 def _is_layer(module: nn.Module, recipe: Recipe) -> bool:
-    if isinstance(recipe, DynamicInt8) and recipe.backend == "xnnpack":  # XNNPACK's quantizer: conv and linear
-        return isinstance(module, STATIC_LAYERS)
+    if isinstance(recipe, DynamicInt8) and recipe.backend == "xnnpack":  # linear layers, by XNNPACK's quantizer
+        return isinstance(module, nn.Linear)
     if isinstance(recipe, DynamicInt8):  # torchao's dynamic Linear filter takes exact nn.Linear only
         return ((recipe.linear and type(module) is nn.Linear) or (recipe.recurrent and isinstance(module, RECURRENT_LAYERS))
                 or (recipe.embedding and isinstance(module, nn.Embedding)))

@@ -37,7 +37,7 @@ def _quantizer(recipe: StaticInt8 | DynamicInt8, restoring: bool = False, keep_f
     import dataclasses
 
     if isinstance(recipe, DynamicInt8):  # XNNPACK's dynamic scheme: no activation observer to choose
-        return xnnpack_quantizer(dynamic_config(), keep_float or [])
+        return xnnpack_quantizer(dynamic_config(), keep_float or [], linear_only=True)
     if recipe.granularity != "per-channel":
         raise QuantwiseError("the pt2e x86 quantizer takes per-channel weights only", "use granularity=per-channel or path=fx")
     observers: dict[str, tuple[Any, dict[str, Any]]] = {

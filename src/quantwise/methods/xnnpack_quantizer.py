@@ -30,6 +30,8 @@ from torch.fx import GraphModule, Node
 
 from quantwise.errors import QuantwiseError
 
+_CONVOLUTIONS = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default,
+                 torch.ops.aten.conv_transpose1d.default, torch.ops.aten.conv_transpose2d.input}
 _LAYERS = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.linear.default}
 _CLAMPS = {torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default}
 _ARITHMETIC = {torch.ops.aten.add.Tensor, torch.ops.aten.mul.Tensor}
@@ -45,13 +47,17 @@ def _executorch_quantizer() -> Any:
     return xnnpack_quantizer
 
 
-def xnnpack_quantizer(config: Any, keep_float: list[str]) -> Any:
-    """An XNNPACK quantizer with ``config`` globally, the layers under ``keep_float`` left float."""
+def xnnpack_quantizer(config: Any, keep_float: list[str], linear_only: bool = False) -> Any:
+    """An XNNPACK quantizer with ``config`` globally, the layers under ``keep_float`` left float;
+    with ``linear_only``, convolutions too (XNNPACK 1.5.1 fails at run time on dynamically
+    quantized convolutions: efficientnet-lite0 stopped with 'Propagating input shapes failed')."""
     class _Quantizer(_executorch_quantizer().XNNPACKQuantizer):
         def annotate(self, model: GraphModule) -> GraphModule:
             kept = _in_scopes(keep_float)
+            if linear_only:
+                leave_float(model, lambda n: n.target in _CONVOLUTIONS)
             annotate_clamped_layers(model, config, kept)
-            leave_softmax_inputs_float(model)
+            leave_float(model, _feeds_float_op)
             return super().annotate(model)
 
     quantizer = _Quantizer()
@@ -106,15 +112,19 @@ def annotate_clamped_layers(model: GraphModule, config: Any, kept: Callable[[Nod
     return count
 
 
-def leave_softmax_inputs_float(model: GraphModule) -> int:
-    """Mark every add/mul whose only users are softmax as annotated with nothing (stays float)."""
+def _feeds_float_op(node: Node) -> bool:
+    return node.target in _ARITHMETIC and bool(node.users) and all(u.op == "call_function" and u.target in _FLOAT_CONSUMERS for u in node.users)
+
+
+def leave_float(model: GraphModule, select: Callable[[Node], bool]) -> int:
+    """Mark the selected call nodes not yet annotated as annotated with nothing: they stay float.
+    Returns how many it marked."""
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
     from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
     count = 0
     for node in model.graph.nodes:
-        if node.op == "call_function" and node.target in _ARITHMETIC and node.users and all(u.op == "call_function" and u.target in _FLOAT_CONSUMERS for u in node.users):
-            if Q_ANNOTATION_KEY not in node.meta:
-                node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
-                count += 1
+        if node.op == "call_function" and Q_ANNOTATION_KEY not in node.meta and select(node):
+            node.meta[Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
+            count += 1
     return count
