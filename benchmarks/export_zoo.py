@@ -169,9 +169,11 @@ def summarise_llm(data: dict) -> list[str]:
             lines.append(f"| {name} | {rate:.1f} | {decode['greedy_tokens_equal_to_float_of_32'][name]} |")
         lines += ["", "MatMulNBits runs the output layer at accuracy_level 4 (int8 activations) and every other layer at 0 (float): ONNX Runtime 1.32's "
                   "8-bit kernel at level 0 took 74 of the 170 ms of an int4-hqq decode step (the output layer, int8 in the int4 recipes); every layer "
-                  "at level 4 moved int4 perplexity +0.7 % and broke the KV cache check of int8-weight-only (cosine 0.994). The 4-bit layers with "
-                  "HQQ's fractional zero-points and the 8-bit block layers of int8-weight-only stay on slow kernels at batch 1 (about 0.45 ms per "
-                  "576x576 layer): those rows decode slower in ONNX Runtime than in PyTorch. Greedy tokens of the quantized rows leave float32's "
+                  "at level 4 moved int4 perplexity +0.7 % and broke the KV cache check of int8-weight-only (cosine 0.994). The 8-bit block layers "
+                  "of int8-weight-only stay on a slow kernel at batch 1 (about 0.45 ms per 576x576 layer): that row decodes slower in ONNX Runtime "
+                  "than in PyTorch. The HQQ grid's fractional zero-points (int4-hqq, int4-awq-gptq) had the same slow kernel (9.4 and 9.7 tokens/s "
+                  "on 2026-11-25); they are now split into integer zero-points plus a small float correction MatMul (export/onnx_llm.layout), "
+                  "so those rows decode about as fast as int4-rtn, in a file 8 MB larger than int4-rtn's. Greedy tokens of the quantized rows leave float32's "
                   "early (a near-tie flips, then the text differs); the export's own parity compares them with the quantized PyTorch model instead."]
     return lines
 
