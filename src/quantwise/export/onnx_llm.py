@@ -1,7 +1,7 @@
 """ONNX for language-model artifacts: weight-only Linear layers as ONNX Runtime's MatMulNBits.
 
 Each quantized Linear keeps its own codes, scales and zero-points (GPTQ / AWQ / HQQ grids
-included, float zero-points too) in ``com.microsoft::MatMulNBits``, which computes
+included; fractional zero-points as integer ones plus a correction) in ``com.microsoft::MatMulNBits``, which computes
 ``A @ ((code - zero) * scale)^T`` block-wise, the dequantization the PyTorch model uses:
 
 - int4 groups of 32/64/128: the artifact's packed codes are already MatMulNBits' layout
@@ -76,12 +76,11 @@ def _nibbles(packed: torch.Tensor) -> torch.Tensor:
 
 
 def unpack(packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, k: int, bits: int, block: int) -> torch.Tensor:
-    """The float32 weight [n, k] a MatMulNBits layout holds (``zeros``: float [n, k_blocks], or
-    uint8 packed like the codes, [n, ceil(k_blocks * bits / 8)])."""
+    """The float32 weight [n, k] a MatMulNBits layout holds (``zeros``: uint8 packed like the
+    codes, [n, ceil(k_blocks * bits / 8)])."""
     n, k_blocks, _ = packed.shape
     codes = _nibbles(packed) if bits == 4 else packed
-    if zeros.dtype == torch.uint8:
-        zeros = (_nibbles(zeros) if bits == 4 else zeros)[:, :k_blocks]
+    zeros = (_nibbles(zeros) if bits == 4 else zeros)[:, :k_blocks]
     w = (codes.float() - zeros.float().unsqueeze(-1)) * scales.unsqueeze(-1)
     return w.reshape(n, k_blocks * block)[:, :k]
 
