@@ -1,8 +1,8 @@
 """The public verbs: resolve a model, quantize it, save and load artifacts, evaluate."""
 from __future__ import annotations
 
+import copy
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantwise import artifact as store
+from quantwise.artifact import store
 from quantwise.config import Recipe, parse_recipe, recipe_from_dict, recipe_to_dict
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
@@ -67,30 +67,35 @@ def save(result: QuantizeResult, path: str | Path, metrics: dict[str, Any] | Non
         metrics=metrics or {},
         versions=versions(),
         notes=q.notes,
+        architecture=store.fingerprint(bundle.model),
     )
-    path = store.write(art, Path(path), overwrite=overwrite)
-    if verify:
-        try:
-            loaded = load(path, arch=bundle.build_arch() if bundle.build_arch else None)
-            probe = bundle.evaluation.example(4)
-            with torch.no_grad():
-                same = torch.equal(q.module(*probe), loaded.module(*probe))
-        except BaseException:
-            shutil.rmtree(path, ignore_errors=True)
-            raise
-        if not same:
-            shutil.rmtree(path, ignore_errors=True)
-            raise QuantwiseError("the saved artifact does not reproduce the quantized model's outputs exactly; nothing was written", "report this recipe as a bug")
-    return path
+    return store.write(art, Path(path), overwrite=overwrite, verify=(lambda written: _verify(result, written)) if verify else None)
 
 
-def load(path: str | Path, arch: nn.Module | None = None) -> Loaded:
-    """Rebuild a quantized model from an artifact. The architecture comes from the
-    artifact's model spec (or ``arch``); its float weights are all overwritten."""
+def _verify(result: QuantizeResult, path: Path) -> None:
+    """The artifact at ``path`` must rebuild the quantized model bit for bit."""
+    loaded = load(path, arch=architecture(result.bundle))
+    probe = result.bundle.evaluation.example(4)
+    with torch.no_grad():
+        same = torch.equal(result.quantized.module(*probe), loaded.module(*probe))
+    if not same:
+        raise QuantwiseError("the saved artifact does not reproduce the quantized model's outputs exactly; nothing was written", "report this recipe as a bug")
+
+
+def load(path: str | Path, arch: nn.Module | str | None = None) -> Loaded:
+    """Rebuild a quantized model from an artifact; its float weights are all overwritten.
+
+    An artifact is data: the architecture of a zoo model comes from quantwise's own table, and
+    that of a user model from ``arch``, given by the caller (a module, or a ``file.py:factory`` /
+    ``package.module:factory`` spec that the caller chooses to run). The model named in the
+    manifest is never imported or run."""
     art = store.read(Path(path))
     recipe = recipe_from_dict(art.recipe)
+    if isinstance(arch, str):
+        arch = architecture(load_model(arch))
     if arch is None:
-        arch = build_arch(art.model)
+        arch = zoo_architecture(art.model, Path(path))
+    store.check_architecture(art, arch, Path(path))
     example = example_from_spec(art.inputs)
     try:
         q = method_for(recipe).restore(arch, recipe, example, art.tensors, art.meta)
@@ -102,16 +107,34 @@ def load(path: str | Path, arch: nn.Module | None = None) -> Loaded:
     return Loaded(q.module, recipe, art, q)  # restored models are in eval mode; exported ones refuse .eval()
 
 
-def build_arch(spec: str) -> nn.Module:
+def architecture(bundle: ModelBundle) -> nn.Module:
+    """A model of ``bundle``'s architecture for an artifact to fill (its float weights are overwritten)."""
+    return (bundle.build_arch() if bundle.build_arch else copy.deepcopy(bundle.model)).eval()
+
+
+def zoo_architecture(name: str, path: Path | None = None) -> nn.Module:
+    """The architecture of zoo model ``name``, from quantwise's fixed table; any other name is a user
+    model, whose code an artifact cannot name (see ``load``)."""
     import importlib
 
     from quantwise.models.zoo import _MODULES
 
-    if spec in _MODULES:  # every zoo module has build(): the architecture without data
-        return importlib.import_module(f"quantwise.models.{_MODULES[spec]}").build()
-    from quantwise.models.spec import _module_of, load_callable
+    if name in _MODULES:  # every zoo module has build(): the architecture without data
+        return importlib.import_module(f"quantwise.models.{_MODULES[name]}").build()
+    where = f"artifact {path}" if path is not None else "this artifact"
+    raise QuantwiseError(
+        f"{where} holds a quantized user model ({name!r}); quantwise never runs code that an artifact names",
+        "give the architecture yourself: --model file.py:factory (in Python: quantwise.load(path, arch=...))",
+    )
 
-    return _module_of(load_callable(spec, "model")()).eval()
+
+def bundle_for_artifact(manifest: dict[str, Any], model: str | None, data: str | None = None, n_evaluation: int | None = None) -> ModelBundle:
+    """The float model and data to judge an artifact by: the user's ``model`` spec if given (the user
+    chose to run it), else the zoo model the manifest names; never a spec read from the manifest."""
+    if model is None:
+        zoo_architecture(manifest["model"])  # refuses a user model's name with the fix
+        model = manifest["model"]
+    return load_model(model, data, None, n_evaluation)
 
 
 def example_from_spec(inputs: list[dict[str, Any]]) -> Inputs:
@@ -121,4 +144,4 @@ def example_from_spec(inputs: list[dict[str, Any]]) -> Inputs:
         raise QuantwiseError(f"artifact input description is invalid ({err})", "re-create the artifact") from None
 
 
-__all__ = ["QuantizeResult", "Loaded", "load_model", "quantize", "save", "load", "evaluate", "build_arch"]
+__all__ = ["QuantizeResult", "Loaded", "load_model", "quantize", "save", "load", "evaluate", "architecture", "bundle_for_artifact"]

@@ -59,8 +59,10 @@ def test_mnist_dynamic_exports_integer_graph(mnist, tmp_path):
     assert p.vs_float.agreement >= 0.99
     ops, inits = _graph(result.path)
     assert ops["MatMulIntegerToFloat"] == 2 and ops["QuantizeLinear"] == 2 and "Gemm" not in ops
-    int8 = [i for i in inits.values() if i.data_type == 3]  # TensorProto.INT8
-    assert sorted(tuple(i.dims) for i in int8) == [(128, 10), (3136, 128)]  # both Linear weights, (in, out)
+    # both Linear weights, (in, out), as uint8 codes + 128 so that no CPU's integer GEMM saturates them
+    uint8 = [i for i in inits.values() if i.data_type == 2 and len(i.dims) == 2]  # TensorProto.UINT8
+    assert sorted(tuple(i.dims) for i in uint8) == [(128, 10), (3136, 128)]
+    assert not [i for i in inits.values() if i.data_type == 3 and len(i.dims) == 2]  # no int8 weight left
     assert not any(tuple(i.dims) in ((128, 3136), (3136, 128)) for i in inits.values() if i.data_type == 1)  # no float copy
     linear_bytes = 4 * (3136 * 128 + 128 * 10)
     assert result.path.stat().st_size < _float_param_bytes(mnist.model) - 0.7 * linear_bytes

@@ -6,10 +6,12 @@ nothing: the manifest is parsed as JSON and checked, tensors come from safetenso
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ FORMAT = "quantwise-artifact"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+ARTIFACT_FOLDERS = (TOKENIZER_DIR,)  # folders an artifact may carry (Artifact.files)
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Artifact:
     versions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # extra files (e.g. a tokenizer), relative paths
+    architecture: dict[str, Any] = field(default_factory=dict)  # fingerprint() of the float model
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -51,15 +56,42 @@ class Artifact:
             "metrics": self.metrics,
             "versions": self.versions,
             "notes": self.notes,
+            "architecture": self.architecture,
         }
 
 
-def write(artifact: Artifact, path: Path, overwrite: bool = False) -> Path:
+def check_replaceable(path: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that exists unless ``overwrite`` is set and it is itself a
+    quantwise artifact: ``--force`` never replaces a folder or file the user keeps anything else in."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not overwrite:
+        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
+    if path.is_symlink() or not path.is_dir() or not _is_artifact(path):
+        raise QuantwiseError(f"output {path} exists and is not a quantwise artifact, so --force will not replace it",
+                             "choose a new path, or an existing artifact directory to replace")
+
+
+def _is_artifact(path: Path) -> bool:
+    """A directory quantwise wrote: a valid manifest and weights, and beside them nothing but the
+    folders an artifact is written with (a tokenizer) and files its exports wrote (``model.<suffix>``)."""
+    try:
+        read_manifest(path)
+    except QuantwiseError:
+        return False
+    return all(p.name in (MANIFEST, WEIGHTS) or p.name.startswith("model.") or (p.is_dir() and p.name in ARTIFACT_FOLDERS)
+               for p in path.iterdir())
+
+
+def write(artifact: Artifact, path: Path, overwrite: bool = False, verify: Callable[[Path], None] | None = None) -> Path:
+    """Write ``artifact`` to the directory ``path``: everything goes to a temporary sibling, which
+    ``verify`` (if given) checks before it is moved into place; an artifact being replaced is removed
+    only after that. A failure at any step leaves ``path`` as it was."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
+    check_replaceable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -72,9 +104,12 @@ def write(artifact: Artifact, path: Path, overwrite: bool = False) -> Path:
                 raise ValueError(f"artifact file name {name!r} escapes the artifact or clobbers it")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; an artifact is meant to be read
+        if verify is not None:
+            verify(tmp)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / "artifact")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -104,6 +139,7 @@ def read(path: Path) -> Artifact:
         metrics=manifest.get("metrics", {}),
         versions=manifest.get("versions", {}),
         notes=manifest.get("notes", []),
+        architecture=manifest.get("architecture") or {},
     )
 
 
@@ -120,6 +156,27 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise QuantwiseError(f"{path / MANIFEST} is corrupt ({err})", "re-create the artifact with 'quantwise quantize'") from None
     _check_manifest(manifest, path)
     return manifest
+
+
+def fingerprint(module: torch.nn.Module) -> dict[str, Any]:
+    """Names and shapes of a float model's tensors, hashed: what an artifact records of the
+    architecture it was quantized from, to compare with the one it is loaded into."""
+    items = sorted((k, list(v.shape)) for k, v in module.state_dict().items())
+    return {"tensors": len(items), "digest": hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]}
+
+
+def check_architecture(artifact: Artifact, module: torch.nn.Module, path: Path) -> None:
+    """Refuse an architecture other than the one recorded (artifacts written before the record pass)."""
+    recorded = artifact.architecture
+    if not recorded:
+        return
+    given = fingerprint(module)
+    if given != recorded:
+        raise QuantwiseError(
+            f"the model given does not match the one artifact {path} was quantized from "
+            f"({given['tensors']} tensors, digest {given['digest']}; recorded {recorded.get('tensors')}, {recorded.get('digest')})",
+            f"give the architecture of {artifact.model!r} (--model)",
+        )
 
 
 def record_export(path: Path, target: str, record: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from quantwise.errors import QuantwiseError
 
 
-def export(artifact: Path, to: str, output: Optional[Path], data: Optional[str], force: bool, samples: Optional[int], out: Console, progress: Any) -> None:
+def export(artifact: Path, to: str, output: Optional[Path], model: Optional[str], data: Optional[str], force: bool, samples: Optional[int], out: Console, progress: Any) -> None:
     from quantwise import api
     from quantwise.artifact.store import read_manifest
     from quantwise.export import export_artifact, target_for
@@ -18,8 +18,8 @@ def export(artifact: Path, to: str, output: Optional[Path], data: Optional[str],
 
     target_for(to)  # an unknown target fails before anything loads
     manifest = read_manifest(artifact)
-    if data and is_language_model_artifact(artifact):
-        raise QuantwiseError("--data does not apply to a language-model export", "drop --data: parity is scored on the evaluation articles")
-    bundle = api.load_model(manifest["model"], data) if data else None
+    if (data or model) and is_language_model_artifact(artifact):
+        raise QuantwiseError("--data and --model do not apply to a language-model export", "drop them: parity is scored on the evaluation articles")
+    bundle = None if is_language_model_artifact(artifact) else api.bundle_for_artifact(manifest, model, data)
     result = export_artifact(artifact, to, bundle=bundle, out=output, overwrite=force, samples=samples, progress=progress)
     print_export(result, out)

@@ -27,8 +27,9 @@ def quantize(model: str, recipe: str, output: Path, text: Optional[str], force: 
     from quantwise.llm.runtime import materialize
 
     parsed = _recipe(recipe)
-    if output.exists() and not force:
-        raise QuantwiseError(f"output {output} already exists", "choose another path or pass --force to replace it")
+    from quantwise.artifact.store import check_replaceable
+
+    check_replaceable(output, force)
     lm = load_language_model(model, text, defer_blocks=not evaluate)  # blocks read as quantization reaches them
     _check_context(lm, context)
     check_recipe_fits(lm.model, parsed)  # before any slow work

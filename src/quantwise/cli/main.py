@@ -37,6 +37,7 @@ DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.saf
 NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
 NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
 TextOpt = typer.Option(None, "--text", help="Language models: a plain-text file or folder (default: the gensim Wikipedia sample).")
+ArchOpt = typer.Option(None, "--model", help="The float model an artifact of a user model was quantized from ('file.py:factory' or 'package.module:factory'): an artifact never names code to run. Not needed for zoo models.")
 ContextOpt = typer.Option(512, "--context", help="Language models: perplexity window length in tokens (stride = window).")
 EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: evaluation tokens for perplexity.")
 
@@ -135,13 +136,13 @@ def quantize(
 
         return llm.quantize(model, recipe, output, text, force, evaluate, eval_tokens, context, out, progress)
     from quantwise import api
+    from quantwise.artifact.store import check_replaceable
     from quantwise.config import parse_recipe
     from quantwise.evaluate.metrics import evaluate as run_eval, outputs
     from quantwise.report.table import print_metrics
 
     parsed = parse_recipe(recipe)
-    if output.exists() and not force:
-        raise QuantwiseError(f"output {output} already exists", "choose another path or pass --force to replace it")
+    check_replaceable(output, force)
     bundle = _model(model, data, n_calibration, n_evaluation)
     result = api.quantize(bundle, parsed, progress=progress)
     metrics: dict[str, Any] = {}
@@ -174,6 +175,7 @@ def _warn_if_worse(metrics: dict[str, Any], bundle: Any, recipe: str) -> None:
 @app.command("eval")
 def eval_(
     target: str = typer.Argument(..., help="An artifact directory, or a model spec to evaluate in float."),
+    model: Optional[str] = ArchOpt,
     data: Optional[str] = DataOpt,
     n_evaluation: Optional[int] = NEvalOpt,
     text: Optional[str] = TextOpt,
@@ -185,6 +187,7 @@ def eval_(
     Examples:
       quantwise eval mnist-int8
       quantwise eval mnist-cnn
+      quantwise eval my-int8 --model my_model.py:build --data images/
     """
     from quantwise import api
     from quantwise.evaluate.metrics import evaluate as run_eval, outputs
@@ -197,8 +200,10 @@ def eval_(
 
         return llm.evaluate(target, text, eval_tokens, context, out, progress)
     if Path(target).is_dir() or Path(target).suffix == "" and Path(target).exists():
-        loaded = api.load(target)
-        bundle = _model(loaded.artifact.model, data, None, n_evaluation)
+        from quantwise.artifact.store import read_manifest
+
+        bundle = api.bundle_for_artifact(read_manifest(Path(target)), model, data, n_evaluation)
+        loaded = api.load(target, arch=api.architecture(bundle))
         reference = outputs(bundle.model, bundle.evaluation)
         metrics = run_eval(loaded.module, bundle, reference)
         print_metrics(f"{target} ({loaded.artifact.model}, {loaded.artifact.recipe['kind']}) on {bundle.evaluation.description}", metrics, out)
@@ -278,6 +283,7 @@ def export_(
     artifact: Path = typer.Argument(..., help="An artifact directory written by 'quantwise quantize'."),
     to: str = typer.Option(..., "--to", help="onnx | pt2 | torchscript | executorch"),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: model.<suffix> inside the artifact)."),
+    model: Optional[str] = ArchOpt,
     data: Optional[str] = DataOpt,
     force: bool = typer.Option(False, "--force", help="Replace an existing output."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Held-out samples for the parity check (default 256; for a language model, windows of 512 tokens, default 8)."),
@@ -294,10 +300,11 @@ def export_(
       quantwise export effnet-pt2e --to pt2 --out deploy/effnet.pt2
       quantwise export mnist-int8 --to torchscript
       quantwise export smol-int4 --to onnx
+      quantwise export my-int8 --to onnx --model my_model.py:build --data images/
     """
     from quantwise.cli.export import export
 
-    export(artifact, to, output, data, force, samples, out, progress)
+    export(artifact, to, output, model, data, force, samples, out, progress)
 
 
 @app.command()

@@ -42,8 +42,10 @@ def write_outputs(data: dict[str, Any], document: Callable[[], Any], json_path: 
 
 def auto_outputs(model: str, out_dir: Optional[Path], recipe_out: Optional[Path], force: bool) -> Path:
     """Check auto's output paths before any slow work; the recipe file's path (default MODEL-auto.json)."""
-    if out_dir is not None and out_dir.exists() and not force:
-        raise QuantwiseError(f"output {out_dir} already exists", "choose another path or pass --force to replace it")
+    from quantwise.artifact.store import check_replaceable
+
+    if out_dir is not None:
+        check_replaceable(out_dir, force)
     recipe_path = recipe_out or Path("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in model) + "-auto.json")
     if recipe_path.suffix not in (".json", ".yaml", ".yml"):
         raise QuantwiseError(f"--recipe-out {recipe_path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")

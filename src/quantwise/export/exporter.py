@@ -66,8 +66,8 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
                     overwrite: bool = False, samples: int | None = None, threads: int | None = None, progress: ProgressFn = no_progress) -> ExportResult:
     """Export the quantized model in ``artifact`` to ``target_name`` and prove it.
 
-    ``bundle`` gives the float model and held-out data for the parity check (default: the
-    artifact's own model spec resolved again); ``samples`` held-out inputs (default 256), or for
+    ``bundle`` gives the float model and held-out data for the parity check (default: the zoo
+    model the artifact names; a user model's bundle must be given, see ``api.load``); ``samples`` held-out inputs (default 256), or for
     a language model evaluation windows of 512 tokens (default 8)."""
     from quantwise.llm.artifact import is_language_model_artifact
 
@@ -86,9 +86,9 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     family = recipe_family(manifest["recipe"])
     target.check(family)
     path = output_path(artifact, out, target.name, target.suffix, overwrite)
-    loaded = api.load(artifact)
     if bundle is None:
-        bundle = api.load_model(loaded.artifact.model)
+        bundle = api.bundle_for_artifact(manifest, None)
+    loaded = api.load(artifact, arch=api.architecture(bundle))
     held_out = bundle.evaluation.take(samples)
     example = tuple(t.clone() for t in held_out.example(2))  # a view would save the whole split
     with staged(path) as tmp:

@@ -16,7 +16,7 @@ from torch import nn
 
 from quantwise import legacy
 from quantwise.data.base import Inputs, TensorSet
-from quantwise.export import onnx_dynamic, onnx_qdq
+from quantwise.export import onnx_dynamic, onnx_qdq, portable
 from quantwise.export.base import ExportTarget, Runner, input_names, register
 from quantwise.methods.base import dynamic_batch_shapes
 
@@ -32,6 +32,24 @@ def _is_torchao(module: nn.Module) -> bool:
 
 
 def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None = None) -> list[str]:
+    notes = _write(module, example, path, dynamic_batch, calibration)
+    return [*notes, *_make_portable(path)]
+
+
+def _make_portable(path: Path) -> list[str]:
+    """Rewrite the file's int8 weights that meet uint8 activations so that no CPU saturates them."""
+    import onnx
+
+    model = onnx.load(str(path))
+    rewritten = portable.make_portable(model)
+    if not rewritten:
+        return []
+    onnx.save(model, str(path))
+    return [f"{rewritten} int8 weight(s) stored as uint8 + 128 (same values) so that ONNX Runtime's integer kernels compute the same "
+            "on every CPU (its u8 x s8 kernel saturates without VNNI)"]
+
+
+def _write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None) -> list[str]:
     if _is_torchao(module):
         return onnx_dynamic.write(module, example, path, dynamic_batch)
     names = input_names(example)

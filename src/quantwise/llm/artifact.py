@@ -27,7 +27,7 @@ from quantwise.llm.runtime import materialize, run_dtype
 from quantwise.versions import versions
 
 KIND = "language-model"
-TOKENIZER_DIR = "tokenizer"
+TOKENIZER_DIR = store.TOKENIZER_DIR
 
 
 @dataclass
@@ -84,10 +84,7 @@ def save(q: QuantizedLM, tokenizer: Any, model_name: str, path: str | Path, metr
         meta={"kind": KIND, "config": config, "layers": layers}, inputs=[], metrics=metrics or {},
         versions=versions(), notes=q.notes, files=files,
     )
-    path = store.write(art, Path(path), overwrite=overwrite)
-    if verify:
-        _verify(q.model, path)
-    return path
+    return store.write(art, Path(path), overwrite=overwrite, verify=(lambda written: _verify(q.model, written)) if verify else None)
 
 
 @torch.no_grad()
@@ -96,9 +93,6 @@ def _verify(model: nn.Module, path: Path) -> None:
     before = model(ids).logits
     after = load(path).model(ids).logits
     if not torch.equal(before, after):
-        import shutil
-
-        shutil.rmtree(path, ignore_errors=True)
         diff = float((before.float() - after.float()).abs().max())
         raise QuantwiseError(f"the saved model does not reproduce the quantized logits (max diff {diff:.3g}); nothing was kept", "report this as a bug")
 
