@@ -129,9 +129,11 @@ def read(path: str | Path) -> StoredLM:
     recipe = recipe_from_dict(art.recipe)
     config_dict = dict(meta["config"])
     try:
-        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(Path(path) / TOKENIZER_DIR)
+        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)  # a registered architecture only
+        with torch.device("meta"):  # sizes first: a config cannot make quantwise allocate more than the file holds
+            _check_sizes(AutoModelForCausalLM.from_config(config, trust_remote_code=False), art.tensors, meta["layers"], Path(path))
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(Path(path) / TOKENIZER_DIR, trust_remote_code=False)
     except (KeyError, ValueError, OSError) as err:
         raise QuantwiseError(f"{path}: cannot rebuild the model or tokenizer ({err})".splitlines()[0], "re-create the artifact with 'quantwise quantize'") from None
     layers: dict[str, GroupQuant] = {}
@@ -147,6 +149,26 @@ def read(path: str | Path) -> StoredLM:
     if missing or unexpected:
         raise QuantwiseError(f"{path}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", "re-create the artifact")
     return StoredLM(model, layers, tokenizer, recipe, art.metrics, art.notes, art.model)
+
+
+def _check_sizes(empty: nn.Module, tensors: dict[str, torch.Tensor], layers: dict[str, Any], path: Path) -> None:
+    """Every tensor of the architecture the manifest's config describes must be in the file with the
+    same shape (a quantized layer's weight as its codes; a tied output layer as the embedding)."""
+    quantized = {f"{name}.weight": spec for name, spec in layers.items()}
+    for name, tensor in empty.state_dict().items():
+        if name in quantized:
+            spec, codes = quantized[name], tensors.get(f"{name.removesuffix('.weight')}.qdata")
+            per_byte = 2 if spec.get("bits") == 4 else 1
+            if codes is None or codes.numel() * per_byte != tensor.numel() or list(spec.get("shape", tensor.shape)) != list(tensor.shape):
+                raise QuantwiseError(f"{path}: the codes of {name} do not fit the shape {list(tensor.shape)} the manifest's config makes", "re-create the artifact")
+            continue
+        if name not in tensors:
+            if _tied(empty, name):
+                continue
+            raise QuantwiseError(f"{path}: the manifest's config needs tensor {name}, which the file lacks", "re-create the artifact")
+        if tuple(tensors[name].shape) != tuple(tensor.shape):
+            raise QuantwiseError(f"{path}: the manifest's config makes {name} {list(tensor.shape)}, the file holds {list(tensors[name].shape)}",
+                                 "re-create the artifact")
 
 
 def load(path: str | Path) -> LoadedLM:

@@ -96,8 +96,8 @@ def _from_directory(path: Path, defer_blocks: bool = False) -> tuple[nn.Module, 
     try:
         # private memory, read tensor by tensor: a released float weight is then really freed
         loaded = load_private(path, defer_blocks=defer_blocks)
-        model, deferred = loaded or (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True), None)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model, deferred = loaded or (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True, trust_remote_code=False), None)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as err:
         raise QuantwiseError(f"cannot load a causal language model from {path} ({type(err).__name__}: {first_line(err)})", "give a directory saved by transformers' save_pretrained with an AutoModelForCausalLM architecture") from err
     _check_linear(model, str(path))
@@ -138,8 +138,8 @@ def _convert_gguf(path: Path, target: Path) -> None:
 
     log.info("dequantizing %s to float32 (once; cached in %s)", path.name, target)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
     except Exception as err:
         raise QuantwiseError(f"transformers cannot load {path.name} ({type(err).__name__}: {first_line(err)})", "give a GGUF of a supported architecture or a Hugging Face directory") from err
     target.parent.mkdir(parents=True, exist_ok=True)

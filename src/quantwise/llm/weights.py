@@ -122,9 +122,9 @@ def load_private(model_dir: Path, dtype: torch.dtype = torch.float32, defer_bloc
         return None
     files = sorted(model_dir.glob("*.safetensors"))
     headers = [(path, *read_header(path)) for path in files]
-    config = AutoConfig.from_pretrained(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     with no_init_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
     model.tie_weights()  # tied parameters are stored once, under either name
     targets = _targets(model)
     stored = {name for _, _, header in headers for name in header}
