@@ -24,7 +24,7 @@ from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
 from quantwise.evaluate.runtime import RUNTIMES
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
-from quantwise.versions import machine, versions
+from quantwise.versions import NO_NATIVE_BF16, machine, native_bf16, versions
 
 log = logging.getLogger(__name__)
 DEFAULT_RECIPES = ("dynamic", "static-fx", "static-pt2e", "qat")
@@ -111,8 +111,11 @@ def _baselines(bundle: ModelBundle, reference: torch.Tensor, opts: CompareOption
     rows = [Row("float", "baseline", "eager", size_mb=size)]
     if opts.compile:
         rows.append(Row("float compiled", "baseline", "compiled", size_mb=size))
-    rows.append(Row("bf16 autocast", "baseline", "bf16", size_mb=_float_size_mb(bundle.model, torch.bfloat16)))
-    for row in rows:
+    bf16 = Row("bf16 autocast", "baseline", "bf16", size_mb=_float_size_mb(bundle.model, torch.bfloat16))
+    if not native_bf16():
+        bf16.error = NO_NATIVE_BF16  # timing an emulated bf16 model takes minutes and cannot win
+    rows.append(bf16)
+    for row in (r for r in rows if not r.error):
         log.info("measuring %s", row.name)
         fn = RUNTIMES[row.runtime](bundle.model)
         if row.runtime == "compiled":

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from quantwise.files import atomic_write_text
+from quantwise.versions import check_restorable
 from quantwise.errors import QuantwiseError, first_line
 
 FORMAT = "quantwise-artifact"
@@ -126,6 +127,8 @@ def read(path: Path) -> Artifact:
 
     path = Path(path)
     manifest = read_manifest(path)
+    recorded = manifest.get("versions")
+    check_restorable(recorded if isinstance(recorded, dict) else {}, f"artifact {path}")
     try:
         tensors = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError, ValueError) as err:

@@ -29,7 +29,7 @@ from quantwise.llm.perplexity import PerplexityResult, perplexity, token_ids, wi
 from quantwise.llm.quantize import check_recipe_fits, quantize_lm
 from quantwise.llm.runtime import materialize, run_dtype
 from quantwise.methods.base import ProgressFn, no_progress
-from quantwise.versions import machine, versions
+from quantwise.versions import NO_NATIVE_BF16, machine, native_bf16, versions
 
 log = logging.getLogger(__name__)
 PROMPT_TOKENS = 32
@@ -116,11 +116,14 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     for label, compiled in runtimes:
         s = speed(lm.model, compiled)
         rows.append(LLMRow("float32", label, "32", "-", float_mb, reference.perplexity, 0.0, s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
-    lm.model.to(torch.bfloat16)
-    bf16 = ppl(lm.model)
-    for label, compiled in runtimes:
-        s = speed(lm.model, compiled)
-        rows.append(LLMRow("bf16", label, "16", "-", float_mb / 2, bf16.perplexity, _delta(bf16.perplexity, reference.perplexity), s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
+    if native_bf16():
+        lm.model.to(torch.bfloat16)
+        bf16 = ppl(lm.model)
+        for label, compiled in runtimes:
+            s = speed(lm.model, compiled)
+            rows.append(LLMRow("bf16", label, "16", "-", float_mb / 2, bf16.perplexity, _delta(bf16.perplexity, reference.perplexity), s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
+    else:  # emulated bf16 takes minutes to measure and cannot be the fastest baseline
+        rows.append(LLMRow("bf16", "eager", "16", "-", float_mb / 2, error=NO_NATIVE_BF16))
     description, text = lm.description, lm.text.description
     del lm
     gc.collect()

@@ -39,7 +39,7 @@ from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.methods.layers import quantizable_layers
 from quantwise.mixed.sensitivity import SensitivityOptions, SensitivityReport, analyse, cached_report, primary_metric
 from quantwise.models.base import ModelBundle
-from quantwise.versions import machine
+from quantwise.versions import machine, native_bf16
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("latency", "size")
@@ -258,6 +258,11 @@ def _bytes(tensors: dict[str, Any]) -> float:
 def _workflows(bundle: ModelBundle, names: tuple[str, ...]) -> list[Recipe]:
     """The starting recipes that apply to this model (a recipe that quantizes no layer is skipped)."""
     recipes = [parse_recipe(n) for n in names]
+    if not native_bf16():  # emulated bf16 is many times slower than float32: minutes to time, never the answer
+        skipped = [r for r in recipes if isinstance(r, BF16)]
+        if skipped:
+            log.warning("auto: bf16 not searched: this CPU has no native bfloat16 (AVX-512 BF16 or AMX)")
+        recipes = [r for r in recipes if not isinstance(r, BF16)]
     return [r for r in recipes if isinstance(r, BF16) or quantizable_layers(bundle.model, r)]
 
 
