@@ -180,3 +180,39 @@ def test_exported_zoo_models_compute_the_same_on_avx2_as_here(mnist, tmp_path):
     for (y_here,), (y_avx2,) in zip(here, avx2):
         np.testing.assert_allclose(y_avx2, y_here, rtol=1e-5, atol=1e-4)
         assert (y_avx2.argmax(1) == y_here.argmax(1)).all()
+
+
+def _matmul_nbits(bits: int, level: int, k: int = 576, n: int = 64, block: int = 32) -> tuple["onnx.ModelProto", np.ndarray]:
+    """One MatMulNBits (a language model's layer in the ONNX export) with extreme codes; and its weight."""
+    rng = np.random.default_rng(bits + level)
+    q = np.where(rng.random((n, k)) < 0.5, 2**bits - 1, 0).astype(np.uint8)
+    zero = np.full((n, k // block), 2 ** (bits - 1), np.uint8)
+    if bits == 4:
+        packed, zero_packed = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(n, k // block, block // 2), zero[:, 0::2] | (zero[:, 1::2] << 4)
+    else:
+        packed, zero_packed = q.reshape(n, k // block, block), zero
+    inits = [numpy_helper.from_array(packed, "w"), numpy_helper.from_array(np.full(n * k // block, 0.01, np.float32), "s"),
+             numpy_helper.from_array(zero_packed.reshape(-1), "z")]
+    node = helper.make_node("MatMulNBits", ["x", "w", "s", "z"], ["y"], domain="com.microsoft", K=k, N=n, bits=bits, block_size=block, accuracy_level=level)
+    graph = helper.make_graph([node], "nbits", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    return model, (q.astype(np.float64) - zero.repeat(block, 1)) * 0.01
+
+
+@pytest.mark.slow
+def test_on_an_avx2_cpu_language_model_layers_are_exact_at_every_accuracy_level(tmp_path):
+    """MatMulNBits with 4- and 8-bit codes at accuracy level 0 (float activations) and 4 (int8
+    activations, the export's output layer): no saturation on AVX2 with the most extreme codes."""
+    _qemu_or_skip()
+    jobs, weights = [], []
+    for bits in (4, 8):
+        for level in (0, 4):
+            model, w = _matmul_nbits(bits, level)
+            onnx.save(model, tmp_path / f"nbits{bits}_{level}.onnx")
+            x = np.where(w[0] > 0, 3.0, -3.0).astype(np.float32)[None]  # every product of row 0 at its largest
+            jobs.append((tmp_path / f"nbits{bits}_{level}.onnx", (x,)))
+            weights.append(w)
+    for ((_, (x,)), w, (y,)) in zip(jobs, weights, _run_on(AVX2_CPU, jobs, tmp_path)):
+        exact = x.astype(np.float64) @ w.T
+        assert np.abs(y - exact).max() <= 1e-5 * np.abs(exact).max()
