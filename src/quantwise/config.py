@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -326,10 +329,47 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     unknown = sorted(set(data) - names)
     if unknown:
         raise QuantwiseError(f"unknown key(s) {', '.join(unknown)} for a {kind} recipe", f"valid keys: {', '.join(sorted(names))}")
+    _check_types(cls, kind, data)
     try:
         return cls(**data)
     except TypeError as err:
         raise QuantwiseError(f"bad {kind} recipe: {err}", "check the value types") from None
+
+
+def _check_types(cls: type, kind: str, data: dict[str, Any]) -> None:
+    """Each value must have its field's type: a bool is true/false (not 'yes' or 1), a count a whole
+    number, a number finite; what the field's annotation allows, named in the message otherwise."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()  # type: ignore[call-arg]  (every recipe type has all-default fields)
+    for name, value in data.items():
+        allowed = typing.get_args(hints[name]) if typing.get_origin(hints[name]) in (typing.Union, types.UnionType) else (hints[name],)
+        if not any(_fits(value, t) for t in allowed):
+            wanted = " or ".join(_type_word(t) for t in allowed)
+            raise QuantwiseError(f"{kind} recipe field {name}={value!r} is not {wanted}", f"e.g. {name}={_inline(getattr(defaults, name))}")
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin is tuple:  # tuple[X, ...]: a list or tuple of X (keep_float also takes one string)
+        item = typing.get_args(annotation)[0]
+        return (isinstance(value, str) and item is str) or (isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value))
+    return True
+
+
+def _type_word(annotation: Any) -> str:
+    if typing.get_origin(annotation) is tuple:
+        return f"a list of {_type_word(typing.get_args(annotation)[0])}s"
+    return {bool: "true/false", int: "a whole number", float: "a finite number", str: "a string", type(None): "none"}.get(annotation, str(annotation))
 
 
 def parse_recipe(spec: str) -> Recipe:

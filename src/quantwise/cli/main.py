@@ -13,6 +13,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from quantwise.cli.debug import debug as debug_command
+from quantwise.cli.options import check_ranges, checked
 from quantwise.errors import QuantwiseError, choice_error, first_line
 
 T = TypeVar("T")
@@ -64,6 +65,7 @@ def main(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
 ) -> None:
     STATE["debug"] = debug
+    check_ranges({"threads": threads})
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
     for noisy in ("torch", "torchao", "transformers", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -109,6 +111,7 @@ def recipes() -> None:
 
 
 @app.command()
+@checked
 def quantize(
     model: str = ModelArg,
     recipe: str = typer.Option("static-fx", "--recipe", "-r", help="Preset name, recipe file, or kind:key=value,..."),
@@ -139,9 +142,11 @@ def quantize(
     from quantwise.artifact.store import check_replaceable
     from quantwise.config import parse_recipe
     from quantwise.evaluate.metrics import evaluate as run_eval, outputs
+    from quantwise.methods import method_for
     from quantwise.report.table import print_metrics
 
     parsed = parse_recipe(recipe)
+    method_for(parsed)  # a language-model recipe on this model fails before the model loads
     check_replaceable(output, force)
     bundle = _model(model, data, n_calibration, n_evaluation)
     result = api.quantize(bundle, parsed, progress=progress)
@@ -173,6 +178,7 @@ def _warn_if_worse(metrics: dict[str, Any], bundle: Any, recipe: str) -> None:
 
 
 @app.command("eval")
+@checked
 def eval_(
     target: str = typer.Argument(..., help="An artifact directory, or a model spec to evaluate in float."),
     model: Optional[str] = ArchOpt,
@@ -213,6 +219,7 @@ def eval_(
 
 
 @app.command()
+@checked
 def compare(
     model: str = ModelArg,
     recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset)."),
@@ -279,6 +286,7 @@ def compare(
 
 
 @app.command("export")
+@checked
 def export_(
     artifact: Path = typer.Argument(..., help="An artifact directory written by 'quantwise quantize'."),
     to: str = typer.Option(..., "--to", help="onnx | pt2 | torchscript | executorch"),
@@ -308,6 +316,7 @@ def export_(
 
 
 @app.command()
+@checked
 def generate(
     artifact: str = typer.Argument(..., help="A language-model artifact written by 'quantwise quantize'."),
     prompt: str = typer.Argument(..., help="Text to continue."),
@@ -326,12 +335,12 @@ def generate(
     llm.generate(artifact, prompt, max_new_tokens, compile_, chat)
 
 
-app.command("debug")(debug_command)
+app.command("debug")(checked(debug_command))
 
 from quantwise.cli import mixed as _mixed  # noqa: E402  (its commands import main lazily)
 
-app.command()(_mixed.sensitivity)
-app.command()(_mixed.auto)
+app.command()(checked(_mixed.sensitivity))
+app.command()(checked(_mixed.auto))
 
 
 def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
