@@ -428,8 +428,7 @@ def _coerce(value: str) -> Any:
 
 def write_recipe(recipe: Recipe, path: str | Path) -> Path:
     """Write ``recipe`` as JSON, or YAML for a .yaml/.yml path (atomically); ``parse_recipe`` reads it back."""
-    import os
-    import tempfile
+    from quantwise.files import atomic_write_text
 
     path = Path(path)
     data = recipe_to_dict(recipe)
@@ -441,16 +440,7 @@ def write_recipe(recipe: Recipe, path: str | Path) -> Path:
         text = json.dumps(data, indent=2) + "\n"
     else:
         raise QuantwiseError(f"recipe file {path} must end in .json, .yaml or .yml", "e.g. --recipe-out best.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 
 import torch
 
-from quantwise.files import atomic_write_text
+from quantwise.files import atomic_write_text, staged_dir
 from quantwise.versions import check_restorable
 from quantwise.errors import QuantwiseError, first_line
 
@@ -93,9 +90,7 @@ def write(artifact: Artifact, path: Path, overwrite: bool = False, verify: Calla
 
     path = Path(path)
     check_replaceable(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with staged_dir(path, replace=overwrite) as tmp:
         tensors = {k: v.detach().contiguous() for k, v in artifact.tensors.items()}
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
         (tmp / MANIFEST).write_text(json.dumps(artifact.manifest(), indent=2, sort_keys=True))
@@ -105,19 +100,8 @@ def write(artifact: Artifact, path: Path, overwrite: bool = False, verify: Calla
                 raise ValueError(f"artifact file name {name!r} escapes the artifact or clobbers it")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; an artifact is meant to be read
         if verify is not None:
             verify(tmp)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "artifact")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

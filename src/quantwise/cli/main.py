@@ -360,8 +360,16 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
     return tuple(usage), tuple(abort)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM as an exception, so that every partial output is cleaned up as on Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def run() -> None:
     """Entry point: one readable line and a non-zero exit for user errors."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(standalone_mode=False)
     except QuantwiseError as e:
@@ -374,6 +382,12 @@ def run() -> None:
         sys.exit(130)
     except (typer.Exit, SystemExit):
         raise
+    except OSError as e:  # a full disk, a read-only or missing location, no permission
+        if STATE["debug"]:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        _error(f"cannot read or write{where}: {e.strerror or first_line(e)}; free some space, or choose a location you can write to")
+        sys.exit(2)
     except Exception as e:
         usage, abort = _click_exceptions()
         if isinstance(e, usage):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from quantwise.files import staged_file
 from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
@@ -34,18 +35,10 @@ def cached_tensors(key: str, build: Callable[[], Tensors]) -> Tensors:
         except Exception as err:  # corrupt or foreign file: rebuild it
             log.warning("ignoring unreadable cache entry %s: %s", path, err)
     tensors = build()
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-        tmp = None
+        with staged_file(path) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
         log.debug("cached %s", path)
     except OSError as err:
         log.warning("could not write cache entry %s: %s", path, err)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
     return tensors

@@ -2,12 +2,7 @@
 record it in the manifest. A failure at any step leaves nothing behind."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +13,7 @@ from quantwise import api
 from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.export import parity
+from quantwise.files import staged_file
 from quantwise.export.base import recipe_family, target_for
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
@@ -49,19 +45,6 @@ def output_path(artifact: Path, out: str | Path | None, name: str, suffix: str, 
     return path
 
 
-@contextmanager
-def staged(path: Path) -> Iterator[Path]:
-    """A temporary file beside ``path`` (same name, in a hidden folder: formats that embed the file
-    name, such as .pt2 archives, see the final one), moved to ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield workdir / path.name
-        os.replace(workdir / path.name, path)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle | None = None, out: str | Path | None = None,
                     overwrite: bool = False, samples: int | None = None, threads: int | None = None, progress: ProgressFn = no_progress) -> ExportResult:
     """Export the quantized model in ``artifact`` to ``target_name`` and prove it.
@@ -91,7 +74,7 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     loaded = api.load(artifact, arch=api.architecture(bundle))
     held_out = bundle.evaluation.take(samples)
     example = tuple(t.clone() for t in held_out.example(2))  # a view would save the whole split
-    with staged(path) as tmp:
+    with staged_file(path) as tmp:
         start = time.perf_counter()
         try:
             notes = target.write(loaded.module, example, tmp, bool(loaded.quantized.meta.get("dynamic_batch", bundle.dynamic_batch)), bundle.calibration)

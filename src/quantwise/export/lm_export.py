@@ -123,7 +123,8 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
 
     from quantwise.export import onnx_llm
     from quantwise.export.onnx_lm_runtime import OnnxLM
-    from quantwise.export.exporter import ExportResult, output_path, staged
+    from quantwise.export.exporter import ExportResult, output_path
+    from quantwise.files import staged_file
     from quantwise.llm import artifact as lm_artifact
     from quantwise.llm.model import load_language_model
     from quantwise.llm.runtime import materialize
@@ -142,7 +143,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
         raise QuantwiseError(f"--samples {windows}: the parity check needs at least one window", "e.g. --samples 8")
     split = text_split(text)
     ids = make_windows(token_ids(stored.tokenizer, split.evaluation, windows * context), context, windows * context)
-    with staged(path) as tmp:
+    with staged_file(path) as tmp:
         start = time.perf_counter()
         try:
             quantized = materialize(copy.deepcopy(stored.model), stored.layers, stored.recipe)  # write() converts stored.model in place

@@ -11,9 +11,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from torch import nn
 
 from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError, first_line
+from quantwise.files import staged_dir
 from quantwise.llm.text import TextSplit, text_split
 from quantwise.llm.weights import DeferredBlocks, load_private
 
@@ -142,19 +140,17 @@ def _convert_gguf(path: Path, target: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=False)
     except Exception as err:
         raise QuantwiseError(f"transformers cannot load {path.name} ({type(err).__name__}: {first_line(err)})", "give a GGUF of a supported architecture or a Hugging Face directory") from err
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
-        # transformers marks GGUF-loaded models unserialisable; the weights are plain float32
-        # now, so write them and a config without the GGUF quantization entry
-        from safetensors.torch import save_model
+        with staged_dir(target) as tmp:
+            # transformers marks GGUF-loaded models unserialisable; the weights are plain float32
+            # now, so write them and a config without the GGUF quantization entry
+            from safetensors.torch import save_model
 
-        config = model.config
-        if hasattr(config, "quantization_config"):
-            delattr(config, "quantization_config")
-        config.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            config = model.config
+            if hasattr(config, "quantization_config"):
+                delattr(config, "quantization_config")
+            config.save_pretrained(tmp)
+            save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            tokenizer.save_pretrained(tmp)
+    except FileExistsError:
+        log.info("%s was converted by another process meanwhile; using that", target)

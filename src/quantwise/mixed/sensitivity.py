@@ -31,8 +31,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantwise.files import atomic_write_text
 from quantwise.config import Recipe, recipe_name, recipe_to_dict
 from quantwise.data.base import TensorSet
 from quantwise.data.cache import cache_dir
@@ -210,11 +209,7 @@ def _read_cache(key: str) -> SensitivityReport | None:
 def _write_cache(key: str, report: SensitivityReport) -> None:
     path = cache_dir() / "sensitivity" / f"{key}.json"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(report.to_dict(), f, allow_nan=True)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(report.to_dict(), allow_nan=True))
     except OSError as err:
         log.warning("could not write sensitivity cache %s: %s", path, err)
 
