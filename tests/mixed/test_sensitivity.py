@@ -117,3 +117,24 @@ def test_classifiers_judged_by_a_count_are_ranked_by_kl_over_the_whole_split(mni
     assert report.ranking() == ["a", "e", "b", "f", "d", "c", "g"]  # g has the best agreement and the worst KL
     assert report.tied == 0
     assert report.top5_agreement == 0.8  # proxy a-e vs real a, e, b, f, d
+
+
+def test_cache_key_follows_weights_and_data_not_names(mnist):
+    """Two models or data sets with the same name and sizes but other content never share an entry."""
+    import copy
+
+    from quantwise.config import parse_recipe
+    from quantwise.mixed.sensitivity import SensitivityOptions, _cache_key
+
+    recipe, opts = parse_recipe("dynamic"), SensitivityOptions()
+    key = _cache_key(mnist, recipe, opts)
+    assert _cache_key(mnist, recipe, opts) == key  # deterministic
+    other = copy.copy(mnist)
+    other.model = copy.deepcopy(mnist.model)
+    with torch.no_grad():
+        next(other.model.parameters())[0].add_(1e-3)
+    assert _cache_key(other, recipe, opts) != key
+    other = copy.copy(mnist)
+    other.evaluation = mnist.evaluation.select(torch.arange(len(mnist.evaluation)).flip(0))  # same samples, same size, another order
+    other.evaluation.description = mnist.evaluation.description
+    assert _cache_key(other, recipe, opts) != key

@@ -38,15 +38,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantwise.files import atomic_write_text
 from quantwise.config import Recipe, recipe_name, recipe_to_dict
 from quantwise.data.base import TensorSet
 from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError
+from quantwise.files import atomic_write_text
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, fidelity, outputs, sqnr_db
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.mixed.simulate import simulator
 from quantwise.models.base import ModelBundle
+from quantwise.versions import versions
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 3
@@ -176,11 +177,29 @@ def _measured(module: nn.Module, bundle: ModelBundle, reference: torch.Tensor, b
     return values[bundle.primary], sqnr, values[ranking_metric(bundle)]
 
 
+def content_digest(*tensors: torch.Tensor | None) -> str:
+    """A hash of tensors' dtypes, shapes and bytes: what a cache entry computed from them depends on."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().contiguous().cpu()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def _cache_key(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions) -> str:
+    """Keyed on content, not names: the model's weights, the calibration and evaluation data, the
+    options and the library versions (a quantizer's numerics change between releases)."""
+    state = bundle.model.state_dict()
     ident = {
         "v": CACHE_VERSION, "model": bundle.name, "recipe": recipe_to_dict(recipe),
-        "calibration": [len(bundle.calibration), bundle.calibration.description],
-        "evaluation": [len(bundle.evaluation), bundle.evaluation.description],
+        "weights": content_digest(*(state[k] for k in sorted(state))),
+        "calibration": content_digest(*bundle.calibration.inputs, bundle.calibration.targets),
+        "evaluation": content_digest(*bundle.evaluation.inputs, bundle.evaluation.targets),
+        "versions": {k: v for k, v in versions().items() if k in ("torch", "torchao", "quantwise")},
         "proxy_samples": opts.proxy_samples, "top_k": opts.top_k, "controls": opts.controls, "confirm": opts.confirm,
         "confirm_alone": opts.confirm_alone,
     }
