@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,11 +138,24 @@ def bundle_for_artifact(manifest: dict[str, Any], model: str | None, data: str |
     return load_model(model, data, None, n_evaluation)
 
 
+MAX_EXAMPLE_ELEMENTS = 1 << 26  # one example batch described by a manifest: bounded before anything is allocated
+EXAMPLE_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+
+
 def example_from_spec(inputs: list[dict[str, Any]]) -> Inputs:
-    try:
-        return tuple(torch.ones(i["shape"], dtype=getattr(torch, i["dtype"])) for i in inputs)
-    except (KeyError, TypeError, AttributeError) as err:
-        raise QuantwiseError(f"artifact input description is invalid ({err})", "re-create the artifact") from None
+    """The example batch a manifest describes (shapes and dtypes), checked before it is built."""
+    bad = QuantwiseError("the artifact's input description is invalid", "re-create the artifact with 'quantwise quantize'")
+    if not isinstance(inputs, list) or not 1 <= len(inputs) <= 64:
+        raise bad
+    made = []
+    for item in inputs:
+        if not isinstance(item, dict) or item.get("dtype") not in EXAMPLE_DTYPES or not isinstance(item.get("shape"), list):
+            raise bad
+        shape = item["shape"]
+        if len(shape) > 8 or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d for d in shape) or math.prod(shape) > MAX_EXAMPLE_ELEMENTS:
+            raise bad
+        made.append(torch.ones(shape, dtype=getattr(torch, item["dtype"])))
+    return tuple(made)
 
 
 __all__ = ["QuantizeResult", "Loaded", "load_model", "quantize", "save", "load", "evaluate", "architecture", "bundle_for_artifact"]

@@ -82,6 +82,8 @@ class StaticInt8:
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("static path", self.path, STATIC_PATHS)
         _check_weight_bits(self.weight_bits, self.path)
+        if self.calibration_batches is not None and self.calibration_batches < 1:
+            raise QuantwiseError(f"calibration_batches={self.calibration_batches} is not a number of batches", "use 1 or more, or omit it for all of the calibration split")
         if not 50.0 < self.percentile <= 100.0:
             raise QuantwiseError(f"percentile {self.percentile} is out of range", "use a value in (50, 100], e.g. 99.99")
         if self.path == "pt2e" and self.backend == "qnnpack":
@@ -322,7 +324,7 @@ def recipe_from_dict(data: dict[str, Any]) -> Recipe:
     if version != RECIPE_VERSION:
         raise QuantwiseError(f"recipe version {version} is not supported by this quantwise", f"use version {RECIPE_VERSION}")
     kind = data.pop("kind", None)
-    if kind not in RECIPE_TYPES:
+    if not isinstance(kind, str) or kind not in RECIPE_TYPES:
         raise choice_error("recipe kind", kind, tuple(RECIPE_TYPES))
     cls = RECIPE_TYPES[kind]
     names = {f.name for f in dataclasses.fields(cls)}
@@ -348,6 +350,9 @@ def _check_types(cls: type, kind: str, data: dict[str, Any]) -> None:
             raise QuantwiseError(f"{kind} recipe field {name}={value!r} is not {wanted}", f"e.g. {name}={_inline(getattr(defaults, name))}")
 
 
+MAX_WHOLE = 2**53  # larger whole numbers are no count or setting a recipe can use
+
+
 def _fits(value: Any, annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if annotation is type(None):
@@ -355,9 +360,9 @@ def _fits(value: Any, annotation: Any) -> bool:
     if annotation is bool:
         return isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) < MAX_WHOLE
     if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < MAX_WHOLE and math.isfinite(value)
     if annotation is str:
         return isinstance(value, str)
     if origin is tuple:  # tuple[X, ...]: a list or tuple of X (keep_float also takes one string)
@@ -369,7 +374,7 @@ def _fits(value: Any, annotation: Any) -> bool:
 def _type_word(annotation: Any) -> str:
     if typing.get_origin(annotation) is tuple:
         return f"a list of {_type_word(typing.get_args(annotation)[0])}s"
-    return {bool: "true/false", int: "a whole number", float: "a finite number", str: "a string", type(None): "none"}.get(annotation, str(annotation))
+    return {bool: "true/false", int: "a whole number below 2^53", float: "a finite number", str: "a string", type(None): "none"}.get(annotation, str(annotation))
 
 
 def parse_recipe(spec: str) -> Recipe:
@@ -444,8 +449,8 @@ def write_recipe(recipe: Recipe, path: str | Path) -> Path:
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             data = json.loads(text)
         else:

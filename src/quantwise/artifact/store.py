@@ -139,7 +139,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise QuantwiseError(f"{path} is not a quantwise artifact (expected a directory with {MANIFEST} and {WEIGHTS})", "give the directory written by 'quantwise quantize'")
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise QuantwiseError(f"{path / MANIFEST} is corrupt ({err})", "re-create the artifact with 'quantwise quantize'") from None
     _check_manifest(manifest, path)
     return manifest
@@ -182,6 +182,9 @@ def _check_manifest(manifest: Any, path: Path) -> None:
             f"artifact format version {version} is newer than this quantwise reads ({FORMAT_VERSION})",
             "upgrade quantwise, or re-create the artifact with this version",
         )
-    for key, kind in (("model", str), ("recipe", dict), ("inputs", list)):
+    for key, kind in (("model", str), ("recipe", dict), ("inputs", list), ("meta", dict), ("metrics", dict), ("versions", dict),
+                      ("notes", list), ("architecture", dict)):
+        if key not in ("model", "recipe", "inputs") and manifest.get(key) is None:
+            continue  # optional: absent in older artifacts
         if not isinstance(manifest.get(key), kind):
             raise QuantwiseError(f"{path / MANIFEST} lacks a valid '{key}' entry", "re-create the artifact with 'quantwise quantize'")

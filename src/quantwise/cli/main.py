@@ -38,6 +38,7 @@ DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.saf
 NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
 NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
 TextOpt = typer.Option(None, "--text", help="Language models: a plain-text file or folder (default: the gensim Wikipedia sample).")
+MAX_BATCH = 4096  # the largest batch the exported programs accept (methods.base.dynamic_batch_shapes)
 ArchOpt = typer.Option(None, "--model", help="The float model an artifact of a user model was quantized from ('file.py:factory' or 'package.module:factory'): an artifact never names code to run. Not needed for zoo models.")
 ContextOpt = typer.Option(512, "--context", help="Language models: perplexity window length in tokens (stride = window).")
 EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: evaluation tokens for perplexity.")
@@ -272,8 +273,8 @@ def compare(
         batch_list = tuple(int(b) for b in batches.split(","))
     except ValueError:
         raise QuantwiseError(f"--batches {batches!r} is not a list of integers", "write e.g. --batches 1,32") from None
-    if any(b < 1 for b in batch_list):
-        raise QuantwiseError("batch sizes must be at least 1", "write e.g. --batches 1,32")
+    if not batch_list or any(not 1 <= b <= MAX_BATCH for b in batch_list):
+        raise QuantwiseError(f"--batches {batches}: a batch size is a whole number from 1 to {MAX_BATCH}", "write e.g. --batches 1,32")
     targets = tuple(t.strip() for t in target.split(",") if t.strip())
     for t in targets:
         if t not in ("pytorch", *RUNTIME_TARGETS):

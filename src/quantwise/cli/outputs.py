@@ -1,7 +1,6 @@
 """Result files a command writes besides its terminal output (--json, --html)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -22,8 +21,19 @@ def check_outputs(**paths: Optional[Path]) -> None:
         parent = path.parent
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent  # the first folder that exists; the rest is created on write
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        if not parent.is_dir() or not _can_create_in(parent):
             raise QuantwiseError(f"cannot write {flag} {path}: {parent} is not a writable folder", f"choose another path for {flag}")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be created in ``folder`` (permission bits say nothing to root, or of /proc)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".quantwise-probe-"):
+            return True
+    except OSError:
+        return False
 
 
 def write_outputs(data: dict[str, Any], document: Callable[[], Any], json_path: Optional[Path], html_path: Optional[Path], out: Console) -> None:

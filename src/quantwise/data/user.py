@@ -28,9 +28,9 @@ def load_data(spec: str, example: Inputs | None) -> TensorSet:
             raise QuantwiseError(f"data file {spec} does not exist", "check the path")
         return _from_mapping(_read_tensor_file(path), spec)
     if ":" in spec:
-        from quantwise.models.spec import load_callable
+        from quantwise.models.spec import call_factory
 
-        made = load_callable(spec, "data")()
+        made = call_factory(spec, "data")
         if isinstance(made, TensorSet):
             return made
         return _from_mapping(made if isinstance(made, dict) else {"inputs": made}, spec)
@@ -59,6 +59,9 @@ def _read_tensor_file(path: Path) -> Any:
 
 
 def _from_mapping(obj: Any, spec: str) -> TensorSet:
+    found = obj if isinstance(obj, (tuple, list)) else (obj.values() if isinstance(obj, dict) else [obj])
+    if any(isinstance(t, torch.Tensor) and t.dim() == 0 for t in found):
+        raise QuantwiseError(f"data {spec} holds a single number where samples belong", "store a tensor with the samples along its first dimension")
     if isinstance(obj, torch.Tensor):
         return TensorSet((obj,), description=spec)
     if isinstance(obj, (tuple, list)) and obj and all(isinstance(t, torch.Tensor) for t in obj):

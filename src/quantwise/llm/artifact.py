@@ -100,7 +100,7 @@ def _verify(model: nn.Module, path: Path) -> None:
 def is_language_model_artifact(path: str | Path) -> bool:
     try:
         manifest = json.loads((Path(path) / store.MANIFEST).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(manifest, dict) and isinstance(manifest.get("meta"), dict) and manifest["meta"].get("kind") == KIND
 

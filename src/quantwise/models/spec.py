@@ -55,6 +55,15 @@ def load_callable(spec: str, what: str) -> Any:
     return obj
 
 
+def call_factory(spec: str, what: str) -> Any:
+    """Load the user's ``file.py:factory`` and call it; its own failure is one line naming it."""
+    factory = load_callable(spec, what)
+    try:
+        return factory()
+    except Exception as err:
+        raise QuantwiseError(f"{what} factory {spec} failed ({type(err).__name__}: {first_line(err, 140)})", "fix the error in that function") from err
+
+
 def resolve_model(spec: str, data: str | None = None, n_calibration: int | None = None, n_evaluation: int | None = None) -> ModelBundle:
     from quantwise.models.zoo import ZOO
 
@@ -65,7 +74,7 @@ def resolve_model(spec: str, data: str | None = None, n_calibration: int | None 
         return bundle
     if ":" not in spec:
         raise QuantwiseError(f"unknown model {spec!r}", f"use a zoo model ({', '.join(sorted(ZOO))}) or 'file.py:factory'")
-    made = load_callable(spec, "model")()
+    made = call_factory(spec, "model")
     if isinstance(made, ModelBundle):
         return made if data is None else _with_user_data(made, data, n_calibration, n_evaluation)
     module, example = (made if isinstance(made, tuple) else (made, None))
@@ -77,7 +86,7 @@ def resolve_model(spec: str, data: str | None = None, n_calibration: int | None 
 
     samples = load_data(data, example)
     bundle = bundle_from_samples(spec, module.eval(), samples, n_calibration, n_evaluation)
-    bundle.build_arch = lambda: _module_of(load_callable(spec, "model")())
+    bundle.build_arch = lambda: _module_of(call_factory(spec, "model"))
     return bundle
 
 
