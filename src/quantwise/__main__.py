@@ -1,3 +1,3 @@
-from quantwise.cli.main import run
+from quantwise.cli.main import entry
 
-run()
+entry()

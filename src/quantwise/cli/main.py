@@ -255,6 +255,8 @@ def compare(
     from quantwise.cli.outputs import check_outputs, write_outputs
 
     check_outputs(json=json_path, html=html_path)
+    if recipes_ is not None and not recipes_.strip(" ,"):
+        raise QuantwiseError("--recipes is empty", "name recipes, e.g. --recipes dynamic,static-pt2e, or leave the option out for the defaults")
     if _is_llm(model):
         from quantwise.cli import llm
 
@@ -402,5 +404,17 @@ def run() -> None:
         sys.exit(1)
 
 
+def entry() -> None:
+    """The ``quantwise`` command: ``run``, then ignore further signals while the interpreter shuts down,
+    so that a Ctrl-C or SIGTERM arriving after the work is done cannot turn a whole result into a kill."""
+    import signal
+
+    try:
+        run()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
-    run()
+    entry()
