@@ -42,6 +42,12 @@ CAVEATS = [
     " packed ScriptObjects in the state); the row shows the error instead of numbers.",
     "- `dynamic` quantizes Linear/LSTM/GRU/Embedding only; on CNNs the convolutions stay float by design.",
     "- mnist-cnn at batch 1: int8 rows are within noise of float compiled (too little work per call), as expected.",
+    "- Since 2026-12-06 every ONNX file quantwise writes computes the same on every CPU (export/portable.py): int8 weights that meet"
+    " uint8 activations are stored as uint8 + 128, so ONNX Runtime runs its uint8 x uint8 kernels instead of the uint8 x int8 ones,"
+    " which saturate on AVX2-only x86 (ORT's own quantizer's files do, and so did ours). The alternating-rounds sections were"
+    " re-run that day with both layouts: the default portable file, and `--vnni-only` (the earlier, faster layout, correct only"
+    " on CPUs with VNNI, AMX or ARM dot products). That day's machine was an Intel Xeon with AMX, where ORT's uint8 x int8 GEMM"
+    " runs on AMX: the portable layout's cost is largest there. The main tables' ONNX rows predate the change.",
 ]
 
 

@@ -39,6 +39,19 @@ NO_NATIVE_BF16 = ("not timed: this CPU has no native bfloat16 (AVX-512 BF16 or A
                   "many times slower than float32; float32 is the baseline here")
 
 
+def has_vnni() -> bool:
+    """Whether ONNX Runtime multiplies uint8 x int8 here without saturating pairs of products:
+    x86 with AVX-512 VNNI, AVX-VNNI or AMX, or ARM (dot products or widening multiplies)."""
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 / AMX on x86, BF16 on ARM). Without
     it, torch emulates bf16 and a bf16 model is many times slower than float32."""

@@ -216,3 +216,19 @@ def test_on_an_avx2_cpu_language_model_layers_are_exact_at_every_accuracy_level(
     for ((_, (x,)), w, (y,)) in zip(jobs, weights, _run_on(AVX2_CPU, jobs, tmp_path)):
         exact = x.astype(np.float64) @ w.T
         assert np.abs(y - exact).max() <= 1e-5 * np.abs(exact).max()
+
+
+def test_vnni_only_keeps_the_fast_layout_says_so_and_is_refused_where_it_would_be_wrong(mnist, tmp_path, monkeypatch):
+    from quantwise import api
+    from quantwise.errors import QuantwiseError
+    from quantwise.export import exporter, export_artifact
+
+    artifact = api.save(api.quantize(mnist, "dynamic"), tmp_path / "dynamic")
+    monkeypatch.setattr(exporter, "has_vnni", lambda: True)
+    result = export_artifact(artifact, "onnx", bundle=mnist, samples=64, vnni_only=True, out=tmp_path / "fast.onnx")
+    assert not result.portable and result.to_dict()["portable"] is False
+    assert len(portable.hazards(onnx.load(str(result.path)))) == 2 and any("--vnni-only" in n for n in result.notes)
+    monkeypatch.setattr(exporter, "has_vnni", lambda: False)
+    with pytest.raises(QuantwiseError, match="no VNNI"):
+        export_artifact(artifact, "onnx", bundle=mnist, samples=64, vnni_only=True, out=tmp_path / "fast2.onnx")
+    assert not (tmp_path / "fast2.onnx").exists()

@@ -9,7 +9,8 @@ from rich.console import Console
 from quantwise.errors import QuantwiseError
 
 
-def export(artifact: Path, to: str, output: Optional[Path], model: Optional[str], data: Optional[str], force: bool, samples: Optional[int], out: Console, progress: Any) -> None:
+def export(artifact: Path, to: str, output: Optional[Path], model: Optional[str], data: Optional[str], force: bool, samples: Optional[int],
+           vnni_only: bool, out: Console, progress: Any) -> None:
     from quantwise import api
     from quantwise.artifact.store import read_manifest
     from quantwise.export import export_artifact, target_for
@@ -21,5 +22,5 @@ def export(artifact: Path, to: str, output: Optional[Path], model: Optional[str]
     if (data or model) and is_language_model_artifact(artifact):
         raise QuantwiseError("--data and --model do not apply to a language-model export", "drop them: parity is scored on the evaluation articles")
     bundle = None if is_language_model_artifact(artifact) else api.bundle_for_artifact(manifest, model, data)
-    result = export_artifact(artifact, to, bundle=bundle, out=output, overwrite=force, samples=samples, progress=progress)
+    result = export_artifact(artifact, to, bundle=bundle, out=output, overwrite=force, samples=samples, progress=progress, vnni_only=vnni_only)
     print_export(result, out)

@@ -298,6 +298,7 @@ def export_(
     data: Optional[str] = DataOpt,
     force: bool = typer.Option(False, "--force", help="Replace an existing output."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Held-out samples for the parity check (default 256; for a language model, windows of 512 tokens, default 8)."),
+    vnni_only: bool = typer.Option(False, "--vnni-only", help="ONNX: keep ONNX Runtime's faster uint8 x int8 layout, computed correctly only on CPUs with VNNI, AMX or ARM dot products (AVX2-only x86 saturates it). Default: a file every CPU computes the same."),
 ) -> None:
     """Export a quantized artifact to a runtime and prove it with a parity check.
 
@@ -315,7 +316,7 @@ def export_(
     """
     from quantwise.cli.export import export
 
-    export(artifact, to, output, model, data, force, samples, out, progress)
+    export(artifact, to, output, model, data, force, samples, vnni_only, out, progress)
 
 
 @app.command()

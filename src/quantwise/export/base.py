@@ -49,6 +49,8 @@ class ExportTarget:
     families: tuple[str, ...]
     write: Callable[[nn.Module, Inputs, Path, bool, TensorSet | None], list[str]]
     load: Callable[[Path, int], Runner]
+    # rewrites a written file so that every CPU computes the same (ONNX: see export/portable.py); None: already so
+    make_portable: Callable[[Path], list[str]] | None = None
     requires: str | None = None  # a module that must import, else the install hint below
     install: str = ""
     refusals: tuple[tuple[str, str], ...] = ()  # (family, reason + which recipe works)

@@ -17,7 +17,7 @@ from quantwise.files import staged_file
 from quantwise.export.base import recipe_family, target_for
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
-from quantwise.versions import versions
+from quantwise.versions import has_vnni, versions
 
 
 @dataclass
@@ -29,9 +29,10 @@ class ExportResult:
     seconds: float
     parity: Any  # parity.Parity, or lm_export.LMParity for a language model
     notes: list[str] = field(default_factory=list)
+    portable: bool = True  # computes the same on every CPU (False: --vnni-only)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "file": str(self.path), "size_mb": self.size_mb, "seconds": self.seconds,
+        return {"target": self.target, "file": str(self.path), "size_mb": self.size_mb, "seconds": self.seconds, "portable": self.portable,
                 "parity": self.parity.to_dict(), "notes": self.notes, "versions": versions()}
 
 
@@ -46,12 +47,15 @@ def output_path(artifact: Path, out: str | Path | None, name: str, suffix: str, 
 
 
 def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle | None = None, out: str | Path | None = None,
-                    overwrite: bool = False, samples: int | None = None, threads: int | None = None, progress: ProgressFn = no_progress) -> ExportResult:
+                    overwrite: bool = False, samples: int | None = None, threads: int | None = None, progress: ProgressFn = no_progress,
+                    vnni_only: bool = False) -> ExportResult:
     """Export the quantized model in ``artifact`` to ``target_name`` and prove it.
 
     ``bundle`` gives the float model and held-out data for the parity check (default: the zoo
     model the artifact names; a user model's bundle must be given, see ``api.load``); ``samples`` held-out inputs (default 256), or for
-    a language model evaluation windows of 512 tokens (default 8)."""
+    a language model evaluation windows of 512 tokens (default 8). ``vnni_only`` keeps ONNX Runtime's
+    fast uint8 x int8 layout, which only CPUs with VNNI, AMX or ARM dot products compute correctly
+    (default: a file every CPU computes the same, see export/portable.py)."""
     from quantwise.llm.artifact import is_language_model_artifact
 
     artifact = Path(artifact)
@@ -68,6 +72,9 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     manifest = store.read_manifest(artifact)
     family = recipe_family(manifest["recipe"])
     target.check(family)
+    if vnni_only and not has_vnni():
+        raise QuantwiseError("--vnni-only: this CPU has no VNNI, AMX or ARM dot product, so it computes such a file wrongly and cannot check it",
+                             "export without --vnni-only (the default file computes the same on every CPU)")
     path = output_path(artifact, out, target.name, target.suffix, overwrite)
     if bundle is None:
         bundle = api.bundle_for_artifact(manifest, None)
@@ -78,6 +85,11 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
         start = time.perf_counter()
         try:
             notes = target.write(loaded.module, example, tmp, bool(loaded.quantized.meta.get("dynamic_batch", bundle.dynamic_batch)), bundle.calibration)
+            if target.make_portable is not None and not vnni_only:
+                notes += target.make_portable(tmp)
+            elif target.make_portable is not None:
+                notes.append("--vnni-only: uint8 x int8 products kept; correct only on CPUs with VNNI, AMX or ARM dot products "
+                             "(AVX2-only x86 saturates them and computes wrong results)")
             runner = target.load(tmp, threads or torch.get_num_threads())
             seconds = time.perf_counter() - start
             result = parity.check(runner, loaded.module, bundle.model.eval(), held_out, bundle.task == "classification")
@@ -91,6 +103,7 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
             got = f"agreement {q.agreement:.4f}" if q.agreement is not None else f"cosine {q.cosine:.5f}"
             raise QuantwiseError(f"the {target.name} export does not match the quantized model ({got}; needs {result.tolerance}); nothing was written",
                                  "export with another target, or report this model and recipe")
-    export = ExportResult(artifact, target.name, path, path.stat().st_size / 1e6, seconds, result, notes)
+    export = ExportResult(artifact, target.name, path, path.stat().st_size / 1e6, seconds, result, notes,
+                          portable=target.make_portable is None or not vnni_only)
     store.record_export(artifact, target.name, export.to_dict())
     return export

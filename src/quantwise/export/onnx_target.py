@@ -31,12 +31,7 @@ def _is_torchao(module: nn.Module) -> bool:
     return any(type(t).__module__.startswith("torchao") for t in module.parameters()) or legacy.has_recurrent_quantized(module)
 
 
-def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None = None) -> list[str]:
-    notes = _write(module, example, path, dynamic_batch, calibration)
-    return [*notes, *_make_portable(path)]
-
-
-def _make_portable(path: Path) -> list[str]:
+def make_portable(path: Path) -> list[str]:
     """Rewrite the file's int8 weights that meet uint8 activations so that no CPU saturates them."""
     import onnx
 
@@ -49,7 +44,7 @@ def _make_portable(path: Path) -> list[str]:
             "on every CPU (its u8 x s8 kernel saturates without VNNI)"]
 
 
-def _write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None) -> list[str]:
+def write(module: nn.Module, example: Inputs, path: Path, dynamic_batch: bool, calibration: TensorSet | None = None) -> list[str]:
     if _is_torchao(module):
         return onnx_dynamic.write(module, example, path, dynamic_batch)
     names = input_names(example)
@@ -96,6 +91,7 @@ TARGET = register(ExportTarget(
     families=("pt2e", "pt2e-xnnpack", "fx", "dynamic"),
     write=write,
     load=load,
+    make_portable=make_portable,
     requires="onnxruntime",
     install="pip install onnxruntime",
     refusals=(

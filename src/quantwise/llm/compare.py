@@ -188,6 +188,8 @@ def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LL
         row.decode_tokens_per_s, row.prefill_tokens_per_s, row.compile_s = s.decode_tokens_per_s, s.prefill_tokens_per_s, s.compile_s
         timed[key] = row
     row.notes.append(f"runs with {str(run_dtype(recipe)).replace('torch.', '')} activations")
+    if run_dtype(recipe) == torch.bfloat16 and not native_bf16():
+        row.warnings.append("this CPU has no native bfloat16: the bf16 activations this recipe's kernels need are emulated, and slow here")
     return row
 
 
