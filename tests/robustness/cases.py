@@ -157,6 +157,8 @@ def output_cases() -> Iterator[Case]:
     yield Case("out-artifact-plus-file-force", "output paths", ["quantize", "mnist-cnn", "--recipe", "static-fx", "--out", "{tmp}/art", "--force", "--no-eval"],
                _both(_artifact(), _files(**{"art__mine.txt": "keep"})))
     quick = [*QUICK_COMPARE, "--recipes", "dynamic"]
+    yield Case("out-artifact-plus-model-py-force", "output paths", ["quantize", "mnist-cnn", "--recipe", "static-fx", "--out", "{tmp}/art", "--force", "--no-eval"],
+               _both(_artifact(), _files(**{"art__model.py": "print('user code')"})))
     yield Case("json-to-dir", "output paths", ["compare", "mnist-cnn", "--json", "{tmp}/d", *quick], _files(**{"d__x": "keep"}))
     yield Case("json-under-file", "output paths", ["compare", "mnist-cnn", "--json", "{tmp}/f.txt/r.json", *quick], _files(**{"f.txt": "keep"}))
     yield Case("json-proc", "output paths", ["compare", "mnist-cnn", "--json", "/proc/r.json", *quick])

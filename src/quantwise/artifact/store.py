@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from quantwise.errors import QuantwiseError, first_line
 from quantwise.files import atomic_write_text, staged_dir
 from quantwise.versions import check_restorable
-from quantwise.errors import QuantwiseError, first_line
 
 FORMAT = "quantwise-artifact"
 FORMAT_VERSION = 1
@@ -25,6 +25,7 @@ MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 ARTIFACT_FOLDERS = (TOKENIZER_DIR,)  # folders an artifact may carry (Artifact.files)
+EXPORT_SUFFIXES = (".onnx", ".pt2", ".ptl", ".pte", ".gguf")  # model.<suffix>: what exports write into an artifact by default
 
 
 @dataclass
@@ -78,8 +79,8 @@ def _is_artifact(path: Path) -> bool:
         read_manifest(path)
     except QuantwiseError:
         return False
-    return all(p.name in (MANIFEST, WEIGHTS) or p.name.startswith("model.") or (p.is_dir() and p.name in ARTIFACT_FOLDERS)
-               for p in path.iterdir())
+    return all(p.name in (MANIFEST, WEIGHTS) or (p.is_file() and p.stem == "model" and p.suffix in EXPORT_SUFFIXES)
+               or (p.is_dir() and p.name in ARTIFACT_FOLDERS) for p in path.iterdir())
 
 
 def write(artifact: Artifact, path: Path, overwrite: bool = False, verify: Callable[[Path], None] | None = None) -> Path:
