@@ -19,8 +19,9 @@ def export(artifact: Path, to: str, output: Optional[Path], model: Optional[str]
 
     target_for(to)  # an unknown target fails before anything loads
     manifest = read_manifest(artifact)
-    if (data or model) and is_language_model_artifact(artifact):
-        raise QuantwiseError("--data and --model do not apply to a language-model export", "drop them: parity is scored on the evaluation articles")
+    for flag, value in (("--data", data), ("--model", model)):
+        if value and is_language_model_artifact(artifact):
+            raise QuantwiseError(f"{flag} does not apply to a language-model export", f"drop {flag}: the model is rebuilt from the artifact and parity is scored on the evaluation articles")
     bundle = None if is_language_model_artifact(artifact) else api.bundle_for_artifact(manifest, model, data)
     result = export_artifact(artifact, to, bundle=bundle, out=output, overwrite=force, samples=samples, progress=progress, vnni_only=vnni_only)
     print_export(result, out)
