@@ -43,8 +43,9 @@ def check_ranges(values: dict[str, Any]) -> None:
             continue
         flag, low, high = RANGES[name]
         if not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-            shown = "any value" if high == math.inf else f"up to {high:,}"
-            raise QuantwiseError(f"{flag} {value} is out of range", f"give a number from {low:g}, {shown}")
+            problem = f"{flag} {value} is negative" if isinstance(value, (int, float)) and value < 0 <= low else f"{flag} {value} is out of range"
+            valid = f"a number of at least {low:g}" if high == math.inf else f"a whole number from {low:g} to {high:,}"
+            raise QuantwiseError(problem, f"give {valid}")
 
 
 def checked(command: F) -> F:
