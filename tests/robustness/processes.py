@@ -6,7 +6,6 @@ benchmarks/robustness.py, which repeats them with more moments and more commands
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
