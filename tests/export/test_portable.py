@@ -232,3 +232,24 @@ def test_vnni_only_keeps_the_fast_layout_says_so_and_is_refused_where_it_would_b
     with pytest.raises(QuantwiseError, match="no VNNI"):
         export_artifact(artifact, "onnx", bundle=mnist, samples=64, vnni_only=True, out=tmp_path / "fast2.onnx")
     assert not (tmp_path / "fast2.onnx").exists()
+
+
+@pytest.mark.slow
+def test_on_an_avx2_cpu_depthwise_int8_convolutions_do_not_saturate(tmp_path):
+    """Why make_portable leaves depthwise convolutions int8: ORT's depthwise kernels widen before
+    multiplying. Every input 255 and every weight 127 (a pair of products is 64770, twice int16's
+    range) gives the exact sum on the emulated AVX2 CPU."""
+    _qemu_or_skip()
+    c, k = 16, 3
+    inits = [numpy_helper.from_array(np.full((c, 1, k, k), 127, np.int8), "w"), numpy_helper.from_array(np.array(1.0, np.float32), "xs"),
+             numpy_helper.from_array(np.array(0, np.uint8), "xz"), numpy_helper.from_array(np.full(c, 1.0, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(c, np.int8), "wz"), numpy_helper.from_array(np.array(2000.0, np.float32), "ys"),
+             numpy_helper.from_array(np.array(0, np.uint8), "yz")]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], group=c)
+    graph = helper.make_graph([node], "dw", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, c, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, c, 4, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "dw.onnx")
+    assert [p.depthwise for p in portable.integer_products(onnx.load(str(tmp_path / "dw.onnx")))] == [True]
+    x = np.full((1, c, 6, 6), 255, np.uint8)
+    (y,), = _run_on(AVX2_CPU, [(tmp_path / "dw.onnx", (x,))], tmp_path)
+    assert (y == round(255 * 127 * k * k / 2000)).all()  # 146: the exact sum, requantized (saturated pairs would give 82)
