@@ -93,7 +93,7 @@ def load(path: str | Path, arch: nn.Module | str | None = None) -> Loaded:
     art = store.read(Path(path))
     recipe = recipe_from_dict(art.recipe)
     if isinstance(arch, str):
-        arch = architecture(load_model(arch))
+        arch = _architecture_of_spec(arch)
     if arch is None:
         arch = zoo_architecture(art.model, Path(path))
     store.check_architecture(art, arch, Path(path))
@@ -111,6 +111,17 @@ def load(path: str | Path, arch: nn.Module | str | None = None) -> Loaded:
 def architecture(bundle: ModelBundle) -> nn.Module:
     """A model of ``bundle``'s architecture for an artifact to fill (its float weights are overwritten)."""
     return (bundle.build_arch() if bundle.build_arch else copy.deepcopy(bundle.model)).eval()
+
+
+def _architecture_of_spec(spec: str) -> nn.Module:
+    """The architecture a model spec the caller gave builds: no data needed (unlike ``load_model``)."""
+    from quantwise.models.spec import _module_of, call_factory
+    from quantwise.models.zoo import _MODULES
+
+    if spec in _MODULES:
+        return zoo_architecture(spec)
+    made = call_factory(spec, "model")
+    return architecture(made) if isinstance(made, ModelBundle) else _module_of(made).eval()
 
 
 def zoo_architecture(name: str, path: Path | None = None) -> nn.Module:

@@ -94,6 +94,9 @@ def test_a_different_architecture_is_refused(capsys, user_model, tmp_path):
     (tmp_path / "other.py").write_text(USER_MODEL.replace("nn.Linear(32, 4)", "nn.Linear(32, 5)"))
     with pytest.raises(QuantwiseError, match="does not match the one artifact"):
         api.load(tmp_path / "mine", arch="other.py:build")
+    # a factory that returns the bare module (no data) names the architecture as well
+    (tmp_path / "plain.py").write_text(USER_MODEL + "\n\ndef net():\n    return build().model\n")
+    assert api.load(tmp_path / "mine", arch="plain.py:net").module is not None
 
 
 def test_force_refuses_a_directory_that_is_not_an_artifact(capsys, tmp_path):
