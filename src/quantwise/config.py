@@ -276,14 +276,58 @@ class DynamicActivation:
         return self.smoothquant
 
 
+GGUF_FILE_TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_K", "Q5_K")
+GGUF_ALGORITHMS = ("reference", "searched", "gptq", "awq-gptq")
+
+
+@dataclass(frozen=True)
+class GGUFWeights:
+    """Language model weights on llama.cpp's block grids, for ``quantwise export --to gguf``.
+
+    ``type`` is a llama.cpp file type: one block type everywhere (``Q8_0``, ``Q4_0``, ``Q4_1``,
+    ``Q5_0``, ``Q5_1``, ``Q6_K``) or llama.cpp's mixture (``Q4_K_M`` / ``Q5_K_M``, also spelled
+    ``Q4_K`` / ``Q5_K``: some tensors one type up, by llama.cpp's own rule). A tensor whose rows
+    do not fit a K-quant's 256-weight super-blocks gets the type llama.cpp falls back to
+    (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), reported per tensor. ``pure`` uses the base type
+    everywhere (llama-quantize's ``--pure``). The token table (tied to the output layer) is
+    quantized too, with the type llama.cpp gives the output layer.
+
+    ``algorithm`` chooses the codes on those grids: ``reference`` (llama.cpp's quantizer without
+    an importance matrix, no data), ``searched`` (scales searched under importance weights from
+    calibration text, as llama.cpp's imatrix does), ``gptq`` (the searched grid, then GPTQ's
+    error-compensating codes) or ``awq-gptq`` (AWQ scales folded in first).
+    """
+
+    kind: ClassVar[str] = "gguf"
+    type: str = "Q4_K_M"
+    algorithm: str = "gptq"
+    pure: bool = False
+    calibration_samples: int = 128
+    calibration_context: int = 512
+    damp: float = 0.01
+    act_order: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", str(self.type).upper())
+        _check_choice("GGUF file type", self.type, GGUF_FILE_TYPES)
+        _check_choice("algorithm", self.algorithm, GGUF_ALGORITHMS)
+        _check_calibration(self.calibration_samples, self.calibration_context)
+        if not 0 < self.damp < 1:
+            raise QuantwiseError(f"damp={self.damp} is out of range", "use a fraction of the mean Hessian diagonal, e.g. 0.01")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.algorithm != "reference"
+
+
 def _check_calibration(samples: int, context: int) -> None:
     if samples < 1 or context < 16:
         raise QuantwiseError(f"calibration needs samples >= 1 and context >= 16 (got {samples}, {context})", "e.g. calibration_samples=32 calibration_context=512")
 
 
-Recipe = DynamicInt8 | StaticInt8 | QAT | BF16 | WeightOnly | DynamicActivation
-RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, BF16, WeightOnly, DynamicActivation)}
-LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind)
+Recipe = DynamicInt8 | StaticInt8 | QAT | BF16 | WeightOnly | DynamicActivation | GGUFWeights
+RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, BF16, WeightOnly, DynamicActivation, GGUFWeights)}
+LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind, GGUFWeights.kind)
 
 # Named recipes a user can pick by name; ``compare`` runs them all where they apply.
 PRESETS: dict[str, Recipe] = {
@@ -307,6 +351,10 @@ PRESETS: dict[str, Recipe] = {
     "w8a8": DynamicActivation(),
     "w8a8-smoothquant": DynamicActivation(smoothquant=True, alpha="search"),
     "w4a8": DynamicActivation(weight_bits=4, group_size=64),
+    # language models for llama.cpp (quantwise export ART --to gguf)
+    "gguf-q8_0": GGUFWeights(type="Q8_0"),
+    "gguf-q4_0": GGUFWeights(type="Q4_0"),
+    "gguf-q4_k_m": GGUFWeights(type="Q4_K_M"),
 }
 LLM_PRESETS = ("int8-weight-only", "int4-rtn", "int4-hqq", "int4-gptq", "int4-awq", "int4-awq-gptq", "w8a8", "w8a8-smoothquant", "w4a8")
 

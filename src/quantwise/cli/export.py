@@ -17,7 +17,8 @@ def export(artifact: Path, to: str, output: Optional[Path], model: Optional[str]
     from quantwise.llm.artifact import is_language_model_artifact
     from quantwise.report.export_table import print_export
 
-    target_for(to)  # an unknown target fails before anything loads
+    if to != "gguf":  # gguf: language models only, checked by export_artifact
+        target_for(to)  # an unknown target fails before anything loads
     manifest = read_manifest(artifact)
     for flag, value in (("--data", data), ("--model", model)):
         if value and is_language_model_artifact(artifact):

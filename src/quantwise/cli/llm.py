@@ -11,11 +11,11 @@ from quantwise.errors import QuantwiseError
 
 
 def _recipe(recipe: str):
-    from quantwise.config import LLM_PRESETS, DynamicActivation, WeightOnly, parse_recipe
+    from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, parse_recipe
 
     parsed = parse_recipe(recipe)
-    if not isinstance(parsed, (WeightOnly, DynamicActivation)):
-        raise QuantwiseError(f"recipe {recipe} is not for language models", f"use one of: {', '.join(LLM_PRESETS)}, or weight-only:... / dynamic-activation:...")
+    if not isinstance(parsed, (WeightOnly, DynamicActivation, GGUFWeights)):
+        raise QuantwiseError(f"recipe {recipe} is not for language models", f"use one of: {', '.join(LLM_PRESETS)}, gguf-q4_k_m, or weight-only:... / dynamic-activation:... / gguf:...")
     return parsed
 
 

@@ -292,7 +292,7 @@ def compare(
 @checked
 def export_(
     artifact: Path = typer.Argument(..., help="An artifact directory written by 'quantwise quantize'."),
-    to: str = typer.Option(..., "--to", help="onnx | pt2 | torchscript | executorch"),
+    to: str = typer.Option(..., "--to", help="onnx | pt2 | torchscript | executorch | gguf (language models, for llama.cpp)"),
     output: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: model.<suffix> inside the artifact)."),
     model: Optional[str] = ArchOpt,
     data: Optional[str] = DataOpt,
@@ -305,13 +305,16 @@ def export_(
     The parity check runs the exported file on held-out inputs against the quantized
     PyTorch model and the float model; an export outside tolerance fails and leaves nothing.
     A language model (int4 / int8 weight-only) exports to ONNX with its layers as ONNX
-    Runtime's MatMulNBits, checked by perplexity on the evaluation articles.
+    Runtime's MatMulNBits, checked by perplexity on the evaluation articles; a language model
+    quantized with a gguf recipe exports to a GGUF file for llama.cpp, read back and checked
+    bit for bit (and in llama.cpp itself when llama-cpp-python is installed).
 
     Examples:
       quantwise export mnist-int8 --to onnx
       quantwise export effnet-pt2e --to pt2 --out deploy/effnet.pt2
       quantwise export mnist-int8 --to torchscript
       quantwise export smol-int4 --to onnx
+      quantwise export smol-q4km --to gguf
       quantwise export my-int8 --to onnx --model my_model.py:build --data images/
     """
     from quantwise.cli.export import export

@@ -80,7 +80,7 @@ def target_for(name: str) -> ExportTarget:
     import quantwise.export.formats  # noqa: F401  (registers the targets)
 
     if name not in TARGETS:
-        raise choice_error("export target", name, tuple(TARGETS))
+        raise choice_error("export target", name, tuple(TARGETS) + ("gguf",))
     return TARGETS[name]
 
 

@@ -59,13 +59,15 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     from quantwise.llm.artifact import is_language_model_artifact
 
     artifact = Path(artifact)
-    target = target_for(target_name)
+    if target_name == "gguf" and not is_language_model_artifact(artifact):
+        raise QuantwiseError("only language models export to GGUF (llama.cpp)", "quantize a language model with a gguf recipe (e.g. gguf-q4_k_m) first")
+    target = target_for(target_name) if target_name != "gguf" else None
     if is_language_model_artifact(artifact):
         from quantwise.export.lm_export import export_language_model
 
         if bundle is not None:
             raise QuantwiseError("--data does not apply to a language-model export", "drop --data: parity is scored on the evaluation articles")
-        return export_language_model(artifact, target.name, out, overwrite, windows=8 if samples is None else samples, threads=threads, progress=progress)
+        return export_language_model(artifact, target_name, out, overwrite, windows=8 if samples is None else samples, threads=threads, progress=progress)
     samples = 256 if samples is None else samples
     if samples < 1:
         raise QuantwiseError(f"--samples {samples}: the parity check needs at least one held-out sample", "e.g. --samples 256")

@@ -28,7 +28,7 @@ from quantwise.methods.base import ProgressFn, no_progress
 MAX_DELTA_PCT = 0.5
 MIN_CACHE_COSINE = 0.999
 CACHE_PREFIX, CACHE_STEPS = 32, 32  # the cache check: 32 tokens at once, then 32 one at a time
-TARGETS = ("onnx",)
+TARGETS = ("onnx", "gguf")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ class LMParity:
 
 def check_target(target: str) -> None:
     if target not in TARGETS:
-        raise QuantwiseError(f"cannot export a language model to {target}: quantwise exports language models to ONNX (MatMulNBits) only",
-                             "use --to onnx (int4 or int8 weight-only recipes)")
+        raise QuantwiseError(f"cannot export a language model to {target}: quantwise exports language models to ONNX (MatMulNBits) and GGUF (llama.cpp)",
+                             "use --to onnx (int4 or int8 weight-only recipes) or --to gguf (gguf recipes)")
 
 
 def _scores(logits_fn: Any, ids: torch.Tensor, progress: ProgressFn, label: str) -> tuple[float, torch.Tensor, torch.Tensor]:
@@ -133,6 +133,10 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     from quantwise.llm.text import text_split
 
     check_target(target)
+    if target == "gguf":
+        from quantwise.gguf.export import export_gguf
+
+        return export_gguf(artifact, out, overwrite, windows=windows, context=context, text=text, threads=threads, progress=progress)
     if importlib.util.find_spec("onnxruntime") is None:
         raise QuantwiseError("the onnx export needs onnxruntime, which is not installed", "install it: pip install onnxruntime")
     artifact = Path(artifact)

@@ -20,7 +20,8 @@ from torch import nn
 
 from quantwise.artifact import store
 from quantwise.config import recipe_from_dict, recipe_to_dict
-from quantwise.errors import QuantwiseError
+from quantwise.errors import QuantwiseError, first_line
+from quantwise.gguf.quant import GGUFQuant
 from quantwise.llm.algorithms import GroupGrid, GroupQuant
 from quantwise.llm.quantize import LLMRecipe, QuantizedLM
 from quantwise.llm.runtime import materialize, run_dtype
@@ -57,13 +58,19 @@ def _tensors(q: QuantizedLM) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     quantized = {f"{name}.weight" for name in q.layers}
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
-    for key, value in q.model.state_dict().items():
+    state = q.model.state_dict()
+    seen.update(state[k].data_ptr() for k in quantized if k in state and state[k].numel())  # a table tied to a quantized one
+    for key, value in state.items():
         if key in quantized or value.data_ptr() in seen:
             continue  # quantized weights are stored as codes; tied copies once
         seen.add(value.data_ptr())
         tensors[key] = value.detach().to(dtype if value.is_floating_point() else value.dtype).clone()
     layers = {}
     for name, quant in q.layers.items():
+        if isinstance(quant, GGUFQuant):
+            tensors[f"{name}.blocks"] = quant.blocks()
+            layers[name] = {"gguf_type": quant.fmt.name, "shape": list(quant.shape), "reason": quant.reason}
+            continue
         grid = quant.grid
         tensors[f"{name}.qdata"] = pack4(quant.qdata) if grid.bits == 4 else quant.qdata
         tensors[f"{name}.scale"], tensors[f"{name}.zero"] = quant.scale, quant.zero
@@ -74,7 +81,7 @@ def _tensors(q: QuantizedLM) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def save(q: QuantizedLM, tokenizer: Any, model_name: str, path: str | Path, metrics: dict[str, Any] | None = None, overwrite: bool = False, verify: bool = True) -> Path:
     tensors, layers = _tensors(q)
     config = q.model.config.to_dict()
-    if "lm_head" in q.layers:
+    if "lm_head" in q.layers and not isinstance(q.layers["lm_head"], GGUFQuant):
         config["tie_word_embeddings"] = False
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
@@ -136,8 +143,14 @@ def read(path: str | Path) -> StoredLM:
         tokenizer = AutoTokenizer.from_pretrained(Path(path) / TOKENIZER_DIR, trust_remote_code=False)
     except (KeyError, ValueError, OSError) as err:
         raise QuantwiseError(f"{path}: cannot rebuild the model or tokenizer ({err})".splitlines()[0], "re-create the artifact with 'quantwise quantize'") from None
-    layers: dict[str, GroupQuant] = {}
+    layers: dict[str, GroupQuant | GGUFQuant] = {}
     for name, spec in meta["layers"].items():
+        if "gguf_type" in spec:
+            try:
+                layers[name] = GGUFQuant.from_blocks(art.tensors.pop(f"{name}.blocks"), spec["gguf_type"], int(spec["shape"][1]), str(spec.get("reason", "")))
+            except (KeyError, ValueError, TypeError, IndexError) as err:
+                raise QuantwiseError(f"{path}: the GGUF blocks of {name} are unreadable ({first_line(err)})", "re-create the artifact") from None
+            continue
         grid = GroupGrid(spec["bits"], spec["group_size"], spec["symmetric"])
         codes = art.tensors.pop(f"{name}.qdata")
         codes = unpack4(codes) if grid.bits == 4 else codes
@@ -156,6 +169,9 @@ def _check_sizes(empty: nn.Module, tensors: dict[str, torch.Tensor], layers: dic
     same shape (a quantized layer's weight as its codes; a tied output layer as the embedding)."""
     quantized = {f"{name}.weight": spec for name, spec in layers.items()}
     for name, tensor in empty.state_dict().items():
+        if name in quantized and "gguf_type" in quantized[name]:
+            _check_blocks(name, quantized[name], tensors.get(f"{name.removesuffix('.weight')}.blocks"), tensor, path)
+            continue
         if name in quantized:
             spec, codes = quantized[name], tensors.get(f"{name.removesuffix('.weight')}.qdata")
             per_byte = 2 if spec.get("bits") == 4 else 1
@@ -169,6 +185,19 @@ def _check_sizes(empty: nn.Module, tensors: dict[str, torch.Tensor], layers: dic
         if tuple(tensors[name].shape) != tuple(tensor.shape):
             raise QuantwiseError(f"{path}: the manifest's config makes {name} {list(tensor.shape)}, the file holds {list(tensors[name].shape)}",
                                  "re-create the artifact")
+
+
+def _check_blocks(name: str, spec: dict[str, Any], blocks: torch.Tensor | None, tensor: torch.Tensor, path: Path) -> None:
+    from quantwise.gguf.formats import format_named
+
+    try:
+        fmt = format_named(str(spec["gguf_type"]))
+    except ValueError as err:
+        raise QuantwiseError(f"{path}: {name}: {err}", "re-create the artifact") from None
+    rows, cols = tensor.shape
+    if (blocks is None or list(spec.get("shape", [])) != [rows, cols] or not fmt.fits(cols)
+            or tuple(blocks.shape) != (rows, fmt.row_bytes(cols)) or blocks.dtype != torch.uint8):
+        raise QuantwiseError(f"{path}: the {fmt.name} blocks of {name} do not fit the shape {[rows, cols]} the manifest's config makes", "re-create the artifact")
 
 
 def load(path: str | Path) -> LoadedLM:

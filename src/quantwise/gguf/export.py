@@ -1,0 +1,175 @@
+"""``quantwise export ARTIFACT --to gguf``: a GGUF file llama.cpp loads, proven twice.
+
+1. Read back with the gguf package: every tensor's bytes are the bytes quantwise packed, and
+   gguf's reference dequantizers give quantwise's float32 weights bit for bit (so the codes
+   llama.cpp reads are the codes quantwise chose: no second rounding anywhere).
+2. Where llama-cpp-python is installed: perplexity in llama.cpp within ``MAX_DELTA_PCT`` of
+   quantwise's own evaluation of the same weights (PyTorch, float32) on the same windows, and
+   greedy tokens compared (reported; llama.cpp quantizes activations to 8 bits inside its dot
+   products, so a near-tie may flip).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from quantwise.errors import QuantwiseError
+from quantwise.methods.base import ProgressFn, no_progress
+
+from .writer import GGUFTensor, gguf_names, llama_permute, source_architecture, verify, write
+
+MAX_DELTA_PCT = 0.5
+GREEDY_PROMPT, GREEDY_TOKENS = 32, 32
+
+
+@dataclass(frozen=True)
+class GGUFParity:
+    tensors: int
+    quantized_tensors: int
+    bytes_equal: bool
+    weights_equal: bool
+    llamacpp: bool  # the llama.cpp check ran
+    windows: int = 0
+    context: int = 0
+    perplexity_llamacpp: float | None = None
+    perplexity_quantwise: float | None = None
+    top1_agreement: float | None = None  # llama.cpp's next-token argmax vs PyTorch's on the same weights
+    generated_tokens: int = 0
+    generated_equal: int = 0  # greedy tokens, from the first, that llama.cpp and PyTorch agree on
+    first_mismatch: str = ""
+
+    @property
+    def delta_pct(self) -> float | None:
+        if self.perplexity_llamacpp is None or self.perplexity_quantwise is None:
+            return None
+        return 100 * (self.perplexity_llamacpp / self.perplexity_quantwise - 1)
+
+    @property
+    def passed(self) -> bool:
+        if not (self.bytes_equal and self.weights_equal):
+            return False
+        return not self.llamacpp or (self.delta_pct is not None and math.isfinite(self.delta_pct) and abs(self.delta_pct) <= MAX_DELTA_PCT)
+
+    @property
+    def tolerance(self) -> str:
+        return (f"every tensor's bytes and dequantized weights equal quantwise's bit for bit; with llama-cpp-python, perplexity in "
+                f"llama.cpp within {MAX_DELTA_PCT}% of quantwise's on the same weights and windows")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "delta_pct": self.delta_pct, "passed": self.passed, "tolerance": self.tolerance}
+
+
+def model_tensors(model: nn.Module, layers: dict[str, Any], arch: str) -> dict[str, GGUFTensor]:
+    """Every tensor of ``model`` under its GGUF name: quantized ones (``layers``, GGUFQuant by
+    Hugging Face module name) as blocks, the rest as float32; a tied output layer once."""
+    config = model.config
+    n_layers = int(config.num_hidden_layers)
+    state = {k: v for k, v in model.state_dict().items()}
+    if getattr(config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    names = gguf_names(list(state), arch, n_layers)
+    heads, kv_heads = int(config.num_attention_heads), int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    out = {}
+    for key, value in state.items():
+        module = key.removesuffix(".weight")
+        quant = layers.get(module) if key.endswith(".weight") else None
+        if quant is not None:
+            tensor = GGUFTensor(quant.dequantize(), quant.blocks(), quant.fmt.name)
+        else:
+            tensor = GGUFTensor(value.detach().to(torch.float32))
+        if arch == "llama" and key.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
+            h = heads if ".q_proj." in key else kv_heads
+            tensor = GGUFTensor(llama_permute(tensor.values, h), None if tensor.blocks is None else llama_permute(tensor.blocks, h), tensor.type_name)
+        out[names[key]] = tensor
+    return out
+
+
+def source_gguf(spec: str) -> Path:
+    """The GGUF file a language model came from (its metadata and tokenizer go into the export)."""
+    from quantwise.llm.model import ZOO_LLMS, zoo_gguf_path
+
+    if spec in ZOO_LLMS:
+        return zoo_gguf_path(spec)
+    if spec.endswith(".gguf") and Path(spec).is_file():
+        return Path(spec)
+    raise QuantwiseError(f"the artifact's model '{spec}' did not come from a GGUF file, which the GGUF export takes its tokenizer and "
+                         "metadata from", "quantize the model from its .gguf file (or the zoo's smollm2-135m); Hugging Face directories "
+                         "are not converted (llama.cpp's convert_hf_to_gguf.py does that)")
+
+
+def export_gguf(artifact: str | Path, out: str | Path | None = None, overwrite: bool = False, windows: int = 8, context: int = 512,
+                text: str | None = None, threads: int | None = None, progress: ProgressFn = no_progress) -> Any:
+    from quantwise.artifact import store
+    from quantwise.config import GGUFWeights
+    from quantwise.export.exporter import ExportResult, output_path
+    from quantwise.files import staged_file
+    from quantwise.gguf import llamacpp
+    from quantwise.gguf.types import LLAMA_FILE_TYPE
+    from quantwise.llm import artifact as lm_artifact
+    from quantwise.llm.runtime import materialize
+
+    artifact = Path(artifact)
+    stored = lm_artifact.read(artifact)
+    if not isinstance(stored.recipe, GGUFWeights):
+        raise QuantwiseError(f"the artifact's recipe ({stored.recipe.kind}) is not on a GGUF block grid, so llama.cpp would round its weights again",
+                             "quantize with a gguf recipe (gguf-q4_k_m, gguf-q4_0, gguf-q8_0 or gguf:type=...,algorithm=...) to export to GGUF")
+    if windows < 1:
+        raise QuantwiseError(f"--samples {windows}: the llama.cpp check needs at least one window", "e.g. --samples 8")
+    source = source_gguf(stored.spec)
+    arch = source_architecture(source)
+    path = output_path(artifact, out, "gguf", ".gguf", overwrite)
+    start = time.perf_counter()
+    model = materialize(stored.model, stored.layers, stored.recipe)
+    tensors = model_tensors(model, stored.layers, arch)
+    notes = [f"{sum(t.blocks is not None for t in tensors.values())} tensors in block types, {sum(t.blocks is None for t in tensors.values())} float32 (norms)",
+             f"metadata, tokenizer and chat template from {source.name}"]
+    with staged_file(path) as tmp:
+        write(tmp, source, tensors, LLAMA_FILE_TYPE[stored.recipe.type])
+        check = verify(tmp, tensors)
+        seconds = time.perf_counter() - start
+        parity = GGUFParity(check.tensors, check.quantized, check.bytes_equal, check.weights_equal, False, first_mismatch=check.first_mismatch)
+        if parity.passed and llamacpp.available():
+            parity = _llamacpp_parity(tmp, model, stored.tokenizer, parity, windows, context, text, threads, progress)
+        elif not llamacpp.available():
+            notes.append("llama-cpp-python is not installed: the file was checked with gguf's reference dequantizers only "
+                         "(pip install 'quantwise[llamacpp]' adds the perplexity check in llama.cpp)")
+        if not parity.passed:
+            detail = parity.first_mismatch or f"perplexity in llama.cpp {parity.perplexity_llamacpp:.3f} vs {parity.perplexity_quantwise:.3f} ({parity.delta_pct:+.2f}%)"
+            raise QuantwiseError(f"the GGUF file does not hold quantwise's weights ({detail}); nothing was written", "report this model and recipe")
+    export = ExportResult(artifact, "gguf", path, path.stat().st_size / 1e6, seconds, parity, notes)
+    store.record_export(artifact, "gguf", export.to_dict())
+    return export
+
+
+def _llamacpp_parity(path: Path, model: nn.Module, tokenizer: Any, parity: GGUFParity, windows: int, context: int, text: str | None,
+                     threads: int | None, progress: ProgressFn) -> GGUFParity:
+    import dataclasses
+
+    from quantwise.export.lm_export import _scores
+    from quantwise.llm.decode import Decoder
+    from quantwise.llm.perplexity import token_ids
+    from quantwise.llm.perplexity import windows as make_windows
+    from quantwise.llm.text import text_split
+
+    from .llamacpp import LlamaCppLM
+
+    split = text_split(text)
+    ids = make_windows(token_ids(tokenizer, split.evaluation, windows * context), context, windows * context)
+    count = ids[:, 1:].numel()
+    with torch.no_grad():
+        nll, top, _ = _scores(lambda w: model(w).logits, ids, progress, "parity: quantwise (PyTorch, same weights)")
+        prompt = ids[0, :GREEDY_PROMPT]
+        ours = list(Decoder(model, GREEDY_PROMPT + GREEDY_TOKENS).tokens(prompt, GREEDY_TOKENS))
+    with LlamaCppLM(path, max(context, GREEDY_PROMPT + GREEDY_TOKENS), threads or torch.get_num_threads()) as llm:
+        ppl, their_top = llm.perplexity(ids)
+        theirs = llm.greedy(prompt.tolist(), GREEDY_TOKENS)
+    equal = next((k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
+    return dataclasses.replace(parity, llamacpp=True, windows=len(ids), context=ids.shape[1], perplexity_llamacpp=ppl,
+                               perplexity_quantwise=math.exp(nll / count), top1_agreement=float((their_top == top).float().mean()),
+                               generated_tokens=len(ours), generated_equal=equal)
