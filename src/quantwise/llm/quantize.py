@@ -157,7 +157,7 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
         lm.deferred.load_all()
         lm.deferred = None
     if isinstance(recipe, GGUFWeights):
-        _gguf_tables(model, types, layers, notes)
+        _gguf_tables(model, recipe, types, layers, notes)
     if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
         head = model.get_output_embeddings()
         layers["lm_head"] = _rtn_in_row_chunks(head.weight.data, LM_HEAD_GRID)
@@ -200,10 +200,11 @@ def _gguf_layer(w: torch.Tensor, recipe: GGUFWeights, chosen: Any, hessian: torc
     return quant
 
 
-def _gguf_tables(model: nn.Module, types: dict[str, Any], layers: dict[str, Any], notes: list[str]) -> None:
-    """The token table (and an untied output layer) in their llama.cpp types: the importance-weighted
-    search without data (a table is read row by row; tied, it is also the output layer). A tied
-    table is stored once and stays tied."""
+def _gguf_tables(model: nn.Module, recipe: GGUFWeights, types: dict[str, Any], layers: dict[str, Any], notes: list[str]) -> None:
+    """The token table (and an untied output layer) in their llama.cpp types: llama.cpp's reference
+    rule for ``algorithm=reference`` (the whole file is then llama-quantize's, byte for byte), else
+    the weighted scale search without data (a table is read row by row; tied, it is also the
+    output layer). A tied table is stored once and stays tied."""
     from quantwise.gguf.formats import FORMATS
     from quantwise.gguf.quant import quantize_weight
 
@@ -211,7 +212,8 @@ def _gguf_tables(model: nn.Module, types: dict[str, Any], layers: dict[str, Any]
         if name not in types:
             continue
         module = model.get_input_embeddings() if name == "model.embed_tokens" else model.get_output_embeddings()
-        quant = quantize_weight(module.weight.data, FORMATS[types[name].chosen], "searched")
+        rule = "reference" if recipe.algorithm == "reference" else "searched"
+        quant = quantize_weight(module.weight.data, FORMATS[types[name].chosen], rule)
         quant.reason = types[name].reason
         layers[name] = quant
         module.weight.data = quant.dequantize()  # in place: a tied output layer shares it

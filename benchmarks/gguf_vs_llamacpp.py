@@ -1,0 +1,227 @@
+"""quantwise's GGUF files against llama.cpp's own quantizer, everything measured in llama.cpp.
+
+    bash benchmarks/build_llamacpp.sh                 # once: llama.cpp's tools from llama-cpp-python's source
+    PYTHONPATH=src .venv/bin/python benchmarks/gguf_vs_llamacpp.py [--types Q8_0,Q4_0,Q4_K_M] \
+        [--algorithms reference,searched,gptq,awq-gptq] [--chunks 40] [--rounds 3]
+
+Same float model for everyone: smollm2-135m's float32 weights (the zoo's Q4_1 GGUF dequantized),
+written once by quantwise's GGUF writer as an all-F32 GGUF. Then, for each file type:
+
+- llama.cpp: ``llama-quantize`` from that F32 file, without and with an importance matrix
+  (``llama-imatrix`` on the calibration articles only, 512-token chunks);
+- quantwise: ``gguf:type=T,algorithm=A`` for each algorithm, calibrated on the same calibration
+  articles (128 windows x 512 tokens), written with ``export --to gguf``'s writer.
+
+Every file is measured by llama.cpp's own tools on 2 threads: ``llama-perplexity`` on the
+evaluation articles (never seen by any calibration) with ``--kl-divergence`` against the F32
+file's logits (perplexity, mean KL divergence, same-top-token rate, as the tool reports them),
+and ``llama-bench`` for prefill (512 tokens) and decode (64 tokens) speed, files alternating in
+every round, median over rounds. Quantization time and peak memory are those of the
+quantizing process (wall clock; ``ru_maxrss`` of the child process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BIN = Path(os.environ.get("LLAMA_CPP_BIN", Path.home() / ".cache" / "quantwise" / "llama.cpp" / "bin"))
+WORK = Path.home() / ".cache" / "quantwise" / "gguf-bench"
+
+
+def _child(cmd: list[str], env: dict[str, str]) -> tuple[str, float, float]:
+    """Run ``cmd``; (stdout + stderr, wall seconds, the child's own peak RSS in MB via wait4). Raises on failure."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed (exit {proc.returncode}):\n{out[-3000:]}")
+    return out, seconds, usage.ru_maxrss / 1024
+
+
+def _run(cmd: list[str], bin_dir: Path) -> tuple[str, float, float]:
+    """A llama.cpp tool from ``bin_dir``."""
+    return _child(cmd, {**os.environ, "LD_LIBRARY_PATH": str(bin_dir)})
+
+
+def _timed_child(cmd: list[str], env_extra: dict[str, str] | None = None) -> tuple[str, float, float]:
+    return _child(cmd, {**os.environ, **(env_extra or {})})
+
+
+def write_float_gguf(path: Path) -> None:
+    """The float model as an all-F32 GGUF (quantwise's writer, the zoo GGUF's metadata)."""
+    from quantwise.gguf.export import model_tensors
+    from quantwise.gguf.writer import write
+    from quantwise.llm.model import load_language_model
+
+    lm = load_language_model("smollm2-135m")
+    tensors = model_tensors(lm.model, {}, "llama")
+    write(path, lm.gguf_path, tensors, 0)  # general.file_type 0: all F32
+
+
+def quantwise_file(file_type: str, algorithm: str, out: Path) -> None:
+    """(child process) quantize with quantwise and write the GGUF, checked against gguf's dequantizers."""
+    from quantwise.config import GGUFWeights
+    from quantwise.gguf.export import model_tensors
+    from quantwise.gguf.types import LLAMA_FILE_TYPE
+    from quantwise.gguf.writer import verify, write
+    from quantwise.llm.model import load_language_model
+    from quantwise.llm.quantize import quantize_lm
+    from quantwise.llm.runtime import materialize
+
+    recipe = GGUFWeights(type=file_type, algorithm=algorithm)
+    lm = load_language_model("smollm2-135m", defer_blocks=True)
+    q = quantize_lm(lm, recipe)
+    model = materialize(q.model, q.layers, q.recipe)
+    tensors = model_tensors(model, q.layers, "llama")
+    tmp = out.with_suffix(".tmp")
+    write(tmp, lm.gguf_path, tensors, LLAMA_FILE_TYPE[file_type])
+    check = verify(tmp, tensors)
+    if not (check.bytes_equal and check.weights_equal):
+        raise SystemExit(f"verification failed: {check.first_mismatch}")
+    tmp.replace(out)
+    print(json.dumps({"quantize_s": q.seconds, "notes": q.notes}))
+
+
+def _perplexity(bin_dir: Path, model: Path, text: Path, chunks: int, base: Path, threads: int) -> dict:
+    out, seconds, _ = _run([str(bin_dir / "llama-perplexity"), "-m", str(model), "-f", str(text), "-c", "512", "--chunks", str(chunks),
+                            "-t", str(threads), "--kl-divergence-base", str(base), "--kl-divergence"], bin_dir)
+
+    def grab(pattern: str) -> float:
+        m = re.search(pattern, out)
+        if not m:
+            raise RuntimeError(f"llama-perplexity output lacks {pattern!r}:\n{out[-1500:]}")
+        return float(m.group(1))
+
+    return {"perplexity": grab(r"Mean PPL\(Q\)\s*:\s*([0-9.]+)"), "perplexity_base": grab(r"Mean PPL\(base\)\s*:\s*([0-9.]+)"),
+            "kld": grab(r"Mean\s+KLD:\s*([-0-9.]+)"), "same_top": grab(r"Same top p:\s*([0-9.]+)") / 100, "eval_s": seconds}
+
+
+def _bench(bin_dir: Path, models: list[Path], rounds: int, threads: int) -> dict[str, dict[str, float]]:
+    """Prefill / decode tokens per second, files alternating within each round; median over rounds."""
+    samples: dict[str, dict[str, list[float]]] = {str(m): {"pp": [], "tg": []} for m in models}
+    for r in range(rounds):
+        order = models if r % 2 == 0 else list(reversed(models))
+        for m in order:
+            out, _, _ = _run([str(bin_dir / "llama-bench"), "-m", str(m), "-p", "512", "-n", "64", "-t", str(threads), "-r", "2", "-o", "json"], bin_dir)
+            for row in json.loads(out[out.index("["):]):
+                kind = "pp" if row["n_prompt"] else "tg"
+                samples[str(m)][kind].append(float(row["avg_ts"]))
+    return {k: {"prefill_tok_s": statistics.median(v["pp"]), "decode_tok_s": statistics.median(v["tg"])} for k, v in samples.items()}
+
+
+def _types_in(path: Path) -> dict[str, int]:
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    counts: dict[str, int] = {}
+    for t in GGUFReader(str(path)).tensors:
+        name = GGMLQuantizationType(t.tensor_type).name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _bpw(path: Path) -> float:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    weights = sum(int(t.n_elements) for t in reader.tensors)
+    data = sum(int(t.n_bytes) for t in reader.tensors)
+    return 8 * data / weights
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", type=Path, default=DEFAULT_BIN, help="folder with llama-quantize, llama-imatrix, llama-perplexity, llama-bench")
+    ap.add_argument("--types", default="Q8_0,Q4_0,Q4_K_M")
+    ap.add_argument("--algorithms", default="reference,searched,gptq,awq-gptq")
+    ap.add_argument("--chunks", type=int, default=40, help="512-token chunks of evaluation text for llama-perplexity")
+    ap.add_argument("--imatrix-chunks", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "gguf_vs_llamacpp.json")
+    ap.add_argument("--reuse", action="store_true", help="reuse quantwise files (and their recorded quantization time) from an earlier run")
+    ap.add_argument("--one", nargs=3, metavar=("TYPE", "ALGORITHM", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        quantwise_file(args.one[0], args.one[1], Path(args.one[2]))
+        return
+
+    from quantwise.llm.text import text_split
+    from quantwise.versions import machine, versions
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    split = text_split(None)
+    calib, evaluation = WORK / "calibration.txt", WORK / "evaluation.txt"
+    calib.write_text("\n\n".join(split.calibration))
+    evaluation.write_text("\n\n".join(split.evaluation))
+    f32 = WORK / "smollm2-135m-F32.gguf"
+    if not f32.exists():
+        write_float_gguf(f32)
+    base = WORK / "f32.kld"
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    base_out, _, _ = _run([str(args.bin / "llama-perplexity"), "-m", str(f32), "-f", str(evaluation), "-c", "512", "--chunks", str(args.chunks),
+                           "-t", str(args.threads), "--kl-divergence-base", str(base)], args.bin)
+    f32_ppl = float(re.search(r"Final estimate: PPL = ([0-9.]+)", base_out).group(1))
+    print(f"F32: perplexity {f32_ppl:.4f} in llama.cpp ({time.perf_counter() - t0:.0f} s)", flush=True)
+    imatrix = WORK / "imatrix.gguf"
+    if not imatrix.exists():
+        _, im_s, _ = _run([str(args.bin / "llama-imatrix"), "-m", str(f32), "-f", str(calib), "-c", "512", "--chunks", str(args.imatrix_chunks),
+                           "-t", str(args.threads), "-o", str(imatrix)], args.bin)
+        print(f"imatrix: {im_s:.0f} s", flush=True)
+    files: list[tuple[dict, Path]] = [({"quantizer": "float", "type": "F32", "algorithm": "-"}, f32)]
+    for file_type in args.types.split(","):
+        for with_imatrix in (False, True):
+            out = WORK / f"llamacpp-{file_type}{'-imatrix' if with_imatrix else ''}.gguf"
+            cmd = [str(args.bin / "llama-quantize")] + (["--imatrix", str(imatrix)] if with_imatrix else []) + [str(f32), str(out), file_type, str(args.threads)]
+            _, seconds, peak = _run(cmd, args.bin)
+            files.append(({"quantizer": "llama.cpp", "type": file_type, "algorithm": "imatrix" if with_imatrix else "default",
+                           "quantize_s": seconds, "peak_mb": peak}, out))
+            print(f"llama-quantize {file_type}{' (imatrix)' if with_imatrix else ''}: {seconds:.1f} s", flush=True)
+        for algorithm in args.algorithms.split(","):
+            out = WORK / f"quantwise-{file_type}-{algorithm}.gguf"
+            sidecar = out.with_suffix(".json")
+            if args.reuse and out.exists() and sidecar.exists():
+                row = json.loads(sidecar.read_text())
+            else:
+                log, seconds, peak = _timed_child([sys.executable, __file__, "--one", file_type, algorithm, str(out)], {"PYTHONPATH": str(ROOT / "src")})
+                info = json.loads(log.strip().splitlines()[-1])
+                row = {"quantizer": "quantwise", "type": file_type, "algorithm": algorithm, "quantize_s": seconds,
+                       "quantize_algorithm_s": info["quantize_s"], "peak_mb": peak, "notes": info["notes"]}
+                sidecar.write_text(json.dumps(row))
+            files.append((row, out))
+            print(f"quantwise {file_type} {algorithm}: {row['quantize_s']:.0f} s", flush=True)
+    for row, path in files:
+        row.update(file=path.name, size_mb=path.stat().st_size / 1e6, bits_per_weight=_bpw(path), tensor_types=_types_in(path))
+        if row["type"] != "F32":
+            row.update(_perplexity(args.bin, path, evaluation, args.chunks, base, args.threads))
+        else:
+            row.update(perplexity=f32_ppl, kld=0.0, same_top=1.0)
+        row["delta_ppl_pct"] = 100 * (row["perplexity"] / f32_ppl - 1)
+        print(f"{row['quantizer']:<10} {row['type']:<7} {row['algorithm']:<9} ppl {row['perplexity']:.4f} ({row['delta_ppl_pct']:+.2f}%) "
+              f"KLD {row['kld']:.5f} top {row['same_top']:.4f}", flush=True)
+        rows.append(row)
+    speeds = _bench(args.bin, [p for _, p in files], args.rounds, args.threads)
+    for row, path in zip(rows, [p for _, p in files]):
+        row.update(speeds[str(path)])
+    result = {"machine": machine(), "versions": versions(), "llama_cpp_tools": str(args.bin), "chunks": args.chunks,
+              "imatrix_chunks": args.imatrix_chunks, "rounds": args.rounds, "threads": args.threads, "rows": rows,
+              "platform": platform.platform()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
