@@ -4,7 +4,7 @@ the same evaluation token ids and windows, the same thread count, in one process
     .venv/bin/python benchmarks/compare_llm.py                  # 2 threads, every LLM preset
     .venv/bin/python benchmarks/compare_llm.py --recipes int4-rtn,int4-hqq --eval-tokens 20480
 
-llama.cpp rows need ``benchmarks/requirements-llamacpp.sh`` (benchmark-only; builds from
+llama.cpp rows need ``pip install -e ".[llamacpp]"`` (benchmark-only; builds from
 source). Writes benchmarks/results/smollm2-135m-t<threads>.json and benchmarks/LLM_RESULTS.md.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark-only peer: llama.cpp (llama-cpp-python) on the same GGUF model, token ids and
 windows that quantwise's LLM ``compare`` uses, so both can be reported side by side.
 
-    benchmarks/requirements-llamacpp.sh                      # once: builds llama-cpp-python
+    .venv/bin/pip install -e ".[llamacpp]"                   # once: builds llama-cpp-python (setup.sh does)
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/llamacpp_peer.py [--threads 2] [--json out.json]
 
 For each kind (llama.cpp's F32, Q8_0, Q4_0 by default) the source GGUF is requantized once
@@ -46,7 +46,7 @@ def _llama_cpp():
     try:
         import llama_cpp
     except Exception as err:  # ImportError, or a broken native library (OSError)
-        raise RuntimeError("llama-cpp-python is not installed; run benchmarks/requirements-llamacpp.sh") from err
+        raise RuntimeError("llama-cpp-python is not installed; pip install -e \".[llamacpp]\"") from err
     return llama_cpp
 
 

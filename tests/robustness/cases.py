@@ -362,6 +362,10 @@ def language_model_cases() -> Iterator[Case]:
         yield Case(f"lm-context-{value}", "language models", ["eval", "smollm2-135m", "--context", value, "--eval-tokens", "512"], slow=True)
     for recipe in ["static-fx", "weight-only:group_size=100", "weight-only:bits=4,group_size=128", "dynamic"]:
         yield Case(f"lm-recipe-{recipe}", "language models", ["quantize", "smollm2-135m", "--recipe", recipe, "--out", "{tmp}/o"], slow=True)
+    for recipe in ["gguf:type=Q3_K", "gguf:algorithm=magic", "gguf:damp=2", "gguf:type=5", "gguf:calibration_samples=0"]:
+        yield Case(f"lm-recipe-{recipe}", "language models", ["quantize", "smollm2-135m", "--recipe", recipe, "--out", "{tmp}/o"])
+    yield Case("gguf-export-not-lm", "language models", ["export", "{tmp}/art", "--to", "gguf"], _artifact())
+    yield Case("gguf-recipe-not-lm", "language models", ["quantize", "mnist-cnn", "--recipe", "gguf-q4_0", "--out", "{tmp}/o"])
     yield Case("lm-generate-not-lm", "language models", ["generate", "{tmp}/art", "hi"], _artifact(), slow=True)
     yield Case("lm-generate-missing", "language models", ["generate", "{tmp}/nothing", "hi"], slow=True)
 
