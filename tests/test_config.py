@@ -31,7 +31,6 @@ def test_inline_recipe_parses_types():
         ("qat:steps=0", "qat needs steps >= 1"),
         ("int3", "unknown recipe 'int3'"),
         ("static:observer", "has no value"),
-        ("weight-only:activations=float32", "int4 weight-only runs with bfloat16 activations"),
         ("weight-only:bits=8,group_size=None,activations=fp16", "unknown activations 'fp16'"),
         ("missing.json", "does not exist"),
     ],

@@ -162,7 +162,7 @@ class BF16:
 
 LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq", "awq-gptq")
 GPTQ_GRIDS = ("minmax", "hqq")  # where GPTQ's group scales and zero-points come from
-WEIGHT_ONLY_ACTIVATIONS = ("bfloat16", "float32")
+WEIGHT_ONLY_ACTIVATIONS = ("auto", "bfloat16", "float32")
 INT4_KERNEL_GROUPS = (32, 64, 128)
 
 
@@ -187,11 +187,12 @@ class WeightOnly:
     the most accurate here: SmolLM2 g64 perplexity +11.2 % against RTN's +27.5 %). GPTQ over-fits a small
     calibration set (measured on SmolLM2: with 8 windows of 512 tokens its held-out layer
     error was no better than RTN's; with 128 it was 2-4x lower), hence 128 windows. int4
-    models run with bfloat16 activations (the CPU int4 kernel is fast only in bf16).
-    int8 models run with ``activations`` (default bfloat16: compiled, Inductor turns the
-    int8 matmul into its int8 x bf16 kernel, SmolLM2 decode 52 tokens/s against 31 for bf16;
-    float32 is slightly more accurate, +0.31 % against +0.43 % perplexity, but decodes
-    slower than bf16, ~15 tokens/s).
+    Activations (``activations``): ``auto`` (default) picks, on the machine that quantizes,
+    bfloat16 where the CPU runs it natively (AVX-512 BF16 or AMX: the int4 kernel and the
+    compiled int8 x bf16 kernel are fastest there, SmolLM2 int8 decode 52 tokens/s against 31
+    for bf16, ~15 in float32) and float32 where bf16 would be emulated (AVX2-only x86: a
+    576x1536 linear took 7x longer in bf16 than in float32); the artifact records the choice.
+    float32 is also slightly more accurate (+0.31 % against +0.43 % perplexity for int8).
     The output layer (``lm_head``) gets ``lm_head_bits`` per-row weights, or stays float
     and tied to the embedding when ``lm_head_bits`` is None.
     """
@@ -206,7 +207,7 @@ class WeightOnly:
     damp: float = 0.01
     act_order: bool = True
     gptq_grid: str = "minmax"
-    activations: str = "bfloat16"
+    activations: str = "auto"
 
     def __post_init__(self) -> None:
         _check_choice("gptq_grid", self.gptq_grid, GPTQ_GRIDS)
@@ -219,8 +220,6 @@ class WeightOnly:
             raise QuantwiseError("int8 weight-only uses one scale per output row", "omit group_size for bits=8")
         if self.bits == 8 and self.algorithm != "rtn":
             raise QuantwiseError(f"algorithm={self.algorithm} is implemented for int4 here", "use algorithm=rtn with bits=8 (per-row int8 is already near-lossless)")
-        if self.bits == 4 and self.activations != "bfloat16":
-            raise QuantwiseError(f"int4 weight-only runs with bfloat16 activations (got activations={self.activations})", "omit activations for bits=4 (the CPU int4 kernel takes only bfloat16)")
         if self.lm_head_bits not in (None, 8):
             raise QuantwiseError(f"lm_head_bits={self.lm_head_bits} is not supported", "use 8, or none to keep the output layer float")
         _check_calibration(self.calibration_samples, self.calibration_context)

@@ -75,3 +75,35 @@ def test_deferred_blocks_are_read_on_demand_and_guarded(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, stored(ids).logits)
+
+
+def test_weight_only_activations_follow_the_cpu_unless_given(monkeypatch):
+    """auto: bfloat16 where the CPU runs it natively, float32 where it would be emulated (AVX2-only
+    x86); an explicit choice is kept; the choice is said in a note and recorded in the recipe."""
+    from quantwise import versions
+    from quantwise.config import WeightOnly
+    from quantwise.llm.runtime import for_this_machine, run_dtype
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(versions, "native_bf16", lambda native=native: native)
+        resolved, note = for_this_machine(WeightOnly())
+        assert resolved.activations == expected and expected in note
+        assert run_dtype(WeightOnly()) == getattr(torch, expected)
+        kept, none = for_this_machine(WeightOnly(activations="bfloat16"))
+        assert kept.activations == "bfloat16" and none is None
+
+
+def test_int4_codes_run_with_float32_activations_as_computed():
+    """The CPU int4 kernel takes float32 activations too (used where bf16 is not native)."""
+    from quantwise.config import WeightOnly
+    from quantwise.llm.algorithms import GroupGrid, rtn
+    from quantwise.llm.runtime import _tensor
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 256, generator=g) * 0.05
+    quant = rtn(w, GroupGrid(4, 64))
+    weight = _tensor(quant, WeightOnly(activations="float32"), torch.float32)
+    x = torch.randn(8, 256, generator=g)
+    y = torch.nn.functional.linear(x, weight)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, x @ quant.dequantize().T, rtol=1e-3, atol=1e-3)

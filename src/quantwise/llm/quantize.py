@@ -128,11 +128,14 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     """Quantize ``lm.model`` in place: the quantized Linear layers' float weights are released
     (keeping peak memory near the float model's size); pass the result to
     ``runtime.materialize`` to run it, or to ``artifact.save``."""
+    from quantwise.llm.runtime import for_this_machine
+
     start = time.perf_counter()
     model = lm.model.eval()
     check_recipe_fits(model, recipe)
     grid = weight_grid(recipe)
-    notes: list[str] = []
+    recipe, machine_note = for_this_machine(recipe)
+    notes: list[str] = [machine_note] if machine_note else []
     load_block = lm.deferred.load if lm.deferred is not None else (lambda index: None)
     types = gguf_types(model, recipe) if isinstance(recipe, GGUFWeights) else {}
     if recipe.needs_calibration:

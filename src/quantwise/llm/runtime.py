@@ -5,16 +5,18 @@ Linear holding the dequantized weight; the resulting tensor's codes and scales a
 overwritten with ours, so that GPTQ / AWQ / HQQ results (whose scales torchao would not
 choose) run bit for bit as computed:
 
-- int4 weight-only (group 32/64/128): ``PrototypeInt4WeightOnlyConfig`` (tinygemm CPU
-  kernel), bfloat16 activations; the kernel is fast only in bf16 (../shared/PITFALLS.md);
-- int8 weight-only, per row: ``Int8WeightOnlyConfig``, bfloat16 activations by default
+- int4 weight-only (group 32/64/128): ``PrototypeInt4WeightOnlyConfig`` (CPU int4 kernel),
+  bfloat16 activations on CPUs that run bf16 natively, float32 elsewhere (``for_this_machine``);
+- int8 weight-only, per row: ``Int8WeightOnlyConfig``, the same activation choice
   (compiled, Inductor lowers its matmul to the int8 x bf16 CPU kernel; with float32
-  activations it stays a float matmul on a converted weight, slower than bf16);
+  activations it stays a float matmul on a converted weight, slower than native bf16);
 - int8 dynamic activations + int8 weights: ``Int8DynamicActivationInt8WeightConfig``;
 - int8 dynamic activations + int4 group weights: ``Int8DynamicActivationIntxWeightConfig``
   (reference kernels: unpacked to int8, so not fast on this CPU).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -26,11 +28,26 @@ from quantwise.llm.algorithms import GroupQuant
 LLMRecipe = WeightOnly | DynamicActivation | GGUFWeights
 
 
+def for_this_machine(recipe: LLMRecipe) -> tuple[LLMRecipe, str | None]:
+    """``activations=auto`` made concrete for this CPU: bfloat16 where it runs natively, else
+    float32 (bf16 would be emulated, many times slower); with a note saying what was chosen and why."""
+    from quantwise.versions import native_bf16
+
+    if not isinstance(recipe, WeightOnly) or recipe.activations != "auto":
+        return recipe, None
+    if native_bf16():
+        return dataclasses.replace(recipe, activations="bfloat16"), "activations: bfloat16 (this CPU runs it natively)"
+    return (dataclasses.replace(recipe, activations="float32"),
+            "activations: float32, chosen for this CPU: it has no native bfloat16 (no AVX-512 BF16 or AMX), which would be emulated and many times slower")
+
+
 def run_dtype(recipe: LLMRecipe) -> torch.dtype:
     """Activation dtype the recipe's kernels want."""
     if isinstance(recipe, GGUFWeights):
         return torch.float32
-    return getattr(torch, recipe.activations) if isinstance(recipe, WeightOnly) else torch.float32
+    if isinstance(recipe, WeightOnly):
+        return getattr(torch, for_this_machine(recipe)[0].activations)
+    return torch.float32
 
 
 def materialize(model: nn.Module, layers: dict[str, GroupQuant], recipe: LLMRecipe) -> nn.Module:
