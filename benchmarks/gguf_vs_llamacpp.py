@@ -140,6 +140,44 @@ def _bpw(path: Path) -> float:
     return 8 * data / weights
 
 
+def render(result: dict) -> str:
+    """benchmarks/GGUF_RESULTS.md from the JSON: one table, then each target judged from the numbers."""
+    rows = result["rows"]
+    m = result["machine"]
+    lines = ["# quantwise GGUF files vs llama.cpp's own quantizer (SmolLM2-135M, everything run in llama.cpp)", "",
+             f"Machine: {m.get('cpu', '?')}, {result['threads']} threads; {m.get('cpu_capability', '')}. "
+             f"quantwise {result['versions'].get('quantwise', '?')}, torch {result['versions'].get('torch', '?')}, llama.cpp tools from llama-cpp-python 0.3.36's source.",
+             f"Evaluation: `llama-perplexity -c 512 --chunks {result['chunks']}` on the evaluation articles (never used for calibration), "
+             f"KL divergence and same-top-token rate against the F32 file's logits. Importance matrix: `llama-imatrix` on the calibration "
+             f"articles, {result['imatrix_chunks']} chunks of 512. quantwise calibration: the same articles, 128 windows of 512. Speed: "
+             f"`llama-bench -p 512 -n 64`, files alternating, median of {result['rounds']} rounds. Reproduce: `bash benchmarks/build_llamacpp.sh && "
+             "PYTHONPATH=src .venv/bin/python benchmarks/gguf_vs_llamacpp.py`.", "",
+             "| quantizer | type | algorithm | MB | bits/weight | perplexity | Δ ppl % | KL div. | same top | decode tok/s | prefill tok/s | quantize s | peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        q = f"{r['quantize_s']:.1f}" if "quantize_s" in r else ""
+        pk = f"{r['peak_mb']:.0f}" if "peak_mb" in r else ""
+        lines.append(f"| {r['quantizer']} | {r['type']} | {r['algorithm']} | {r['size_mb']:.1f} | {r['bits_per_weight']:.2f} | {r['perplexity']:.4f} | "
+                     f"{r['delta_ppl_pct']:+.2f} | {r['kld']:.5f} | {r['same_top']:.4f} | {r['decode_tok_s']:.1f} | {r['prefill_tok_s']:.1f} | {q} | {pk} |")
+    lines += ["", "## Targets", ""]
+    for t in sorted({r["type"] for r in rows if r["type"] != "F32"}, key=lambda x: [r["type"] for r in rows].index(x)):
+        ours = [r for r in rows if r["type"] == t and r["quantizer"] == "quantwise"]
+        plain = next(r for r in rows if r["type"] == t and r["algorithm"] == "default")
+        imat = next(r for r in rows if r["type"] == t and r["algorithm"] == "imatrix")
+        best = min(ours, key=lambda r: r["delta_ppl_pct"])
+        same_types = best["tensor_types"] == plain["tensor_types"]
+        speed = best["decode_tok_s"] / plain["decode_tok_s"]
+        lines.append(f"- **{t}**: quantwise's best ({best['algorithm']}) Δ perplexity {best['delta_ppl_pct']:+.2f} %, KL {best['kld']:.5f}; "
+                     f"llama.cpp {plain['delta_ppl_pct']:+.2f} % / KL {plain['kld']:.5f} without an importance matrix, "
+                     f"{imat['delta_ppl_pct']:+.2f} % / KL {imat['kld']:.5f} with one. "
+                     f"Half of llama.cpp's plain increase: {'met' if best['delta_ppl_pct'] <= plain['delta_ppl_pct'] / 2 else 'not met'} (perplexity), "
+                     f"{'met' if best['kld'] <= plain['kld'] / 2 else 'not met'} (KL); below llama.cpp with imatrix: "
+                     f"{'met' if best['delta_ppl_pct'] < imat['delta_ppl_pct'] else 'not met'} (perplexity), {'met' if best['kld'] < imat['kld'] else 'not met'} (KL). "
+                     f"Decode speed {speed:.3f}x llama.cpp's file of the type ({'same tensor types' if same_types else 'tensor types differ: ' + str(best['tensor_types']) + ' vs ' + str(plain['tensor_types'])}); "
+                     f"size {best['size_mb']:.1f} vs {plain['size_mb']:.1f} / {imat['size_mb']:.1f} MB.")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", type=Path, default=DEFAULT_BIN, help="folder with llama-quantize, llama-imatrix, llama-perplexity, llama-bench")
@@ -150,11 +188,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "gguf_vs_llamacpp.json")
+    ap.add_argument("--render", action="store_true", help="only write benchmarks/GGUF_RESULTS.md from --json")
     ap.add_argument("--reuse", action="store_true", help="reuse quantwise files (and their recorded quantization time) from an earlier run")
     ap.add_argument("--one", nargs=3, metavar=("TYPE", "ALGORITHM", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         quantwise_file(args.one[0], args.one[1], Path(args.one[2]))
+        return
+    md = ROOT / "benchmarks" / "GGUF_RESULTS.md"
+    if args.render:
+        md.write_text(render(json.loads(args.json.read_text())))
         return
 
     from quantwise.llm.text import text_split
@@ -220,7 +263,8 @@ def main() -> None:
               "platform": platform.platform()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    md.write_text(render(result))
+    print(f"wrote {args.json} and {md}")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,22 @@ def test_int4_codes_run_with_float32_activations_as_computed():
     y = torch.nn.functional.linear(x, weight)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y, x @ quant.dequantize().T, rtol=1e-3, atol=1e-3)
+
+
+def test_a_config_larger_than_its_weights_is_refused_before_anything_is_allocated(tmp_path):
+    """An untrusted Hugging Face directory: the architecture is sized on the meta device first."""
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from quantwise.errors import QuantwiseError
+    from quantwise.llm.weights import check_config_fits
+
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path, safe_serialization=True)
+    check_config_fits(tmp_path)  # the honest config passes
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["vocab_size"] = 10**12
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(QuantwiseError, match="config describes a model of"):
+        check_config_fits(tmp_path)

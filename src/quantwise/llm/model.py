@@ -22,7 +22,7 @@ from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.files import staged_dir
 from quantwise.llm.text import TextSplit, text_split
-from quantwise.llm.weights import DeferredBlocks, load_private
+from quantwise.llm.weights import DeferredBlocks, check_config_fits, load_private
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,13 @@ def _from_directory(path: Path, defer_blocks: bool = False) -> tuple[nn.Module, 
     if not any(path.glob("*.safetensors")):
         raise QuantwiseError(f"{path} has no .safetensors weights (quantwise does not unpickle .bin checkpoints)", "convert the checkpoint with save_pretrained(safe_serialization=True)")
     try:
+        check_config_fits(path)  # sizes first, on the meta device: the config cannot make us allocate more than the files hold
         # private memory, read tensor by tensor: a released float weight is then really freed
         loaded = load_private(path, defer_blocks=defer_blocks)
         model, deferred = loaded or (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True, trust_remote_code=False), None)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except QuantwiseError:
+        raise
     except Exception as err:
         raise QuantwiseError(f"cannot load a causal language model from {path} ({type(err).__name__}: {first_line(err)})", "give a directory saved by transformers' save_pretrained with an AutoModelForCausalLM architecture") from err
     _check_linear(model, str(path))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 import sys
 from dataclasses import dataclass, field
@@ -109,6 +110,32 @@ def _unread_block(index: int):
         raise RuntimeError(f"decoder block {index} ran before its weights were read (DeferredBlocks.load({index}))")
 
     return guard
+
+
+def check_config_fits(model_dir: Path) -> None:
+    """Refuse a directory whose config describes a larger model than its safetensors files hold.
+
+    The architecture is built on the ``meta`` device first (no memory), so an untrusted config
+    (say, a vocabulary of 10^12) cannot make quantwise allocate more than the files contain."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from quantwise.errors import QuantwiseError
+
+    stored = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        _, header = read_header(path)
+        for info in header.values():
+            shape = info.get("shape", []) if isinstance(info, dict) else []
+            if not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise QuantwiseError(f"{path.name}: a tensor header has an invalid shape {shape}", "give safetensors files written by save_pretrained")
+            stored += math.prod(shape)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    with torch.device("meta"):
+        empty = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    needed = sum(p.numel() for p in empty.parameters())  # tied parameters once
+    if needed > stored:
+        raise QuantwiseError(f"{model_dir}: its config describes a model of {needed / 1e6:.1f} M parameters, but its weights hold {stored / 1e6:.1f} M values",
+                             "give the config.json that belongs to these weights")
 
 
 def load_private(model_dir: Path, dtype: torch.dtype = torch.float32, defer_blocks: bool = False) -> tuple[nn.Module, DeferredBlocks | None] | None:
