@@ -285,7 +285,8 @@ class GGUFWeights:
 
     ``type`` is a llama.cpp file type: one block type everywhere (``Q8_0``, ``Q4_0``, ``Q4_1``,
     ``Q5_0``, ``Q5_1``, ``Q6_K``) or llama.cpp's mixture (``Q4_K_M`` / ``Q5_K_M``, also spelled
-    ``Q4_K`` / ``Q5_K``: some tensors one type up, by llama.cpp's own rule). A tensor whose rows
+    ``Q4_K`` / ``Q5_K``: some tensors one type up, by llama.cpp's own rule; a calibrated algorithm
+    counts as llama.cpp's "with an importance matrix" case). A tensor whose rows
     do not fit a K-quant's 256-weight super-blocks gets the type llama.cpp falls back to
     (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), reported per tensor. ``pure`` uses the base type
     everywhere (llama-quantize's ``--pure``). The token table (tied to the output layer) is

@@ -71,6 +71,21 @@ def test_the_reference_rule_is_llama_quantizes_file_byte_for_byte(q4_0, tmp_path
     for t in GGUFReader(str(theirs)).tensors:
         assert np.array_equal(np.asarray(t.data), ours[t.name]), t.name
 
+    # and quantwise gives every tensor the block type llama.cpp's Q4_K_M mixture gives it (fallbacks included)
+    from gguf import GGMLQuantizationType
+
+    from quantwise.config import GGUFWeights
+    from quantwise.gguf.writer import gguf_names
+    from quantwise.llm.quantize import gguf_types
+
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+    mixed = tmp_path / "q4_k_m.gguf"
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(mixed).encode(), ctypes.byref(params)) == 0
+    names = gguf_names([f"{n}.weight" for n in gguf_types(lm.model, GGUFWeights(type="Q4_K_M"))], "llama", 30)
+    chosen = {names[f"{n}.weight"]: t.chosen for n, t in gguf_types(lm.model, GGUFWeights(type="Q4_K_M")).items()}
+    theirs_types = {t.name: GGMLQuantizationType(t.tensor_type).name for t in GGUFReader(str(mixed)).tensors if t.name in chosen}
+    assert theirs_types == chosen
+
 
 def test_a_recipe_off_the_gguf_grids_is_refused_in_one_line(q4_0, tmp_path, capsys):
     import shutil

@@ -37,3 +37,10 @@ def test_a_row_that_fits_no_block_is_refused_with_the_reason():
         _t("Q4_0", "model.layers.0.mlp.up_proj", 100)
     with pytest.raises(ValueError, match="not a tensor of a Llama-style decoder"):
         _t("Q4_0", "model.layers.0.mlp.weird", 576)
+
+
+def test_calibrated_q4_0_gives_the_first_ffn_down_layers_q4_1_as_llama_cpp_does_with_an_importance_matrix():
+    assert choose_type("Q4_0", "model.layers.2.mlp.down_proj", 1536, N, True, calibrated=True).chosen == "Q4_1"
+    assert choose_type("Q4_0", "model.layers.3.mlp.down_proj", 1536, N, True, calibrated=True).chosen == "Q4_0"
+    assert choose_type("Q4_0", "model.layers.2.mlp.down_proj", 1536, N, True, calibrated=False).chosen == "Q4_0"
+    assert choose_type("Q5_0", "model.layers.0.mlp.down_proj", 1536, N, True, calibrated=True).chosen == "Q5_1"

@@ -53,8 +53,11 @@ def _more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-def choose_type(file_type: str, name: str, cols: int, n_layers: int, tied: bool, pure: bool = False) -> TensorType:
-    """The block type of tensor ``name`` (rows of ``cols`` weights) in a file of ``file_type``."""
+def choose_type(file_type: str, name: str, cols: int, n_layers: int, tied: bool, pure: bool = False, calibrated: bool = False) -> TensorType:
+    """The block type of tensor ``name`` (rows of ``cols`` weights) in a file of ``file_type``.
+
+    ``calibrated``: the codes are chosen with calibration data, llama.cpp's "has an importance
+    matrix" case (Q4_0 / Q5_0 then give the first eighth of ``ffn_down`` layers Q4_1 / Q5_1)."""
     base = BASE_TYPE[file_type]
     role, layer = role_of(name)
     wanted, reason = base, ""
@@ -68,6 +71,9 @@ def choose_type(file_type: str, name: str, cols: int, n_layers: int, tied: bool,
             wanted, reason = "Q6_K", "attn_v of this layer: one type up (llama.cpp's Q*_K_M rule)"
         elif role == "ffn_down" and file_type in ("Q4_K_M", "Q4_K", "Q5_K_M", "Q5_K") and _more_bits(layer, n_layers):
             wanted, reason = "Q6_K", "ffn_down of this layer: one type up (llama.cpp's Q*_K_M rule)"
+        elif role == "ffn_down" and file_type in ("Q4_0", "Q5_0") and calibrated and layer < n_layers // 8:
+            wanted = "Q4_1" if file_type == "Q4_0" else "Q5_1"
+            reason = f"ffn_down of the first eighth of the layers: {wanted} (llama.cpp's rule when an importance matrix is given)"
     chosen = wanted
     if cols % FORMATS[chosen].block:
         if chosen not in FALLBACK:

@@ -108,7 +108,7 @@ def gguf_types(model: nn.Module, recipe: GGUFWeights) -> dict[str, Any]:
     if not tied:
         shapes["lm_head"] = model.get_output_embeddings().in_features
     try:
-        return {name: choose_type(recipe.type, name, cols, n_layers, tied, recipe.pure) for name, cols in shapes.items()}
+        return {name: choose_type(recipe.type, name, cols, n_layers, tied, recipe.pure, recipe.needs_calibration) for name, cols in shapes.items()}
     except ValueError as err:
         raise QuantwiseError(str(err), "this model's shapes fit no llama.cpp block type; use a weight-only recipe and --to onnx") from None
 
