@@ -218,8 +218,16 @@ def main() -> None:
         if args.merge:
             later = json.loads(args.merge.read_text())
             types = [r["type"] for r in later["rows"] if r["type"] != "F32"]
-            rows = [r for r in result["rows"] if r["type"] not in types]
-            result["rows"] = rows + [r for r in later["rows"] if r["type"] != "F32"]
+            replaced = [r for r in later["rows"] if r["type"] != "F32"]
+            rows, placed = [], False
+            for r in result["rows"]:  # the later rows where the earlier ones of those types were
+                if r["type"] in types:
+                    if not placed:
+                        rows += replaced
+                        placed = True
+                    continue
+                rows.append(r)
+            result["rows"] = rows if placed else rows + replaced
             result["merged"] = {"types": sorted(set(types)), "file": args.merge.name, "f32_perplexity": later["rows"][0]["perplexity"]}
             args.json.write_text(json.dumps(result, indent=2))
         md.write_text(render(result))
