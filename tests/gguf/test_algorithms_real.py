@@ -51,7 +51,12 @@ def _held_out_error(w, quant, x):
     return float(((x @ quant.dequantize().T - ref) ** 2).sum() / (ref**2).sum())
 
 
-@pytest.mark.parametrize("type_name", ["Q4_0", "Q4_K", "Q5_0", "Q8_0", "Q6_K"])
+# Symmetric formats only: SmolLM2's weights were stored as Q4_1 (affine 4-bit, blocks of 32), so the affine
+# formats with 32-weight sub-blocks (Q4_1, Q5_1, Q4_K, Q5_K) recover that source grid whatever the rule, and
+# comparing rules there measures the source file, not the rule (on layer 20's down projection Q4_K's
+# reference and searched rules tie and GPTQ's compensation is 5 % worse). The affine rules are compared
+# on other weights in test_formats.py.
+@pytest.mark.parametrize("type_name", ["Q4_0", "Q5_0", "Q8_0", "Q6_K"])
 def test_searched_and_gptq_beat_llama_cpps_reference_rule_on_held_out_text(real_layers, type_name):
     fmt = FORMATS[type_name]
     for name, (w, h, x) in real_layers.items():
@@ -59,13 +64,7 @@ def test_searched_and_gptq_beat_llama_cpps_reference_rule_on_held_out_text(real_
             continue
         errors = {alg: _held_out_error(w, quantize_weight(w, fmt, alg, None if alg == "reference" else h), x)
                   for alg in ("reference", "searched", "gptq")}
-        print(type_name, name, {k: f"{v:.3e}" for k, v in errors.items()})
-        # measured: gptq 0.29-0.73x the reference's error; searched 0.53-0.75x for the symmetric formats
+        # measured: gptq 0.29-0.63x the reference's error, searched 0.53-0.75x
         assert errors["gptq"] < 0.8 * errors["reference"], (name, errors)
+        assert errors["searched"] < 0.97 * errors["reference"], (name, errors)
         assert errors["gptq"] < errors["searched"], (name, errors)
-        if fmt.affine:
-            # SmolLM2's weights were stored as Q4_1 (affine 4-bit, blocks of 32): an affine format with
-            # sub-blocks of 32 recovers that grid exactly whichever scale rule runs, so the rules tie
-            assert errors["searched"] <= errors["reference"] * 1.0001, (name, errors)
-        else:
-            assert errors["searched"] < 0.97 * errors["reference"], (name, errors)

@@ -59,7 +59,8 @@ def _tensors(q: QuantizedLM) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     state = q.model.state_dict()
-    seen.update(state[k].data_ptr() for k in quantized if k in state and state[k].numel())  # a table tied to a quantized one
+    # a GGUF recipe quantizes the token table itself: its tied twin (the output layer) is not stored again
+    seen.update(state[f"{n}.weight"].data_ptr() for n, v in q.layers.items() if isinstance(v, GGUFQuant) and f"{n}.weight" in state)
     for key, value in state.items():
         if key in quantized or value.data_ptr() in seen:
             continue  # quantized weights are stored as codes; tied copies once
