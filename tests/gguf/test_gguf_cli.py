@@ -24,7 +24,7 @@ def q4_0(tmp_path_factory):
     """smollm2-135m with llama.cpp's own Q4_0 rule (no data), exported to GGUF."""
     out = tmp_path_factory.mktemp("gguf") / "smol-q4_0"
     _cli("quantize", "smollm2-135m", "--recipe", "gguf:type=Q4_0,algorithm=reference", "--no-eval", "--out", str(out))
-    return out, _cli("export", str(out), "--to", "gguf", "--samples", "2")
+    return out, _cli("export", str(out), "--to", "gguf", "--samples", "4")
 
 
 def test_the_exported_file_holds_quantwises_codes_bit_for_bit_and_llama_cpp_agrees(q4_0):
@@ -112,3 +112,18 @@ def test_existing_output_is_kept_and_a_classic_model_is_refused(q4_0, tmp_path, 
     code, _, err = invoke(capsys, "export", str(tmp_path / "m"), "--to", "gguf")
     assert code == 2 and "only language models export to GGUF" in error_line(err)
     assert not (tmp_path / "m" / "model.gguf").exists()
+
+
+@pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")
+def test_a_file_llama_cpp_cannot_run_is_one_readable_error(tmp_path):
+    """llama.cpp runs in a child process: its failure (or a native crash) is one line, not a dead CLI."""
+    import torch
+
+    from quantwise.errors import QuantwiseError
+    from quantwise.gguf.llamacpp import run_isolated
+
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(QuantwiseError, match="this llama.cpp build cannot run the file"):
+        run_isolated(bogus, torch.zeros(1, 8, dtype=torch.long), [1, 2], 2, 1, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]

@@ -157,7 +157,7 @@ def _llamacpp_parity(path: Path, model: nn.Module, tokenizer: Any, parity: GGUFP
     from quantwise.llm.perplexity import windows as make_windows
     from quantwise.llm.text import text_split
 
-    from .llamacpp import LlamaCppLM
+    from .llamacpp import run_isolated
 
     split = text_split(text)
     ids = make_windows(token_ids(tokenizer, split.evaluation, windows * context), context, windows * context)
@@ -166,9 +166,8 @@ def _llamacpp_parity(path: Path, model: nn.Module, tokenizer: Any, parity: GGUFP
         nll, top, _ = _scores(lambda w: model(w).logits, ids, progress, "parity: quantwise (PyTorch, same weights)")
         prompt = ids[0, :GREEDY_PROMPT]
         ours = list(Decoder(model, GREEDY_PROMPT + GREEDY_TOKENS).tokens(prompt, GREEDY_TOKENS))
-    with LlamaCppLM(path, max(context, GREEDY_PROMPT + GREEDY_TOKENS), threads or torch.get_num_threads()) as llm:
-        ppl, their_top = llm.perplexity(ids)
-        theirs = llm.greedy(prompt.tolist(), GREEDY_TOKENS)
+    ran = run_isolated(path, ids, prompt.tolist(), GREEDY_TOKENS, threads or torch.get_num_threads(), path.parent)
+    ppl, their_top, theirs = ran["perplexity"], torch.tensor(ran["argmax"], dtype=torch.long), ran["tokens"]
     equal = next((k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), len(ours))
     return dataclasses.replace(parity, llamacpp=True, windows=len(ids), context=ids.shape[1], perplexity_llamacpp=ppl,
                                perplexity_quantwise=math.exp(nll / count), top1_agreement=float((their_top == top).float().mean()),

@@ -18,7 +18,7 @@ import torch
 
 from quantwise.errors import QuantwiseError, first_line
 
-__all__ = ["available", "LlamaCppLM"]
+__all__ = ["available", "LlamaCppLM", "run_isolated"]
 
 
 def available() -> bool:
@@ -100,3 +100,44 @@ class LlamaCppLM:
             self.llm.eval([tokens[-1]])
             tokens.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
         return tokens
+
+
+def run_isolated(path: Path, ids: torch.Tensor, prompt: list[int], new_tokens: int, threads: int, workdir: Path) -> dict:
+    """Perplexity, argmax predictions and greedy tokens of ``path`` in llama.cpp, run in a child
+    process: a llama.cpp build that crashes on the file (a native fault kills its process) then
+    becomes one readable error here, and the caller can still clean up."""
+    import json
+    import subprocess
+    import sys
+
+    request = workdir / "llamacpp-request.json"
+    request.write_text(json.dumps({"path": str(path), "ids": ids.tolist(), "prompt": prompt, "new_tokens": new_tokens, "threads": threads}))
+    done = subprocess.run([sys.executable, "-m", "quantwise.gguf.llamacpp", str(request)], capture_output=True, text=True)
+    request.unlink(missing_ok=True)
+    if done.returncode != 0:
+        last = (done.stdout.strip().splitlines() or done.stderr.strip().splitlines() or ["no output"])[-1]
+        how = f"was killed by signal {-done.returncode}" if done.returncode < 0 else f"failed ({last[:160]})"
+        raise QuantwiseError(f"llama.cpp {how} while running {path.name}; this llama.cpp build cannot run the file",
+                             "rebuild llama-cpp-python (scripts/setup.sh builds it with AMX off) or uninstall it to skip the llama.cpp check")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _child(request_path: str) -> None:
+    import json
+
+    request = json.loads(Path(request_path).read_text())
+    ids = torch.tensor(request["ids"], dtype=torch.long)
+    try:
+        with _quiet_stderr(), LlamaCppLM(Path(request["path"]), max(ids.shape[1], len(request["prompt"]) + request["new_tokens"]), request["threads"]) as llm:
+            ppl, top = llm.perplexity(ids)
+            tokens = llm.greedy(request["prompt"], request["new_tokens"])
+    except QuantwiseError as err:
+        print(str(err))
+        raise SystemExit(2) from None
+    print(json.dumps({"perplexity": ppl, "argmax": top.tolist(), "tokens": tokens, "version": llm.version}))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _child(sys.argv[1])
