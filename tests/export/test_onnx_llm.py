@@ -99,7 +99,7 @@ def test_int4_export_runs_in_onnx_runtime_with_perplexity_parity(exported, smol_
 
 def test_language_model_bad_exports_are_one_line(smol_int4, exported, capsys, tmp_path):
     code, _, err = invoke(capsys, "export", str(smol_int4), "--to", "pt2", "--out", str(tmp_path / "m.pt2"))
-    assert code != 0 and "ONNX (MatMulNBits) only" in error_line(err) and not (tmp_path / "m.pt2").exists()
+    assert code != 0 and "ONNX (MatMulNBits) and GGUF (llama.cpp)" in error_line(err) and not (tmp_path / "m.pt2").exists()
     code, _, err = invoke(capsys, "export", str(smol_int4), "--to", "onnx")
     assert code != 0 and "already exists" in error_line(err)
     code, _, err = invoke(capsys, "export", str(smol_int4), "--to", "onnx", "--data", "x.pt", "--out", str(tmp_path / "m.onnx"))
