@@ -20,7 +20,7 @@ import torch
 
 from .formats import BlockFormat, BlockParams, codes_for
 
-__all__ = ["reference", "searched", "quantize"]
+__all__ = ["reference", "searched"]
 
 _EPS = 1e-15  # llama.cpp's GROUP_MAX_EPS
 
@@ -188,15 +188,6 @@ def searched(w: torch.Tensor, fmt: BlockFormat, importance: torch.Tensor | None 
             scale = _symmetric_search(xb, wb, nmax)
             params = BlockParams(fmt, scale.to(torch.float16).reshape(rows, -1))
     return codes_for(x, params), params
-
-
-def quantize(w: torch.Tensor, fmt: BlockFormat, rule: str, importance: torch.Tensor | None = None) -> tuple[torch.Tensor, BlockParams]:
-    """``rule``: ``reference`` (llama.cpp without imatrix) or ``searched``."""
-    if rule == "reference":
-        return reference(w, fmt)
-    if rule == "searched":
-        return searched(w, fmt, importance)
-    raise ValueError(f"unknown rule {rule!r}; use reference or searched")
 
 
 def _check(w: torch.Tensor, fmt: BlockFormat) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -151,13 +150,3 @@ def verify(path: Path, tensors: dict[str, GGUFTensor]) -> FileCheck:
         weights_ok &= same_weights
     return FileCheck(len(tensors), quantized, bytes_ok, weights_ok, first)
 
-
-def metadata(path: Path) -> dict[str, Any]:
-    """A few keys of a GGUF file (architecture, name, file type), for reports."""
-    reader = _reader(path)
-    out = {}
-    for key in ("general.architecture", "general.name", "general.file_type"):
-        field = reader.fields.get(key)
-        if field is not None:
-            out[key] = field.contents()
-    return out
