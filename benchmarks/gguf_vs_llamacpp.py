@@ -35,6 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BIN = Path(os.environ.get("LLAMA_CPP_BIN", Path.home() / ".cache" / "quantwise" / "llama.cpp" / "bin"))
 WORK = Path.home() / ".cache" / "quantwise" / "gguf-bench"
+# type=auto's candidate block types per budget: the types llama.cpp's own file of that type uses on this
+# model (Q4_K_M: Q4_K, its Q5_0 fallback, Q6_K, Q8_0), plus Q5_0 at Q4_0. Never Q4_1 / Q5_1: SmolLM2's
+# weights came from a Q4_1 file, so those grids reproduce them almost exactly (a win of the source, not of the allocation).
+AUTO_TYPES = {"Q4_K_M": ("Q4_K", "Q5_0", "Q6_K", "Q8_0"), "Q4_0": ("Q4_0", "Q5_0", "Q8_0")}
 
 
 def _child(cmd: list[str], env: dict[str, str]) -> tuple[str, float, float]:
@@ -80,13 +84,17 @@ def quantwise_file(file_type: str, algorithm: str, out: Path) -> None:
     from quantwise.llm.quantize import quantize_lm
     from quantwise.llm.runtime import materialize
 
-    recipe = GGUFWeights(type=file_type, algorithm=algorithm)
+    if file_type.startswith("auto-"):  # types from measured sensitivity within the size of llama.cpp's file of that type
+        budget = file_type.removeprefix("auto-")
+        recipe = GGUFWeights(type="auto", budget=budget, types=AUTO_TYPES[budget], algorithm=algorithm)
+    else:
+        recipe = GGUFWeights(type=file_type, algorithm=algorithm)
     lm = load_language_model("smollm2-135m", defer_blocks=True)
     q = quantize_lm(lm, recipe)
     model = materialize(q.model, q.layers, q.recipe)
     tensors = model_tensors(model, q.layers, "llama")
     tmp = out.with_suffix(".tmp")
-    write(tmp, lm.gguf_path, tensors, LLAMA_FILE_TYPE[file_type])
+    write(tmp, lm.gguf_path, tensors, LLAMA_FILE_TYPE[recipe.file_type])
     check = verify(tmp, tensors)
     if not (check.bytes_equal and check.weights_equal):
         raise SystemExit(f"verification failed: {check.first_mismatch}")
@@ -200,6 +208,8 @@ def main() -> None:
     ap.add_argument("--types", default="Q8_0,Q4_0,Q4_K_M")
     ap.add_argument("--algorithms", default="reference,searched,gptq,awq-gptq")
     ap.add_argument("--chunks", type=int, default=40, help="512-token chunks of evaluation text for llama-perplexity")
+    ap.add_argument("--auto", default="", help="file types (of Q4_K_M, Q4_0) that also get a quantwise row with type=auto at that size")
+    ap.add_argument("--auto-algorithm", default="gptq")
     ap.add_argument("--imatrix-chunks", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -265,19 +275,22 @@ def main() -> None:
             files.append(({"quantizer": "llama.cpp", "type": file_type, "algorithm": "imatrix" if with_imatrix else "default",
                            "quantize_s": seconds, "peak_mb": peak}, out))
             print(f"llama-quantize {file_type}{' (imatrix)' if with_imatrix else ''}: {seconds:.1f} s", flush=True)
-        for algorithm in args.algorithms.split(","):
-            out = WORK / f"quantwise-{file_type}-{algorithm}.gguf"
+        runs = [(file_type, a, a) for a in args.algorithms.split(",")]
+        if file_type in args.auto.split(","):
+            runs.append((f"auto-{file_type}", args.auto_algorithm, f"{args.auto_algorithm}, auto types"))
+        for spec, algorithm, label in runs:
+            out = WORK / f"quantwise-{spec}-{algorithm}.gguf"
             sidecar = out.with_suffix(".json")
             if args.reuse and out.exists() and sidecar.exists():
                 row = json.loads(sidecar.read_text())
             else:
-                log, seconds, peak = _timed_child([sys.executable, __file__, "--one", file_type, algorithm, str(out)], {"PYTHONPATH": str(ROOT / "src")})
+                log, seconds, peak = _timed_child([sys.executable, __file__, "--one", spec, algorithm, str(out)], {"PYTHONPATH": str(ROOT / "src")})
                 info = json.loads(log.strip().splitlines()[-1])
-                row = {"quantizer": "quantwise", "type": file_type, "algorithm": algorithm, "quantize_s": seconds,
+                row = {"quantizer": "quantwise", "type": file_type, "algorithm": label, "quantize_s": seconds,
                        "quantize_algorithm_s": info["quantize_s"], "peak_mb": peak, "notes": info["notes"]}
                 sidecar.write_text(json.dumps(row))
             files.append((row, out))
-            print(f"quantwise {file_type} {algorithm}: {row['quantize_s']:.0f} s", flush=True)
+            print(f"quantwise {spec} {algorithm}: {row['quantize_s']:.0f} s", flush=True)
     for row, path in files:
         row.update(file=path.name, size_mb=path.stat().st_size / 1e6, bits_per_weight=_bpw(path), tensor_types=_types_in(path))
         if row["type"] != "F32":

@@ -276,6 +276,7 @@ class DynamicActivation:
 
 
 GGUF_FILE_TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K_M", "Q5_K_M", "Q6_K", "Q4_K", "Q5_K")
+GGUF_BLOCK_TYPES = ("Q4_0", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
 GGUF_ALGORITHMS = ("reference", "searched", "gptq", "awq-gptq")
 
 
@@ -292,6 +293,13 @@ class GGUFWeights:
     everywhere (llama-quantize's ``--pure``). The token table (tied to the output layer) is
     quantized too, with the type llama.cpp gives the output layer.
 
+    ``type=auto`` chooses each tensor's block type from measured sensitivity instead (the Fisher
+    information of the loss on calibration text, :mod:`quantwise.gguf.allocate`): the least
+    estimated loss whose file is no larger than llama.cpp's file of type ``budget`` for the same
+    model (or than ``bpw`` bits per quantized weight, when given), among the block types ``types``
+    (all that quantwise writes when empty; e.g. ``types=Q4_K|Q5_0|Q6_K|Q8_0``, the types of
+    llama.cpp's own Q4_K_M files).
+
     ``algorithm`` chooses the codes on those grids: ``reference`` (llama.cpp's quantizer without
     an importance matrix, no data), ``searched`` (scales searched under importance weights from
     calibration text, as llama.cpp's imatrix does), ``gptq`` (the searched grid, then GPTQ's
@@ -306,10 +314,23 @@ class GGUFWeights:
     calibration_context: int = 512
     damp: float = 0.01
     act_order: bool = True
+    budget: str = "Q4_K_M"
+    bpw: float = 0.0
+    types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "type", str(self.type).upper())
-        _check_choice("GGUF file type", self.type, GGUF_FILE_TYPES)
+        object.__setattr__(self, "budget", str(self.budget).upper())
+        _check_choice("GGUF file type", self.type, GGUF_FILE_TYPES + ("AUTO",))
+        _check_choice("GGUF budget file type", self.budget, GGUF_FILE_TYPES)
+        if not (self.bpw == 0 or 4.5 <= self.bpw <= 8.5):
+            raise QuantwiseError(f"bpw={self.bpw} is outside what the GGUF block types give", "use bits per weight from 4.5 (Q4_0 everywhere) to 8.5 (Q8_0), or 0 to use budget=")
+        names = self.types.split(KEEP_FLOAT_SEPARATOR) if isinstance(self.types, str) else list(self.types)
+        object.__setattr__(self, "types", tuple(str(t).strip().upper() for t in names if str(t).strip()))
+        for t in self.types:
+            _check_choice("GGUF block type", t, GGUF_BLOCK_TYPES)
+        if self.type != "AUTO" and (self.types or self.bpw):
+            raise QuantwiseError("types= and bpw= apply only to type=auto", f"write gguf:type=auto,budget={self.type} or drop them")
         _check_choice("algorithm", self.algorithm, GGUF_ALGORITHMS)
         _check_calibration(self.calibration_samples, self.calibration_context)
         if not 0 < self.damp < 1:
@@ -318,6 +339,11 @@ class GGUFWeights:
     @property
     def needs_calibration(self) -> bool:
         return self.algorithm != "reference"
+
+    @property
+    def file_type(self) -> str:
+        """The llama.cpp file type the file is labelled with (an auto file's: its budget)."""
+        return self.budget if self.type == "AUTO" else self.type
 
 
 def _check_calibration(samples: int, context: int) -> None:

@@ -76,7 +76,7 @@ def test_the_reference_rule_is_llama_quantizes_file_byte_for_byte(q4_0, tmp_path
 
     from quantwise.config import GGUFWeights
     from quantwise.gguf.writer import gguf_names
-    from quantwise.llm.quantize import gguf_types
+    from quantwise.llm.gguf_types import gguf_types
 
     params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
     mixed = tmp_path / "q4_k_m.gguf"
@@ -127,3 +127,28 @@ def test_a_file_llama_cpp_cannot_run_is_one_readable_error(tmp_path):
     with pytest.raises(QuantwiseError, match="this llama.cpp build cannot run the file"):
         run_isolated(bogus, torch.zeros(1, 8, dtype=torch.long), [1, 2], 2, 1, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
+
+
+def test_auto_types_fit_the_budget_and_llama_cpp_runs_the_mixed_file(tmp_path):
+    """type=auto: every tensor's type from the Fisher estimate, the file no larger than llama.cpp's Q4_0
+    file of the model, each choice recorded with its reason; the mixed file verifies and runs."""
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    from quantwise.gguf.allocate import tensor_bytes
+
+    out = tmp_path / "smol-auto"
+    recipe = "gguf:type=auto,budget=Q4_0,types=Q4_0|Q5_0|Q8_0,algorithm=reference,calibration_samples=4,calibration_context=128"
+    text = _cli("quantize", "smollm2-135m", "--recipe", recipe, "--no-eval", "--out", str(out))
+    assert "block types chosen by measured sensitivity" in text
+    _cli("export", str(out), "--to", "gguf", "--samples", "4")
+    parity = json.loads((out / "manifest.json").read_text())["exports"]["gguf"]["parity"]
+    assert parity["passed"] and parity["bytes_equal"] and parity["weights_equal"]
+    reader = GGUFReader(str(out / "model.gguf"))
+    quantized = [t for t in reader.tensors if GGMLQuantizationType(t.tensor_type).name != "F32"]
+    kinds = {GGMLQuantizationType(t.tensor_type).name for t in quantized}
+    assert kinds <= {"Q4_0", "Q5_0", "Q8_0"} and len(kinds) >= 2  # a mixture, within the allowed types
+    rule = sum(  # llama.cpp's Q4_0 file: Q4_0 everywhere, the tied table Q8_0 (ggml shapes are [cols, rows])
+        tensor_bytes("Q8_0" if t.name == "token_embd.weight" else "Q4_0", int(t.shape[1]), int(t.shape[0])) for t in quantized)
+    assert sum(int(t.n_bytes) for t in quantized) <= rule
+    if HAS_LLAMA_CPP:
+        assert parity["llamacpp"] and abs(parity["delta_pct"]) <= 0.5

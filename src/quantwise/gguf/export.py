@@ -130,7 +130,7 @@ def export_gguf(artifact: str | Path, out: str | Path | None = None, overwrite: 
     notes = [f"{sum(t.blocks is not None for t in tensors.values())} tensors in block types, {sum(t.blocks is None for t in tensors.values())} float32 (norms)",
              f"metadata, tokenizer and chat template from {source.name}"]
     with staged_file(path) as tmp:
-        write(tmp, source, tensors, LLAMA_FILE_TYPE[stored.recipe.type])
+        write(tmp, source, tensors, LLAMA_FILE_TYPE[stored.recipe.file_type])
         check = verify(tmp, tensors)
         seconds = time.perf_counter() - start
         parity = GGUFParity(check.tensors, check.quantized, check.bytes_equal, check.weights_equal, False, first_mismatch=check.first_mismatch)

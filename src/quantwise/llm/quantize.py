@@ -67,7 +67,7 @@ def weight_grid(recipe: LLMRecipe) -> GroupGrid:
         from quantwise.gguf.formats import FORMATS
         from quantwise.gguf.types import BASE_TYPE
 
-        return GroupGrid(FORMATS[BASE_TYPE[recipe.type]].bits, 32)
+        return GroupGrid(FORMATS[BASE_TYPE[recipe.file_type]].bits, 32)
     if isinstance(recipe, WeightOnly):
         return GroupGrid(recipe.bits, recipe.group_size, symmetric=recipe.bits == 8)
     return GroupGrid(recipe.weight_bits, recipe.group_size, symmetric=recipe.weight_bits == 8)
@@ -86,6 +86,8 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def check_recipe_fits(model: nn.Module, recipe: LLMRecipe) -> None:
     """Refuse, before any work, a group size that does not divide a layer's inputs."""
     if isinstance(recipe, GGUFWeights):
+        from quantwise.llm.gguf_types import gguf_types
+
         gguf_types(model, recipe)
         return
     grid = weight_grid(recipe)
@@ -94,23 +96,6 @@ def check_recipe_fits(model: nn.Module, recipe: LLMRecipe) -> None:
             grid.groups(module.in_features)
         except ValueError as err:
             raise QuantwiseError(f"layer {name}: {err}".split("; ")[0], str(err).split("; ")[1] if "; " in str(err) else "choose another group size") from None
-
-
-def gguf_types(model: nn.Module, recipe: GGUFWeights) -> dict[str, Any]:
-    """The block type of every tensor a GGUF recipe quantizes (Linear layers and the token table),
-    by llama.cpp's rule for ``recipe.type``; refused in one line if a tensor fits no type."""
-    from quantwise.gguf.types import choose_type
-
-    n_layers = len(decoder_layers(model))
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    shapes = {name: m.in_features for name, m in _block_linears(model).items()}
-    shapes["model.embed_tokens"] = model.get_input_embeddings().embedding_dim
-    if not tied:
-        shapes["lm_head"] = model.get_output_embeddings().in_features
-    try:
-        return {name: choose_type(recipe.type, name, cols, n_layers, tied, recipe.pure, recipe.needs_calibration) for name, cols in shapes.items()}
-    except ValueError as err:
-        raise QuantwiseError(str(err), "this model's shapes fit no llama.cpp block type; use a weight-only recipe and --to onnx") from None
 
 
 def _block_linears(model: nn.Module) -> dict[str, nn.Linear]:
@@ -136,8 +121,18 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     grid = weight_grid(recipe)
     recipe, machine_note = for_this_machine(recipe)
     notes: list[str] = [machine_note] if machine_note else []
+    types = {}
+    if isinstance(recipe, GGUFWeights):
+        from quantwise.llm.gguf_types import auto_types, gguf_types
+
+        if recipe.type == "AUTO":  # the Fisher pass needs the whole model
+            if lm.deferred is not None:
+                lm.deferred.load_all()
+                lm.deferred = None
+            types = auto_types(lm, recipe, progress, notes)
+        else:
+            types = gguf_types(model, recipe)
     load_block = lm.deferred.load if lm.deferred is not None else (lambda index: None)
-    types = gguf_types(model, recipe) if isinstance(recipe, GGUFWeights) else {}
     if recipe.needs_calibration:
         batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])

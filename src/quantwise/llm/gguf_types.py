@@ -1,0 +1,92 @@
+"""The llama.cpp block type of every tensor a GGUF recipe quantizes: llama.cpp's own rule for a
+file type, or (``type=auto``) the allocation from measured sensitivity under a size budget."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from torch import nn
+
+from quantwise.config import GGUFWeights
+from quantwise.errors import QuantwiseError
+from quantwise.gguf.types import TensorType
+from quantwise.llm.model import LanguageModel
+from quantwise.methods.base import ProgressFn
+
+log = logging.getLogger(__name__)
+
+FISHER_WINDOWS = 32  # calibration windows for the sensitivity pass (one backward pass each)
+
+
+def _tensors(model: nn.Module) -> dict[str, nn.Module]:
+    """Every module whose weight a GGUF recipe quantizes: the decoder Linears and the token table (and an untied output layer)."""
+    from quantwise.llm.quantize import _block_linears
+
+    out: dict[str, nn.Module] = dict(_block_linears(model))
+    out["model.embed_tokens"] = model.get_input_embeddings()
+    if not getattr(model.config, "tie_word_embeddings", False):
+        out["lm_head"] = model.get_output_embeddings()
+    return out
+
+
+def _cols(module: nn.Module) -> int:
+    """Row length, known before the weights are read (a deferred block's are still in the file)."""
+    return module.in_features if isinstance(module, nn.Linear) else module.embedding_dim
+
+
+def gguf_types(model: nn.Module, recipe: GGUFWeights) -> dict[str, TensorType]:
+    """By llama.cpp's rule for ``recipe.type`` (for ``auto``: its budget's, to check that every tensor
+    fits some type); refused in one line if a tensor fits no type."""
+    from quantwise.gguf.types import choose_type
+    from quantwise.llm.quantize import decoder_layers
+
+    n_layers = len(decoder_layers(model))
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    try:
+        return {name: choose_type(recipe.file_type, name, _cols(m), n_layers, tied, recipe.pure, recipe.needs_calibration)
+                for name, m in _tensors(model).items()}
+    except ValueError as err:
+        raise QuantwiseError(str(err), "this model's shapes fit no llama.cpp block type; use a weight-only recipe and --to onnx") from None
+
+
+def auto_types(lm: LanguageModel, recipe: GGUFWeights, progress: ProgressFn, notes: list[str]) -> dict[str, TensorType]:
+    """Each tensor's type from its Fisher-estimated loss, the summed bytes within the budget."""
+    from quantwise.gguf.allocate import CANDIDATES, allocate, estimated_losses, fitting_types, tensor_bytes
+    from quantwise.llm.fisher import fisher_blocks
+    from quantwise.llm.quantize import _calibration_batches
+
+    start = time.perf_counter()
+    model = lm.model
+    rule = gguf_types(model, recipe)
+    weights = {name: m.weight for name, m in _tensors(model).items()}
+    candidates = recipe.types or CANDIDATES
+    for name, w in weights.items():
+        if not fitting_types(w.shape[1], candidates):
+            raise QuantwiseError(f"{name}: rows of {w.shape[1]} weights fit none of the types {', '.join(candidates)}",
+                                 "add a type of 32-weight blocks (Q4_0, Q5_0, Q8_0, ...) to types=")
+    if recipe.bpw:
+        budget = int(recipe.bpw * sum(w.numel() for w in weights.values()) / 8)
+        what = f"{recipe.bpw:g} bits per weight"
+    else:
+        budget = sum(tensor_bytes(rule[n].chosen, *w.shape) for n, w in weights.items())
+        what = f"the size of llama.cpp's {recipe.budget} file of this model"
+    batches = _calibration_batches(lm, min(recipe.calibration_samples, FISHER_WINDOWS), recipe.calibration_context)
+    fisher = fisher_blocks(model, weights, batches, progress=progress)
+    costs = {}
+    for name, w in progress("estimating each type's loss", list(weights.items()), len(weights)):
+        costs[name] = estimated_losses(w.data, fisher.pop(name), candidates)
+    try:
+        chosen = allocate(costs, budget)
+    except ValueError as err:
+        raise QuantwiseError(f"type=auto: {err}", "raise the budget (budget=Q5_K_M, bpw=...) or allow cheaper types in types=") from None
+    used = sum(c.bytes for c in chosen.values())
+    counts = Counter(c.type for c in chosen.values())
+    notes.append(f"block types chosen by measured sensitivity (Fisher information on {len(batches)} calibration windows) within {what} "
+                 f"({used / 1e6:.1f} of {budget / 1e6:.1f} MB): " + ", ".join(f"{t} x{n}" for t, n in sorted(counts.items()))
+                 + f"; {time.perf_counter() - start:.0f} s")
+    if recipe.types == () and "Q4_1" in counts:
+        notes.append("a model whose weights came from a Q4_1 file lies on Q4_1's grid already: that type then reproduces it almost "
+                     "exactly and costs nothing by this measure (restrict types= to compare with llama.cpp's mixtures)")
+    return {name: TensorType(name, c.type, c.type, f"type=auto: estimated loss increase {c.loss:.3g} "
+                             f"(llama.cpp's {recipe.budget} rule: {rule[name].chosen})") for name, c in chosen.items()}
