@@ -70,19 +70,23 @@ def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, o
     out.print(f"{target}: perplexity {result.perplexity:.3f} on {result.setting} of {split.description}")
 
 
-def compare(model: str, recipes: str, json_path: Optional[Path], html_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int, compile_: bool, repeats: int, out: Console, progress: Any) -> None:
+def compare(model: str, recipes: str, json_path: Optional[Path], html_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int, compile_: bool, repeats: int, out: Console, progress: Any, target: str = "pytorch") -> None:
     from quantwise.config import LLM_PRESETS
     from quantwise.llm.compare import LLMCompareOptions, compare_lm
     from quantwise.cli.outputs import write_outputs
     from quantwise.report.llm_html import llm_compare_document
     from quantwise.report.llm_table import print_llm_compare
 
-    names = tuple(r.strip() for r in recipes.split(",") if r.strip()) if recipes else LLM_PRESETS
+    from quantwise.llm.compare_llamacpp import GGUF_PRESETS, RUNTIME
+
+    if target not in ("pytorch", RUNTIME):
+        raise QuantwiseError(f"--target {target} does not run language models", f"use --target pytorch, or {RUNTIME} (GGUF files timed in llama.cpp)")
+    names = tuple(r.strip() for r in recipes.split(",") if r.strip()) if recipes else (GGUF_PRESETS if target == RUNTIME else LLM_PRESETS)
     for name in names:
         _recipe(name)
     if eval_tokens < context:
         raise QuantwiseError(f"--eval-tokens {eval_tokens} is less than one window of {context}", "use --eval-tokens >= --context (20000+ for a stable perplexity)")
-    opts = LLMCompareOptions(recipes=names, context=context, eval_tokens=eval_tokens, compile=compile_, repeats=repeats, text=text, progress=progress)
+    opts = LLMCompareOptions(recipes=names, context=context, eval_tokens=eval_tokens, compile=compile_, repeats=repeats, text=text, progress=progress, target=target)
     report = compare_lm(model, opts)
     print_llm_compare(report, out)
     write_outputs(report.to_dict(), lambda: llm_compare_document(report), json_path, html_path, out)

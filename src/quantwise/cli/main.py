@@ -223,7 +223,7 @@ def eval_(
 @checked
 def compare(
     model: str = ModelArg,
-    recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset)."),
+    recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset, or with --target llama.cpp the gguf presets)."),
     batches: str = typer.Option("1,32", "--batches", help="Batch sizes to time, comma-separated."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
     html_path: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: setting, table, warnings, Pareto figure."),
@@ -235,7 +235,7 @@ def compare(
     text: Optional[str] = TextOpt,
     context: int = ContextOpt,
     eval_tokens: int = EvalTokensOpt,
-    target: str = typer.Option("pytorch", "--target", help="Where quantized models run: pytorch, onnxruntime (exported, parity-checked, timed in ONNX Runtime), executorch (.pte with XNNPACK, batch 1 per call; recipes static-xnnpack, dynamic-xnnpack), or several: pytorch,onnxruntime."),
+    target: str = typer.Option("pytorch", "--target", help="Where quantized models run: pytorch, onnxruntime (exported, parity-checked, timed in ONNX Runtime), executorch (.pte with XNNPACK, batch 1 per call; recipes static-xnnpack, dynamic-xnnpack), or several: pytorch,onnxruntime. For a language model: pytorch, or llama.cpp (the float model and the gguf recipes' files run and timed in llama.cpp; default recipes gguf-q8_0, gguf-q4_0, gguf-q4_k_m)."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Add ONNX Runtime float and ONNX Runtime's own static/dynamic int8 quantizers as rows."),
 ) -> None:
     """Float baselines and every applicable workflow, side by side: size, latency, accuracy.
@@ -251,6 +251,7 @@ def compare(
       quantwise compare minilm-l6 --recipes dynamic-xnnpack --target executorch --batches 1 --no-peers
       quantwise compare smollm2-135m --json out/smollm2.json
       quantwise compare smollm2-135m --recipes int8-weight-only,int4-gptq --eval-tokens 20480
+      quantwise compare smollm2-135m --target llama.cpp --recipes gguf-q4_k_m,int4-awq-gptq
     """
     from quantwise.cli.outputs import check_outputs, write_outputs
 
@@ -260,7 +261,7 @@ def compare(
     if _is_llm(model):
         from quantwise.cli import llm
 
-        return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress)
+        return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress, target)
     recipes_ = recipes_ or ",".join(("dynamic", "static-fx", "static-pt2e", "qat"))
     repeats = repeats or 20
     from quantwise.compare import RUNTIME_TARGETS, CompareOptions, compare as run_compare

@@ -203,9 +203,15 @@ class Bf16Embedding(nn.Module):
 def prepare(model: nn.Module, layers: dict[str, GroupQuant]) -> nn.Module:
     """The float32 model with each quantized Linear swapped for its MatMulNBits twin (and a
     bfloat16 token table where the artifact holds one)."""
+    from quantwise.llm.embedding import QuantizedEmbedding
+
     table = model.get_input_embeddings().weight
-    tied = getattr(model.config, "tie_word_embeddings", False) and "lm_head" not in layers
-    embedding = Bf16Embedding(table) if table.dtype == torch.bfloat16 and not tied else None  # before .float() converts it in place
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    if tied and "lm_head" in layers:  # the table is the output layer's int8 codes (Gather + scale in the graph)
+        head = layers["lm_head"]
+        embedding = QuantizedEmbedding(head.qdata.to(torch.int8), head.scale.reshape(-1), torch.float32)
+    else:
+        embedding = Bf16Embedding(table) if table.dtype == torch.bfloat16 and not tied else None  # before .float() converts it in place
     model = model.float().eval()
     if embedding is not None:
         model.set_input_embeddings(embedding)

@@ -23,14 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from quantwise.config import GGUF_BLOCK_TYPES
+
 from . import choose
 from .formats import FORMATS, weights
 
 __all__ = ["CANDIDATES", "TypeCost", "allocate", "estimated_losses", "tensor_bytes"]
 
-# Every block type quantwise writes, cheapest first
-CANDIDATES = ("Q4_0", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
+CANDIDATES = GGUF_BLOCK_TYPES  # every block type quantwise writes, cheapest first
 FISHER_BLOCK = 32  # columns per Fisher average: every candidate's block is a multiple of it
+ROW_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,15 @@ def estimated_losses(w: torch.Tensor, fisher: torch.Tensor, candidates: Iterable
     rows, cols = w.shape
     if fisher.shape != (rows, cols // FISHER_BLOCK) or cols % FISHER_BLOCK:
         raise ValueError(f"fisher must be [{rows}, {cols // FISHER_BLOCK}] for a [{rows}, {cols}] weight, got {tuple(fisher.shape)}")
-    x = w.detach().to(torch.float32)
     out = []
     for t in fitting_types(cols, candidates):
-        codes, params = choose.reference(x, FORMATS[t])
-        err = (x - weights(codes, params)).pow(2).reshape(rows, -1, FISHER_BLOCK).sum(-1)
-        out.append(TypeCost(t, tensor_bytes(t, rows, cols), 0.5 * float((fisher.to(torch.float32) * err).sum())))
+        total = 0.0
+        for r in range(0, rows, ROW_CHUNK):  # a slice of rows at a time: a large token table's temporaries stay small
+            x = w[r : r + ROW_CHUNK].detach().to(torch.float32)
+            codes, params = choose.reference(x, FORMATS[t])
+            err = (x - weights(codes, params)).pow(2).reshape(x.shape[0], -1, FISHER_BLOCK).sum(-1)
+            total += float((fisher[r : r + ROW_CHUNK].to(torch.float32) * err).sum())
+        out.append(TypeCost(t, tensor_bytes(t, rows, cols), 0.5 * total))
     return out
 
 
@@ -78,10 +83,11 @@ def _hull(costs: list[TypeCost]) -> list[TypeCost]:
 def allocate(costs: Mapping[str, list[TypeCost]], budget_bytes: int, states: int = 1 << 16) -> dict[str, TypeCost]:
     """The type of each tensor minimising the summed loss with summed bytes <= ``budget_bytes``.
 
-    A multiple-choice knapsack solved by dynamic programming over the budget cut into ``states``
-    units (each tensor's bytes rounded up to whole units, so the answer always fits; exact when the
-    budget is at most ``states`` bytes), then any bytes the rounding left spent on the upgrades that
-    save the most loss per byte. Raises ``ValueError`` if even the cheapest types exceed the budget."""
+    A multiple-choice knapsack solved by dynamic programming over the bytes above the cheapest
+    file (every tensor at its cheapest type), cut into at most ``states`` units; each upgrade's
+    extra bytes are rounded up to whole units, so the answer always fits (exact when those bytes
+    are at most ``states``); bytes the rounding left are then spent on the upgrades that save the
+    most loss per byte. Raises ``ValueError`` if even the cheapest types exceed the budget."""
     names = list(costs)
     options = [_hull(costs[n]) for n in names]
     if any(not o for o in options):
@@ -89,14 +95,19 @@ def allocate(costs: Mapping[str, list[TypeCost]], budget_bytes: int, states: int
     floor = sum(o[0].bytes for o in options)
     if floor > budget_bytes:
         raise ValueError(f"the budget of {budget_bytes} bytes is below the smallest file these types give ({floor} bytes)")
-    unit = max(1.0, budget_bytes / states)
-    size = int(budget_bytes // unit)
-    best = np.zeros(size + 1)  # best[b]: least loss of the tensors so far within b units
+    spare = budget_bytes - floor
+    unit = max(1.0, spare / states)
+    size = int(spare // unit)
+    best = np.zeros(size + 1)  # best[b]: least loss of the tensors so far with at most b units of upgrades
     picks = np.zeros((len(names), size + 1), dtype=np.int8)
+
+    def units(c: TypeCost, cheapest: TypeCost) -> int:
+        return math.ceil((c.bytes - cheapest.bytes) / unit - 1e-9)
+
     for i, opts in enumerate(options):
         new = np.full(size + 1, np.inf)
         for j, c in enumerate(opts):
-            w = math.ceil(c.bytes / unit - 1e-9)
+            w = units(c, opts[0])
             if w > size:
                 continue
             cand = np.full(size + 1, np.inf)
@@ -104,12 +115,14 @@ def allocate(costs: Mapping[str, list[TypeCost]], budget_bytes: int, states: int
             better = cand < new
             new[better] = cand[better]
             picks[i][better] = j
-        best = new
+        best = new  # finite everywhere: the cheapest option costs 0 units
     choice, b = {}, size
     for i in reversed(range(len(names))):
         c = options[i][picks[i][b]]
         choice[names[i]] = c
-        b -= math.ceil(c.bytes / unit - 1e-9)
+        b -= units(c, options[i][0])
+    if b < 0 or sum(c.bytes for c in choice.values()) > budget_bytes:
+        raise RuntimeError("the type allocation broke its budget; report this as a bug")
     return _fill(choice, {n: o for n, o in zip(names, options)}, budget_bytes)
 
 

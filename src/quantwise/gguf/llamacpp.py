@@ -92,26 +92,55 @@ class LlamaCppLM:
             top.append(torch.from_numpy(argmax.astype(np.int64)))
         return math.exp(total / count), torch.cat(top)
 
-    def greedy(self, prompt: list[int], new_tokens: int) -> list[int]:
+    def speed(self, prefill: list[int], prompt: list[int], new_tokens: int, repeats: int) -> dict[str, float]:
+        """Prefill (one forward over ``prefill``, logits at every position, as PyTorch's prefill
+        computes them) and greedy decode (``new_tokens`` after ``prompt``, one token per call)
+        tokens per second, medians over ``repeats`` after one untimed round."""
+        import statistics
+        import time
+
+        pre, dec = [], []
+        for r in range(repeats + 1):
+            self.llm.reset()
+            start = time.perf_counter()
+            self.llm.eval(prefill)
+            seconds = time.perf_counter() - start
+            decode: list[float] = []
+            self.greedy(prompt, new_tokens, decode)
+            if r:  # round 0 warms up
+                pre.append(len(prefill) / seconds)
+                dec.append((new_tokens - 1) / decode[0])
+        return {"prefill_tok_s": statistics.median(pre), "decode_tok_s": statistics.median(dec)}
+
+    def greedy(self, prompt: list[int], new_tokens: int, seconds: list[float] | None = None) -> list[int]:
+        """``new_tokens`` greedy tokens after ``prompt``; ``seconds`` gets the time of the one-token steps."""
+        import time
+
         self.llm.reset()
         self.llm.eval(prompt)
         tokens = [int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))]
+        start = time.perf_counter()
         for _ in range(new_tokens - 1):
             self.llm.eval([tokens[-1]])
             tokens.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
+        if seconds is not None:
+            seconds.append(time.perf_counter() - start)
         return tokens
 
 
-def run_isolated(path: Path, ids: torch.Tensor, prompt: list[int], new_tokens: int, threads: int, workdir: Path) -> dict:
-    """Perplexity, argmax predictions and greedy tokens of ``path`` in llama.cpp, run in a child
-    process: a llama.cpp build that crashes on the file (a native fault kills its process) then
-    becomes one readable error here, and the caller can still clean up."""
+def run_isolated(path: Path, ids: torch.Tensor, prompt: list[int], new_tokens: int, threads: int, workdir: Path,
+                 speed: tuple[list[int], int] | None = None) -> dict:
+    """Perplexity, argmax predictions and greedy tokens of ``path`` in llama.cpp (with ``speed`` =
+    (prefill ids, repeats): also :meth:`LlamaCppLM.speed`), run in a child process: a llama.cpp
+    build that crashes on the file (a native fault kills its process) then becomes one readable
+    error here, and the caller can still clean up."""
     import json
     import subprocess
     import sys
 
     request = workdir / "llamacpp-request.json"
-    request.write_text(json.dumps({"path": str(path), "ids": ids.tolist(), "prompt": prompt, "new_tokens": new_tokens, "threads": threads}))
+    request.write_text(json.dumps({"path": str(path), "ids": ids.tolist(), "prompt": prompt, "new_tokens": new_tokens, "threads": threads,
+                                   "speed": None if speed is None else {"prefill": speed[0], "repeats": speed[1]}}))
     done = subprocess.run([sys.executable, "-m", "quantwise.gguf.llamacpp", str(request)], capture_output=True, text=True)
     request.unlink(missing_ok=True)
     if done.returncode != 0:
@@ -127,14 +156,17 @@ def _child(request_path: str) -> None:
 
     request = json.loads(Path(request_path).read_text())
     ids = torch.tensor(request["ids"], dtype=torch.long)
+    speed = request.get("speed")
+    context = max(ids.shape[1], len(request["prompt"]) + request["new_tokens"], len(speed["prefill"]) if speed else 0)
     try:
-        with _quiet_stderr(), LlamaCppLM(Path(request["path"]), max(ids.shape[1], len(request["prompt"]) + request["new_tokens"]), request["threads"]) as llm:
+        with _quiet_stderr(), LlamaCppLM(Path(request["path"]), context, request["threads"]) as llm:
             ppl, top = llm.perplexity(ids)
             tokens = llm.greedy(request["prompt"], request["new_tokens"])
+            timed = llm.speed(speed["prefill"], request["prompt"], request["new_tokens"], speed["repeats"]) if speed else {}
     except QuantwiseError as err:
         print(str(err))
         raise SystemExit(2) from None
-    print(json.dumps({"perplexity": ppl, "argmax": top.tolist(), "tokens": tokens, "version": llm.version}))
+    print(json.dumps({"perplexity": ppl, "argmax": top.tolist(), "tokens": tokens, "version": llm.version, **timed}))
 
 
 if __name__ == "__main__":

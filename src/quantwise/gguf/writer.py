@@ -13,6 +13,7 @@ file); only the architectures in :data:`SUPPORTED` (others are refused with that
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def write(path: Path, source: Path, tensors: dict[str, GGUFTensor], file_type: i
     if missing or extra:
         raise QuantwiseError(f"the model's tensors do not match {source.name}'s (missing {missing[:3]}, extra {extra[:3]})",
                              "export a model quantized from that GGUF file")
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer logs every file it writes at INFO
     writer = GGUFWriter(str(path), arch)
     for name, field in reader.fields.items():
         if name.startswith(_SKIP_KEYS) or name == "general.architecture":

@@ -59,10 +59,12 @@ def _tensors(q: QuantizedLM) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     state = q.model.state_dict()
-    # a GGUF recipe quantizes the token table itself: its tied twin (the output layer) is not stored again
+    # a GGUF recipe quantizes the token table itself, a weight-only one the tied output layer: either way the
+    # table's codes are stored once and its float twin not at all
     seen.update(state[f"{n}.weight"].data_ptr() for n, v in q.layers.items() if isinstance(v, GGUFQuant) and f"{n}.weight" in state)
+    read_from_head = {k for k in state if _read_from_head(q.model, k, q.layers)}
     for key, value in state.items():
-        if key in quantized or value.data_ptr() in seen:
+        if key in quantized or key in read_from_head or value.data_ptr() in seen:
             continue  # quantized weights are stored as codes; tied copies once
         seen.add(value.data_ptr())
         tensors[key] = value.detach().to(dtype if value.is_floating_point() else value.dtype).clone()
@@ -82,8 +84,6 @@ def _tensors(q: QuantizedLM) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def save(q: QuantizedLM, tokenizer: Any, model_name: str, path: str | Path, metrics: dict[str, Any] | None = None, overwrite: bool = False, verify: bool = True) -> Path:
     tensors, layers = _tensors(q)
     config = q.model.config.to_dict()
-    if "lm_head" in q.layers and not isinstance(q.layers["lm_head"], GGUFQuant):
-        config["tie_word_embeddings"] = False
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
         files = {f"{TOKENIZER_DIR}/{p.name}": p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
@@ -159,7 +159,9 @@ def read(path: str | Path) -> StoredLM:
     model.to(run_dtype(recipe))
     missing, unexpected = model.load_state_dict(art.tensors, strict=False)
     quantized = {f"{n}.weight" for n in layers}
-    missing = [k for k in missing if k not in quantized and not _tied(model, k)]
+    missing = [k for k in missing if k not in quantized and not _tied(model, k) and not _read_from_head(model, k, layers)]
+    if _tied_head(model.config, layers):  # the float table, for whatever reads it before materialize: the head's weights
+        model.get_input_embeddings().weight.data.copy_(layers["lm_head"].dequantize(run_dtype(recipe)))
     if missing or unexpected:
         raise QuantwiseError(f"{path}: tensors do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", "re-create the artifact")
     return StoredLM(model, layers, tokenizer, recipe, art.metrics, art.notes, art.model)
@@ -180,7 +182,7 @@ def _check_sizes(empty: nn.Module, tensors: dict[str, torch.Tensor], layers: dic
                 raise QuantwiseError(f"{path}: the codes of {name} do not fit the shape {list(tensor.shape)} the manifest's config makes", "re-create the artifact")
             continue
         if name not in tensors:
-            if _tied(empty, name):
+            if _tied(empty, name) or _read_from_head(empty, name, layers):
                 continue
             raise QuantwiseError(f"{path}: the manifest's config needs tensor {name}, which the file lacks", "re-create the artifact")
         if tuple(tensors[name].shape) != tuple(tensor.shape):
@@ -209,3 +211,19 @@ def load(path: str | Path) -> LoadedLM:
 
 def _tied(model: nn.Module, key: str) -> bool:
     return key == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False)
+
+
+def _tied_head(config: Any, layers: dict[str, Any]) -> bool:
+    """A weight-only recipe quantized the output layer of a model whose token table is tied to it
+    (``layers``: the codes, or the manifest's specs of them)."""
+    head = layers.get("lm_head")
+    gguf = isinstance(head, GGUFQuant) or (isinstance(head, dict) and "gguf_type" in head)
+    return head is not None and not gguf and bool(getattr(config, "tie_word_embeddings", False))
+
+
+def _read_from_head(model: nn.Module, key: str, layers: dict[str, Any]) -> bool:
+    """``key`` is the token table of a tied model whose output layer is stored as codes: it is read from them."""
+    if not _tied_head(model.config, layers):
+        return False
+    table = getattr(model.get_input_embeddings(), "weight", None)  # None once materialize swapped in the code lookup
+    return table is not None and any(p is table for k, p in model.named_parameters(remove_duplicate=False) if k == key)

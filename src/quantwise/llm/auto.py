@@ -46,6 +46,12 @@ def auto_lm(spec: str, max_drop_pct: float, objective: str, opts: LLMCompareOpti
         raise QuantwiseError(f"--max-drop {max_drop_pct} is negative", "give the largest acceptable perplexity increase in percent, e.g. --max-drop 2")
     if objective not in OBJECTIVES:
         raise QuantwiseError(f"unknown objective {objective!r}", f"use one of: {', '.join(OBJECTIVES)}")
+    from quantwise.config import GGUFWeights
+
+    for name in opts.recipes:
+        if isinstance(parse_recipe(name), GGUFWeights):
+            raise QuantwiseError(f"candidate {name} is a llama.cpp file type, which auto does not weigh against PyTorch recipes",
+                                 "compare GGUF types with: quantwise compare MODEL --target llama.cpp (type=auto picks the types within a size)")
     report = compare_lm(spec, dataclasses.replace(opts, tolerance_pct=max_drop_pct))
     return choose(report, max_drop_pct, objective, opts.recipes)
 
@@ -72,7 +78,7 @@ def choose(report: LLMCompareReport, max_drop_pct: float, objective: str, recipe
     names = {(n if n in LLM_PRESETS else recipe_name(parse_recipe(n))): n for n in recipes}  # row label -> what the user gave
     chosen = names.get(pick.method, pick.method)
     recipe = parse_recipe(chosen)
-    return LLMAutoReport(report, max_drop_pct, objective, chosen, reason, pick.method, _kept(recipe, pick), recipe=recipe_to_dict(recipe))
+    return LLMAutoReport(report, max_drop_pct, objective, chosen, reason, pick.method, _kept(recipe, pick, report.tied_embeddings), recipe=recipe_to_dict(recipe))
 
 
 def _describe(row: LLMRow) -> str:
@@ -80,15 +86,18 @@ def _describe(row: LLMRow) -> str:
     return f"{row.method} (perplexity {row.delta_pct:+.2f}%{speed}, {row.size_mb:.0f} MB)"
 
 
-def _kept(recipe: Any, row: LLMRow) -> list[str]:
-    """What the chosen recipe leaves above its own precision, and why."""
+def _kept(recipe: Any, row: LLMRow, tied: bool) -> list[str]:
+    """What the chosen recipe leaves above its own precision, and why (from the recipe and the model's config)."""
     from quantwise.llm.runtime import run_dtype
 
     dtype = str(run_dtype(recipe)).removeprefix("torch.")
-    kept = [f"token embedding table: {dtype} (a lookup, no matmul to speed up)", f"RMSNorm weights: {dtype} (a few KB)"]
-    if any("output layer: int8" in n for n in row.notes):
-        if isinstance(recipe, WeightOnly) and recipe.bits == 4:
-            kept.append("output layer: int8 per row, not int4 (it scores every token of the 49k vocabulary; int4 there costs the most perplexity per byte)")
+    head_int8 = isinstance(recipe, WeightOnly) and recipe.lm_head_bits == 8
+    kept = [] if head_int8 and tied else [f"token embedding table: {dtype} (a lookup, no matmul to speed up)"]
+    kept.append(f"RMSNorm weights: {dtype} (a few KB)")
+    if head_int8:
+        if recipe.bits == 4:
+            kept.append("output layer: int8 per row, not int4 (it scores every token of the vocabulary; int4 there costs the most perplexity per byte)"
+                        + ("; the token table tied to it reads the same int8 codes" if tied else ""))
     else:
         kept.append("output layer: float (this recipe quantizes the decoder blocks' Linear layers only)")
     activation = next((n for n in row.notes if n.startswith("runs with")), None)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from quantwise.config import LLM_PRESETS, DynamicActivation, WeightOnly, parse_recipe, recipe_name
+from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, parse_recipe, recipe_name
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.llm import artifact
 from quantwise.llm.decode import Speed, measure_speed
@@ -46,6 +46,7 @@ class LLMCompareOptions:
     compile: bool = True
     tolerance_pct: float = 2.0  # perplexity increase beyond which a row is flagged
     text: str | None = None
+    target: str = "pytorch"  # "llama.cpp": also the float model in llama.cpp (gguf recipes always run there)
     progress: ProgressFn = no_progress
 
 
@@ -83,6 +84,7 @@ class LLMCompareReport:
     machine: dict[str, Any]
     versions: dict[str, str]
     best_index: int | None = None  # the row named by ``best``; None when no row qualifies
+    tied_embeddings: bool = False  # the model's token table is its output layer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,9 +92,13 @@ class LLMCompareReport:
 
 def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     recipes = [(name, parse_recipe(name)) for name in opts.recipes]
+    from quantwise.llm import compare_llamacpp as cpp
+
     for name, recipe in recipes:
-        if not isinstance(recipe, (WeightOnly, DynamicActivation)):
-            raise QuantwiseError(f"recipe {name} is not a language-model recipe", f"use one of: {', '.join(LLM_PRESETS)}")
+        if not isinstance(recipe, (WeightOnly, DynamicActivation, GGUFWeights)):
+            raise QuantwiseError(f"recipe {name} is not a language-model recipe", f"use one of: {', '.join(LLM_PRESETS + cpp.GGUF_PRESETS)}")
+    in_llamacpp = opts.target == cpp.RUNTIME or any(isinstance(r, GGUFWeights) for _, r in recipes)
+    source, arch = cpp.check_available(spec) if in_llamacpp else (None, None)
     lm = load_language_model(spec, opts.text)
     if opts.context > lm.max_context:
         raise QuantwiseError(f"context {opts.context} is longer than {lm.name} allows ({lm.max_context})", f"use --context <= {lm.max_context}")
@@ -116,6 +122,14 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     for label, compiled in runtimes:
         s = speed(lm.model, compiled)
         rows.append(LLMRow("float32", label, "32", "-", float_mb, reference.perplexity, 0.0, s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
+    llama_float = None
+    if in_llamacpp:  # before the bf16 rows convert the model
+        try:
+            llama_float = _llamacpp_float_row(lm.model, source, arch, eval_windows, prompt, prefill, opts, reference)
+        except Exception as err:  # a llama.cpp that cannot run must not lose the PyTorch rows
+            log.debug("llama.cpp float row failed", exc_info=True)
+            llama_float = LLMRow("float32", "llama.cpp", "32", "-", error=f"{type(err).__name__}: {first_line(err)}")
+        rows.append(llama_float)
     if native_bf16():
         lm.model.to(torch.bfloat16)
         bf16 = ppl(lm.model)
@@ -125,15 +139,21 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     else:  # emulated bf16 takes minutes to measure and cannot be the fastest baseline
         rows.append(LLMRow("bf16", "eager", "16", "-", float_mb / 2, error=NO_NATIVE_BF16))
     description, text = lm.description, lm.text.description
+    tied = bool(getattr(lm.model.config, "tie_word_embeddings", False))
     del lm
     gc.collect()
 
     timed: dict[tuple, LLMRow] = {}
     for name, recipe in recipes:
         try:
-            rows.append(_quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference))
-        except QuantwiseError:
-            raise
+            if isinstance(recipe, GGUFWeights):
+                rows.append(_llamacpp_row(spec, name, recipe, opts, source, arch, eval_windows, prompt, prefill, llama_float))
+            else:
+                rows.append(_quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference))
+        except QuantwiseError as err:
+            if not isinstance(recipe, GGUFWeights) or "llama.cpp" not in str(err):
+                raise
+            rows.append(LLMRow(name, "llama.cpp", recipe.type, "-", error=first_line(err)))  # llama.cpp failed on this file: a row, not the end
         except Exception as err:  # one recipe failing must not lose the others' results
             log.exception("recipe %s failed", name)
             rows.append(LLMRow(name, "-", "-", "-", error=f"{type(err).__name__}: {first_line(err)}"))
@@ -143,6 +163,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
         model=spec, description=description, text=text, perplexity_setting=reference.setting,
         decode_setting=f"batch 1, greedy, {opts.decode_tokens - 1} tokens after a {PROMPT_TOKENS}-token prompt, static KV cache, median of {opts.repeats}; prefill: one {opts.context}-token forward",
         threads=torch.get_num_threads(), float_mb=float_mb, rows=rows, best=best, machine=machine(), versions=versions(), best_index=best_index,
+        tied_embeddings=tied,
     )
 
 
@@ -168,7 +189,7 @@ def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LL
     label = "compiled" if opts.compile else "eager"
     row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), label, bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=list(q.notes))
     if recipe.needs_calibration:
-        hidden = q.model.get_input_embeddings().weight.shape[1]
+        hidden = q.model.config.hidden_size
         row.block_input_mb = 4 * recipe.calibration_samples * recipe.calibration_context * hidden / 1e6
     workdir = Path(tempfile.mkdtemp(prefix="quantwise-llm-"))
     try:
@@ -193,20 +214,64 @@ def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LL
     return row
 
 
+def _llamacpp_float_row(model, source, arch, eval_windows, prompt, prefill, opts: LLMCompareOptions, reference: PerplexityResult) -> LLMRow:
+    from quantwise.llm import compare_llamacpp as cpp
+
+    with cpp.workdir() as work:
+        path = work / "float32.gguf"
+        cpp.write_float(model, source, arch, path)
+        ran = cpp.measure(path, eval_windows, prompt, prefill, opts.decode_tokens, opts.repeats, work)
+        size = path.stat().st_size / 1e6
+    return LLMRow("float32", cpp.RUNTIME, "32", "-", size, ran["perplexity"], _delta(ran["perplexity"], reference.perplexity),
+                  ran["decode_tok_s"], ran["prefill_tok_s"],
+                  notes=[f"the float model as an F32 GGUF, run by llama.cpp (llama-cpp-python {ran['version']}); Δ perplexity against PyTorch's float32"])
+
+
+def _llamacpp_row(spec, name, recipe: GGUFWeights, opts: LLMCompareOptions, source, arch, eval_windows, prompt, prefill, llama_float: LLMRow) -> LLMRow:
+    """Quantize, write the GGUF (checked bit for bit), and measure it in llama.cpp."""
+    from quantwise.llm import compare_llamacpp as cpp
+
+    release_free_memory()
+    with track_peak_rss() as mem:
+        lm = load_language_model(spec, opts.text, defer_blocks=True)
+        q = quantize_lm(lm, recipe, opts.progress)
+    model = materialize(q.model, q.layers, q.recipe)
+    bits = f"auto <= {recipe.budget if not recipe.bpw else f'{recipe.bpw:g} bpw'}" if recipe.type == "AUTO" else recipe.type
+    group = "32" if recipe.type in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0") else "32/256"
+    row = LLMRow(cpp.label(name, recipe), cpp.RUNTIME, bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=list(q.notes))
+    with cpp.workdir() as work:
+        path = work / "model.gguf"
+        cpp.write_quantized(model, q.layers, recipe, source, arch, path)
+        del model, q, lm  # the float32 weights: not needed while llama.cpp runs the file
+        gc.collect()
+        row.size_mb = path.stat().st_size / 1e6
+        ran = cpp.measure(path, eval_windows, prompt, prefill, opts.decode_tokens, opts.repeats, work)
+    base = llama_float.perplexity if llama_float is not None and llama_float.perplexity else None
+    row.perplexity = ran["perplexity"]
+    row.delta_pct = _delta(ran["perplexity"], base) if base else None
+    row.decode_tokens_per_s, row.prefill_tokens_per_s = ran["decode_tok_s"], ran["prefill_tok_s"]
+    row.notes.append("perplexity and speed measured in llama.cpp on the same windows; Δ perplexity against llama.cpp's F32 file")
+    return row
+
+
 def _delta(value: float, reference: float) -> float:
     return 100.0 * (value - reference) / reference
 
 
 def _judge(rows: list[LLMRow], tolerance_pct: float) -> tuple[str, int | None]:
-    """The verdict line and the index of the best row (None: no quantized row qualifies)."""
+    """The verdict line and the index of the best row (None: no quantized row qualifies). A row is
+    judged against the fastest float baseline of its own runtime (llama.cpp rows: the F32 file in
+    llama.cpp, whose kernels they share; PyTorch rows: float32 / bf16, eager or compiled)."""
     baselines = [r for r in rows if r.method in BASELINES and r.decode_tokens_per_s]
-    fastest = max(baselines, key=lambda r: r.decode_tokens_per_s)
+    pytorch = [r for r in baselines if r.runtime != "llama.cpp"]
+    fastest = max(pytorch, key=lambda r: r.decode_tokens_per_s)
     candidates = []
     for row in rows:
-        if row.error or row in baselines:
+        if row.error or row in baselines or row.method in BASELINES:
             continue
-        if row.decode_tokens_per_s and row.decode_tokens_per_s < fastest.decode_tokens_per_s:
-            row.warnings.append(f"decodes slower than {fastest.method} {fastest.runtime} ({row.decode_tokens_per_s:.1f} vs {fastest.decode_tokens_per_s:.1f} tokens/s)")
+        own = fastest if row.runtime != "llama.cpp" else next((r for r in baselines if r.runtime == "llama.cpp"), fastest)
+        if row.decode_tokens_per_s and row.decode_tokens_per_s < own.decode_tokens_per_s:
+            row.warnings.append(f"decodes slower than {own.method} {own.runtime} ({row.decode_tokens_per_s:.1f} vs {own.decode_tokens_per_s:.1f} tokens/s)")
         if row.delta_pct is not None and row.delta_pct > tolerance_pct:
             row.warnings.append(f"perplexity {row.delta_pct:+.1f}% vs float (tolerance {tolerance_pct:g}%)")
         if not row.warnings:

@@ -159,7 +159,9 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     if isinstance(recipe, WeightOnly) and recipe.lm_head_bits:
         head = model.get_output_embeddings()
         layers["lm_head"] = _rtn_in_row_chunks(head.weight.data, LM_HEAD_GRID)
-        notes.append("output layer: int8 per row (untied from the float embedding table)")
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        notes.append("output layer and token table: int8 per row, stored once (tied: the lookup reads the output layer's codes)" if tied
+                     else "output layer: int8 per row")
     return QuantizedLM(model, recipe, layers, time.perf_counter() - start, notes)
 
 

@@ -58,16 +58,19 @@ def materialize(model: nn.Module, layers: dict[str, GroupQuant], recipe: LLMReci
     if isinstance(recipe, GGUFWeights):
         return _materialize_gguf(model, layers)
     dtype = run_dtype(recipe)
-    if "lm_head" in layers and getattr(model.config, "tie_word_embeddings", False):
-        head = model.get_output_embeddings()
-        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-        model.config.tie_word_embeddings = False
+    tied_head = "lm_head" in layers and getattr(model.config, "tie_word_embeddings", False)
     model.to(dtype)
     for name, quant in layers.items():
         module = model.get_submodule(name)
         if not isinstance(module, nn.Linear):
             raise QuantwiseError(f"{name} is a {type(module).__name__}, not a Linear", "re-create the artifact from the same model")
         module.weight = nn.Parameter(_tensor(quant, recipe if name != "lm_head" else _LM_HEAD, dtype), requires_grad=False)
+    if tied_head:  # the token table reads the output layer's codes: stored once, still tied
+        from quantwise.llm.embedding import QuantizedEmbedding
+
+        if not layers["lm_head"].grid.symmetric:
+            raise QuantwiseError("the stored output layer is not on a symmetric int8 grid", "re-create the artifact")
+        model.set_input_embeddings(QuantizedEmbedding(model.get_output_embeddings().weight.qdata, layers["lm_head"].scale.reshape(-1), dtype))
     return model.eval()
 
 

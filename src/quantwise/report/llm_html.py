@@ -27,7 +27,7 @@ def llm_compare_document(report: LLMCompareReport) -> Document:
     doc.setting("text", report.text)
     doc.setting("perplexity", f"{report.perplexity_setting}, evaluation text only")
     doc.setting("speed", report.decode_setting)
-    doc.setting("size", "model.safetensors of the saved artifact (float rows: weights x dtype size); peak MB quantizing: growth of resident memory while loading the float model and quantizing it")
+    doc.setting("size", "model.safetensors of the saved artifact (float rows: weights x dtype size; llama.cpp rows: the .gguf file); peak MB quantizing: growth of resident memory while loading the float model and quantizing it")
     doc.setting("threads", str(report.threads))
     environment(doc, report.versions, report.machine)
     results = doc.section("Results")

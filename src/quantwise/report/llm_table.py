@@ -49,7 +49,7 @@ def print_llm_compare(report: LLMCompareReport, console: Console | None = None) 
     console.print(f"text: {report.text}")
     console.print(f"perplexity: {report.perplexity_setting}, evaluation text only")
     console.print(f"speed: {report.decode_setting}")
-    console.print("size: model.safetensors of the saved artifact (float rows: weights x dtype size); peak MB quantizing: growth of resident memory while loading the float model and quantizing it (freed memory trimmed first)")
+    console.print("size: model.safetensors of the saved artifact (float rows: weights x dtype size; llama.cpp rows: the .gguf file); peak MB quantizing: growth of resident memory while loading the float model and quantizing it (freed memory trimmed first)")
     console.print(llm_table(report))
     for r in report.rows:
         if r.error:
