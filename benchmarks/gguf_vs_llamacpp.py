@@ -163,7 +163,7 @@ def render(result: dict) -> str:
     if "merged" in result:
         mg = result["merged"]
         lines += [f"The {', '.join(mg['types'])} rows (llama.cpp's files and quantwise's) come from a later run of the same script on the same "
-                  f"machine and day ({mg['file']}), after a change of quantwise's type rule; speed ratios are taken within a run. "
+                  f"machine and day ({mg['file']}); speed ratios are taken within a run. "
                   f"Its F32 perplexity: {mg['f32_perplexity']:.4f}.", ""]
     lines += [
              "| quantizer | type | algorithm | MB | bits/weight | perplexity | Δ ppl % | KL div. | same top | decode tok/s | prefill tok/s | quantize s | peak MB |",
@@ -194,7 +194,10 @@ def render(result: dict) -> str:
                 verdict = "; ".join(f"{name}: {'met' if ok else 'not met'}" for name, ok in checks)
             same = "tensor types as llama.cpp's" if r["tensor_types"] in (imat["tensor_types"], plain["tensor_types"]) else "tensor types differ"
             lines.append(f"  - {r['algorithm']}: {r['delta_ppl_pct']:+.2f} % / KL {r['kld']:.5f} — {verdict}; decode {r['decode_tok_s'] / plain['decode_tok_s']:.3f}x, "
-                         f"{same}, {r['size_mb']:.1f} MB")
+                         f"{same}, {r['size_mb']:.1f} MB" + (f" ({', '.join(f'{k} x{v}' for k, v in sorted(r['tensor_types'].items()) if k != 'F32')})"
+                                                              if same == "tensor types differ" else ""))
+            if r.get("caveat"):
+                lines.append(f"    ({r['caveat']})")
         ref = next((r for r in rows if r["type"] == t and r["algorithm"] == "reference"), None)
         if ref is not None:
             lines.append(f"  - reference (llama.cpp's rule reproduced): {ref['delta_ppl_pct']:+.2f} % / KL {ref['kld']:.5f} against plain's "
