@@ -77,9 +77,7 @@ def write_float_gguf(path: Path) -> None:
 def quantwise_file(file_type: str, algorithm: str, out: Path) -> None:
     """(child process) quantize with quantwise and write the GGUF, checked against gguf's dequantizers."""
     from quantwise.config import GGUFWeights
-    from quantwise.gguf.export import model_tensors
-    from quantwise.gguf.types import LLAMA_FILE_TYPE
-    from quantwise.gguf.writer import verify, write
+    from quantwise.llm.compare_llamacpp import write_quantized
     from quantwise.llm.model import load_language_model
     from quantwise.llm.quantize import quantize_lm
     from quantwise.llm.runtime import materialize
@@ -92,12 +90,8 @@ def quantwise_file(file_type: str, algorithm: str, out: Path) -> None:
     lm = load_language_model("smollm2-135m", defer_blocks=True)
     q = quantize_lm(lm, recipe)
     model = materialize(q.model, q.layers, q.recipe)
-    tensors = model_tensors(model, q.layers, "llama")
     tmp = out.with_suffix(".tmp")
-    write(tmp, lm.gguf_path, tensors, LLAMA_FILE_TYPE[recipe.file_type])
-    check = verify(tmp, tensors)
-    if not (check.bytes_equal and check.weights_equal):
-        raise SystemExit(f"verification failed: {check.first_mismatch}")
+    write_quantized(model, q.layers, recipe, lm.gguf_path, "llama", tmp)  # read back and checked bit for bit
     tmp.replace(out)
     print(json.dumps({"quantize_s": q.seconds, "notes": q.notes}))
 

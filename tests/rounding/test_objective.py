@@ -19,14 +19,6 @@ from quantwise.rounding import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _random_codes(spec: RoundedWeight, seed: int) -> torch.Tensor:
     """Floor or floor+1 at random: codes that are neither RTN's nor anything learned."""
     gen = torch.Generator().manual_seed(seed)

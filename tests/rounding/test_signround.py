@@ -24,14 +24,6 @@ from quantwise.rounding import (
 SETTINGS = dict(iterations=300, batch_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _run(case, **kwargs) -> RoundingResult:
     return _run_on(case.specs, case.forward, case.inputs, case.targets, **kwargs)
 
