@@ -91,9 +91,9 @@ class LLMCompareReport:
 
 
 def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
-    recipes = [(name, parse_recipe(name)) for name in opts.recipes]
     from quantwise.llm import compare_llamacpp as cpp
 
+    recipes = [(name, parse_recipe(name)) for name in opts.recipes]
     for name, recipe in recipes:
         if not isinstance(recipe, (WeightOnly, DynamicActivation, GGUFWeights)):
             raise QuantwiseError(f"recipe {name} is not a language-model recipe", f"use one of: {', '.join(LLM_PRESETS + cpp.GGUF_PRESETS)}")
@@ -150,10 +150,8 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
                 rows.append(_llamacpp_row(spec, name, recipe, opts, source, arch, eval_windows, prompt, prefill, llama_float))
             else:
                 rows.append(_quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference))
-        except QuantwiseError as err:
-            if not isinstance(recipe, GGUFWeights) or "llama.cpp" not in str(err):
-                raise
-            rows.append(LLMRow(name, "llama.cpp", recipe.type, "-", error=first_line(err)))  # llama.cpp failed on this file: a row, not the end
+        except QuantwiseError:
+            raise
         except Exception as err:  # one recipe failing must not lose the others' results
             log.exception("recipe %s failed", name)
             rows.append(LLMRow(name, "-", "-", "-", error=f"{type(err).__name__}: {first_line(err)}"))
@@ -245,7 +243,11 @@ def _llamacpp_row(spec, name, recipe: GGUFWeights, opts: LLMCompareOptions, sour
         del model, q, lm  # the float32 weights: not needed while llama.cpp runs the file
         gc.collect()
         row.size_mb = path.stat().st_size / 1e6
-        ran = cpp.measure(path, eval_windows, prompt, prefill, opts.decode_tokens, opts.repeats, work)
+        try:
+            ran = cpp.measure(path, eval_windows, prompt, prefill, opts.decode_tokens, opts.repeats, work)
+        except QuantwiseError as err:  # this llama.cpp cannot run the file: a row that says so, not the end of the comparison
+            row.error = first_line(err)
+            return row
     base = llama_float.perplexity if llama_float is not None and llama_float.perplexity else None
     row.perplexity = ran["perplexity"]
     row.delta_pct = _delta(ran["perplexity"], base) if base else None
