@@ -163,7 +163,8 @@ def test_language_model_linears_and_perplexity():
 
     report = debug_language_model("smollm2-135m", "weight-only:bits=8,group_size=None,activations=float32", DebugOptions(samples=1), context=64)
     linears = {n for n, m in load_language_model("smollm2-135m").model.named_modules() if isinstance(m, torch.nn.Linear)}
-    assert {r.name for r in report.layers} == linears  # 30 blocks x 7 projections + lm_head, named as in the float model
+    # 30 blocks x 7 projections + lm_head, named as in the float model, and the tied token table, which reads lm_head's int8 codes
+    assert {r.name for r in report.layers} == linears | {"model.embed_tokens"}
     assert report.layers[-1].name == "lm_head"
     # the output layer's propagated output is the logits: same SQNR as measured at the output
     assert report.layers[-1].propagated.sqnr_db == pytest.approx(report.output["sqnr_db"], abs=1e-3)
