@@ -156,6 +156,7 @@ class _LayerMeter:
     def __init__(self, plan: _Plan, chain: FloatChain, weights: LayerWeights | None) -> None:
         self.plan, self.chain, self.weights = plan, chain, weights
         self.isolated: ErrorAccumulator | None = ErrorAccumulator()
+        self.nearest = ErrorAccumulator()
         self.propagated = ErrorAccumulator()
         self.inputs, self.outputs = ActivationAccumulator(), ActivationAccumulator()
         self.sources = SourceMeter()
@@ -176,6 +177,10 @@ class _LayerMeter:
                 self.isolated.add(reference, backend.isolated(layer, args, inputs, grid))
             except RuntimeError:  # a graph pattern that needs more than the layer's own input
                 self.isolated = None
+        nearest = getattr(backend, "nearest", None)  # only backends whose codes an algorithm chose
+        out = nearest(layer, args) if nearest is not None else None
+        if out is not None:
+            self.nearest.add(reference, out)
         self.sources.add(self.chain, args, reference, grid, out_grid, self.weights.dequantized if self.weights else None)
         x = args[0]
         if isinstance(x, torch.Tensor) and x.is_floating_point():
@@ -196,6 +201,7 @@ class _LayerMeter:
             inputs=self.inputs.result() if self.inputs.count else None,
             outputs=self.outputs.result() if self.outputs.grid is not None else None,
             sources=self.sources.result(),
+            nearest=self.nearest.result() if self.nearest.count else None,
         )
 
 

@@ -25,26 +25,54 @@ from quantwise.debug.results import DebugReport
 from quantwise.debug.stats import QuantRange
 from quantwise.errors import QuantwiseError
 from quantwise.evaluate.metrics import sqnr_db
+from quantwise.llm.algorithms import GroupQuant, rtn
 from quantwise.methods.base import ProgressFn, Quantized, no_progress
 from quantwise.models.base import ModelBundle
 
 
+def _chooses_codes(recipe: WeightOnly | DynamicActivation) -> str | None:
+    """The algorithm that chose the codes instead of rounding to nearest (None for rtn)."""
+    return recipe.algorithm if isinstance(recipe, WeightOnly) and recipe.algorithm in ("hqq", "gptq", "awq-gptq", "signround") else None
+
+
 def _migrates_scales(recipe: WeightOnly | DynamicActivation) -> bool:
-    return (isinstance(recipe, WeightOnly) and recipe.algorithm == "awq") or (isinstance(recipe, DynamicActivation) and recipe.smoothquant)
+    return (isinstance(recipe, WeightOnly) and recipe.algorithm in ("awq", "awq-gptq")) or (isinstance(recipe, DynamicActivation) and recipe.smoothquant)
 
 
 class LanguageModelBackend(ModuleBackend):
     """Quantized Linear modules found as in ModuleBackend; weights from the stored codes
     (the CPU int4 tensors cannot dequantize themselves)."""
 
-    def __init__(self, model: nn.Module, float_model: nn.Module, chains: list[Chain], codes: dict, migrated: bool) -> None:
+    def __init__(self, model: nn.Module, float_model: nn.Module, chains: list[Chain], codes: dict, migrated: bool, nearest_of: str | None = None) -> None:
         super().__init__(model, float_model, chains, 8)
         self.codes, self.migrated = codes, migrated
+        self.nearest_of = nearest_of  # the algorithm whose codes are compared with nearest rounding, or None
+        self.float_modules = dict(float_model.named_modules())
+        self._nearest: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def isolated(self, layer: QuantLayer, float_args: tuple, inputs: Inputs, grid: QuantRange | None) -> torch.Tensor:
         if self.migrated:
             raise RuntimeError("inputs were rescaled by scale migration")
         return super().isolated(layer, float_args, inputs, grid)
+
+    def nearest(self, layer: QuantLayer, float_args: tuple) -> torch.Tensor | None:
+        """The layer's output on its float input had its float weight been rounded to nearest
+        (min/max grid of the same bits and groups), in the dtype the quantized layer runs in."""
+        quant = self.codes.get(layer.call[0])
+        if self.nearest_of is None or quant is None or self.migrated or not isinstance(quant, GroupQuant):
+            return None
+        name = layer.call[0]
+        if not name.startswith("model.layers."):  # the output layer is int8 round-to-nearest whatever the algorithm
+            return None
+        if name not in self._nearest:
+            module = self.float_modules[name]
+            self._nearest[name] = (rtn(module.weight.detach().float(), quant.grid).dequantize(), module.bias)
+        weight, bias = self._nearest[name]
+        dtype = getattr(getattr(layer.handle, "weight", None), "dtype", torch.float32)
+        dtype = dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+        x = float_args[0].to(dtype)
+        with torch.no_grad():
+            return F.linear(x, weight.to(dtype), None if bias is None else bias.to(dtype)).float()
 
     def weights(self, layer: QuantLayer) -> LayerWeights | None:
         quant = self.codes.get(layer.call[0])
@@ -106,6 +134,6 @@ def debug_language_model(spec: str, recipe: str, options: DebugOptions, context:
     quantized = Quantized(model, parsed, {}, {}, notes=notes)
     return measure(
         bundle, quantized, options, progress,
-        make_backend=lambda qm, fm, chains: LanguageModelBackend(qm, fm, chains, q.layers, migrated),
+        make_backend=lambda qm, fm, chains: LanguageModelBackend(qm, fm, chains, q.layers, migrated, _chooses_codes(parsed)),
         output_metrics=_perplexity_metrics,
     )

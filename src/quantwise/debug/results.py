@@ -23,6 +23,9 @@ class LayerDebug:
     reference output against the grid the quantized layer writes its output on (None when
     its output stays float, e.g. dynamic quantization or a conv feeding a fused add).
     ``sources``: the layer's own error split by quantization step (debug/ablation.py).
+    ``nearest``: where the recipe's algorithm chose the codes (language-model GPTQ, SignRound,
+    HQQ), the layer's isolated error had its float weight been rounded to nearest on a
+    min/max grid of the same bits and groups instead: what the algorithm gained (or lost).
     """
 
     index: int
@@ -36,6 +39,7 @@ class LayerDebug:
     inputs: ActivationStats | None
     outputs: ActivationStats | None = None
     sources: NoiseSources | None = None
+    nearest: ErrorStats | None = None
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantwise.config import DynamicActivation, GGUFWeights, WeightOnly
+from quantwise.config import SIGNROUND_BATCH, DynamicActivation, GGUFWeights, WeightOnly
 from quantwise.errors import QuantwiseError
 from quantwise.llm.algorithms import (
     GroupGrid,
@@ -39,6 +39,7 @@ from quantwise.llm.algorithms import (
     smooth_scales,
     smoothed_output_mse,
 )
+from quantwise.llm.block_rounding import BlockRounding, round_block
 from quantwise.llm.memory import large_frees_to_os, release_free_memory
 from quantwise.llm.model import LanguageModel
 from quantwise.llm.perplexity import token_ids, windows
@@ -317,10 +318,21 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     gguf = isinstance(recipe, GGUFWeights)
     uses_gptq = gguf or (isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq"))
     uses_awq = isinstance(recipe, (WeightOnly, GGUFWeights)) and recipe.algorithm in ("awq", "awq-gptq")
+    uses_signround = isinstance(recipe, WeightOnly) and recipe.algorithm == "signround"
+    float_state = [hidden.clone() for hidden, _ in state] if uses_signround else []  # the float model's own hidden states
     chosen_alphas: list[float] = []
+    rounded: list[BlockRounding] = []
     for index, block in enumerate(progress("quantizing blocks", blocks, len(blocks))):
         load_block(index)  # deferred loading: only this block's float weights are resident
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+        if uses_signround:
+            rounded.append(_signround_block(block, linears, state, float_state, grid, recipe, index))
+            for name, module in linears.items():
+                quant = rounded[-1].layers[name]
+                layers_out[f"model.layers.{index}.{name}"] = quant
+                module.weight.data = quant.dequantize()
+            _next_state(block, state, linears)
+            continue
         stats = _collect_stats(block, linears, state, hessian=uses_gptq, samples=uses_awq or not uses_gptq)
         if uses_awq:
             _awq_block(block, stats, grid, clip=not uses_gptq)
@@ -341,12 +353,9 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
             layers_out[f"model.layers.{index}.{name}"] = quant
             module.weight.data = quant.dequantize()
         del stats
-        for i, (hidden, kwargs) in enumerate(state):  # in place: one block's hidden states, not two
-            state[i] = (block(hidden, **kwargs), kwargs)
-            del hidden
-        for module in linears.values():
-            _release(module)  # the codes are kept; the dequantized copy was only needed for the pass above
-        release_free_memory()  # hand the block's temporaries back, or the heap keeps growing block after block
+        _next_state(block, state, linears)
+    if rounded:
+        notes.append(_signround_note(rounded, recipe))
     if chosen_alphas:
         counts = {a: chosen_alphas.count(a) for a in sorted(set(chosen_alphas))}
         notes.append("SmoothQuant alpha chosen per layer group: " + ", ".join(f"{a:g} x{c}" for a, c in counts.items()))
@@ -359,6 +368,52 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     elif uses_awq:
         notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down), then per-group clipping searched (not for q/k); o_proj keeps RTN scaling when v_proj's outputs do not match its inputs (grouped-query attention)")
     return layers_out
+
+
+@torch.no_grad()
+def _next_state(block: nn.Module, state: list, linears: dict[str, nn.Linear]) -> None:
+    """Run the (now quantized) block to give the next block its input, then drop its float weights."""
+    for i, (hidden, kwargs) in enumerate(state):  # in place: one block's hidden states, not two
+        state[i] = (block(hidden, **kwargs), kwargs)
+        del hidden
+    for module in linears.values():
+        _release(module)  # the codes are kept; the dequantized copy was only needed for the pass above
+    release_free_memory()  # hand the block's temporaries back, or the heap keeps growing block after block
+
+
+@torch.no_grad()
+def _signround_block(block: nn.Module, linears: dict[str, nn.Linear], state: list, float_state: list[torch.Tensor],
+                     grid: GroupGrid, recipe: WeightOnly, index: int) -> BlockRounding:
+    """SignRound for one block: inputs are what the quantized earlier blocks produce (``state``),
+    targets the float model's hidden states after this block, which then advance ``float_state``."""
+    kwargs = state[0][1]
+    inputs = torch.cat([hidden for hidden, _ in state])
+    at = 0
+    for i, (hidden, kw) in enumerate(state):  # views of one tensor: no second copy of the states
+        state[i] = (inputs[at : at + len(hidden)], kw)
+        at += len(hidden)
+    targets = torch.empty_like(inputs)
+    at = 0
+    for i, hidden in enumerate(float_state):  # the block is still float here
+        targets[at : at + len(hidden)] = block(hidden, **kwargs)
+        float_state[i] = targets[at : at + len(hidden)]
+        at += len(hidden)
+    result = round_block(block, linears, kwargs, inputs, targets, grid, iterations=recipe.iterations, seed=recipe.seed + index)
+    if result.fallback:
+        log.warning("block %d keeps round-to-nearest: %s", index, result.fallback)
+    return result
+
+
+def _signround_note(rounded: list[BlockRounding], recipe: WeightOnly) -> str:
+    ratios = sorted(r.ratio for r in rounded if r.fallback is None)
+    note = (f"SignRound: rounding and clipping learned per decoder block ({recipe.iterations} steps of {SIGNROUND_BATCH} windows) "
+            f"on the quantized earlier blocks' outputs, to match the float model's")
+    if ratios:
+        note += f"; block output error vs nearest rounding on the calibration windows: median x{ratios[len(ratios) // 2]:.2f} (x{ratios[0]:.2f}-x{ratios[-1]:.2f})"
+    fell = [i for i, r in enumerate(rounded) if r.fallback]
+    if fell:
+        note += f"; blocks {', '.join(map(str, fell))} keep nearest rounding ({rounded[fell[0]].fallback})"
+    return note
 
 
 @torch.no_grad()

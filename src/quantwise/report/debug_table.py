@@ -57,9 +57,10 @@ def debug_table(report: DebugReport, highlight: int = 3) -> Table:
     accumulates = report.diagnosis.accumulates_at
     table = Table(title=f"quantwise debug: {report.model} · {report.recipe} ({report.samples} samples)")
     longest = max((len(l.name) for l in report.layers), default=5)
+    nearest = any(l.nearest is not None for l in report.layers)
     for column, justify in (
         ("#", "right"), ("layer", "left"), ("fused", "left"), ("as", "left"),
-        ("isolated dB", "right"), ("propagated dB", "right"), ("prop. cosine", "right"), ("max |err|", "right"),
+        ("isolated dB", "right"), *((("if nearest dB", "right"),) if nearest else ()), ("propagated dB", "right"), ("prop. cosine", "right"), ("max |err|", "right"),
         ("in / w / out dB", "right"), ("input range → quantized", "left"), ("clip %", "right"), ("w outliers", "right"), ("own error from", "left"),
     ):
         if column == "layer":  # never shorten a layer's name: it is what the user acts on
@@ -71,7 +72,8 @@ def debug_table(report: DebugReport, highlight: int = 3) -> Table:
         style = "bold red" if layer.name in worst else ("yellow" if layer.name == accumulates else "")
         table.add_row(
             str(layer.index), layer.name, _fused(layer), layer.quantized_as.rpartition(".")[2].removeprefix("pt2e "),
-            _db(layer.isolated.sqnr_db if layer.isolated else None), _db(layer.propagated.sqnr_db),
+            _db(layer.isolated.sqnr_db if layer.isolated else None),
+            *((_db(layer.nearest.sqnr_db if layer.nearest else None),) if nearest else ()), _db(layer.propagated.sqnr_db),
             f"{layer.propagated.cosine:.4f}", _num(layer.propagated.max_abs_error),
             _sources(layer), _range(layer),
             _num(100 * a.clip_fraction if a is not None and a.clip_fraction is not None else None, 2),
@@ -89,7 +91,9 @@ def print_debug(report: DebugReport, console: Console | None = None, highlight: 
     console.print(debug_table(report, highlight))
     console.print(
         "[dim]isolated: the quantized layer fed the float model's input (its own error); propagated: fed the quantized "
-        "model's own activations; in / w / out: each quantization step alone, SQNR at the layer's output; "
+        "model's own activations; "
+        + ("if nearest: the isolated error had the float weight been rounded to nearest instead of by the recipe's algorithm; " if any(l.nearest for l in report.layers) else "")
+        + "in / w / out: each quantization step alone, SQNR at the layer's output; "
         "input range → quantized: float input range and the quantized input's range (none shown: float or dynamically quantized input); "
         "clip %: float inputs outside the quantized input range; w outliers: fraction of |w - mean| > 6 std. "
         f"Red: the {highlight} largest own errors; yellow: where propagated SQNR drops most.[/]"
