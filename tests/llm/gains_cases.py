@@ -257,3 +257,99 @@ def gguf_ratio(case: LayerCase, algorithm: str, fmt: str = "Q4_0") -> float:
     ref = quantize_weight(case.w, f, "reference").dequantize()
     got = quantize_weight(case.w, f, algorithm, hessian=case.hessian).dequantize()
     return case.output_mse(got) / case.output_mse(ref)
+
+
+# ---- whole decoder blocks (SignRound per block against layer-wise GPTQ) -----------------------
+
+@dataclass
+class BlockCase:
+    """One decoder block: its keyword inputs, float input hidden states ``[windows, tokens, hidden]``
+    (calibration and held-out windows) and its float outputs on each."""
+
+    index: int
+    block: torch.nn.Module
+    kwargs: dict
+    x_cal: torch.Tensor
+    y_cal: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def linears(self) -> dict[str, torch.nn.Linear]:
+        return {n: m for n, m in self.block.named_modules() if isinstance(m, torch.nn.Linear)}
+
+    def output_mse(self, layers: dict, held_out: bool = True) -> float:
+        """Block output MSE on the held-out (or calibration) windows with the given codes per Linear."""
+        x, y = (self.x_test, self.y_test) if held_out else (self.x_cal, self.y_cal)
+        saved = {n: m.weight.data for n, m in self.linears.items()}
+        try:
+            for n, m in self.linears.items():
+                m.weight.data = layers[n].dequantize()
+            with torch.no_grad():
+                return float(sum(float((self.block(x[i : i + 4], **self.kwargs) - y[i : i + 4]).double().square().sum())
+                                 for i in range(0, len(x), 4)) / y.numel())
+        finally:
+            for n, m in self.linears.items():
+                m.weight.data = saved[n]
+
+    def gptq_layers(self) -> dict:
+        """GPTQ per Linear (damp 0.01, act_order) with Hessians of the float inputs, as the pipeline's first block."""
+        acc = {n: HessianAccumulator(m.in_features) for n, m in self.linears.items()}
+        hooks = [m.register_forward_pre_hook(lambda mod, a, n=n: acc[n].add(a[0].reshape(-1, a[0].shape[-1]).float()))
+                 for n, m in self.linears.items()]
+        try:
+            with torch.no_grad():
+                for i in range(0, len(self.x_cal), 4):
+                    self.block(self.x_cal[i : i + 4], **self.kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+        return {n: gptq(m.weight.data, acc[n].hessian(), GRID, damp=0.01, act_order=True) for n, m in self.linears.items()}
+
+    def rtn_layers(self) -> dict:
+        return {n: rtn(m.weight.data, GRID) for n, m in self.linears.items()}
+
+
+def load_block_cases(blocks: tuple[int, ...], n_windows: int = N_WINDOWS, selection: int = 0) -> dict[int, BlockCase]:
+    """SmolLM2-135M's decoder ``blocks``: their inputs captured from the float model on spread
+    calibration and held-out windows, as the LLM pipeline captures them (``use_cache=False``)."""
+    from quantwise.llm.model import load_language_model
+    from quantwise.llm.perplexity import token_ids
+
+    lm = load_language_model("smollm2-135m")
+    cal = spread_windows(token_ids(lm.tokenizer, lm.text.calibration), n_windows, selection=selection)
+    test = spread_windows(token_ids(lm.tokenizer, lm.text.evaluation, EVAL_TOKENS), n_windows, selection=selection)
+    layers = lm.model.model.layers
+
+    class _Done(Exception):
+        pass
+
+    def capture(ids: torch.Tensor, index: int) -> tuple[torch.Tensor, dict]:
+        got, kwargs = [], {}
+
+        def hook(module, args, kw):
+            got.append(args[0] if args else kw["hidden_states"])
+            kwargs.update({k: v for k, v in kw.items() if k != "hidden_states"})
+            raise _Done
+
+        handle = layers[index].register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for i in range(0, len(ids), 4):
+                    try:
+                        lm.model.model(ids[i : i + 4], use_cache=False)
+                    except _Done:
+                        pass
+        finally:
+            handle.remove()
+        return torch.cat(got), kwargs
+
+    cases = {}
+    for index in blocks:
+        block = layers[index]
+        (x_cal, kwargs), (x_test, _) = capture(cal, index), capture(test, index)
+        with torch.no_grad():
+            y_cal = torch.cat([block(x_cal[i : i + 4], **kwargs) for i in range(0, len(x_cal), 4)])
+            y_test = torch.cat([block(x_test[i : i + 4], **kwargs) for i in range(0, len(x_test), 4)])
+        cases[index] = BlockCase(index, block, kwargs, x_cal, y_cal, x_test, y_test)
+    return cases
