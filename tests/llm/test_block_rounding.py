@@ -30,7 +30,7 @@ def one_thread():
 def tiny_llama(vocab: int = 96, layers: int = 2) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True)
+                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)
     return LlamaForCausalLM(config).eval()
 
 
@@ -107,8 +107,10 @@ def test_block_inputs_that_differ_between_windows_are_refused():
 def test_the_recipe_refuses_too_little_calibration_data_and_no_steps():
     assert parse_recipe("int4-signround") == WeightOnly(algorithm="signround")
     assert parse_recipe("int4-signround").needs_calibration
-    with pytest.raises(QuantwiseError, match=r"calibration_samples >= 8"):
+    with pytest.raises(QuantwiseError, match=r"calibration_samples >= 8 and samples x context >= 2048"):
         parse_recipe("weight-only:algorithm=signround,calibration_samples=4")
+    with pytest.raises(QuantwiseError, match=r"8 calibration windows x 64 tokens are too few"):
+        parse_recipe("weight-only:algorithm=signround,calibration_samples=8,calibration_context=64")
     with pytest.raises(QuantwiseError, match="iterations=0"):
         parse_recipe("weight-only:algorithm=signround,iterations=0")
 
@@ -122,7 +124,7 @@ def test_signround_runs_through_the_language_model_pipeline():
         seen.append((stage, total))
         return items
 
-    recipe = WeightOnly(algorithm="signround", group_size=32, iterations=8, calibration_samples=8, calibration_context=32)
+    recipe = WeightOnly(algorithm="signround", group_size=32, iterations=8, calibration_samples=8, calibration_context=256)
     q = quantize_lm(lm, recipe, progress)
     assert ("quantizing blocks", 2) in seen
     names = {f"model.layers.{i}.{p}" for i in range(2) for p in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
