@@ -24,6 +24,7 @@ GRANULARITIES = ("per-channel", "per-tensor")
 BACKENDS = ("x86", "qnnpack", "xnnpack")  # xnnpack: pt2e only, for ExecuTorch
 DYNAMIC_BACKENDS = ("torchao", "xnnpack")
 STATIC_PATHS = ("fx", "pt2e")
+ROUNDINGS = ("nearest", "adaround")
 
 
 def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:
@@ -63,6 +64,11 @@ class StaticInt8:
     ``path="fx"`` gives the eager-module model (legacy kernels, fast in eager mode on
     most CNNs); ``path="pt2e"`` goes through torch.export and torchao's PT2E
     quantizer (fast only under torch.compile).
+
+    ``rounding="adaround"`` (pt2e path): on the same per-channel grid, each conv/linear
+    weight's rounding is learned (AdaRound, ``rounding_iterations`` steps per layer, seeded by
+    ``rounding_seed``) to reproduce the layer's float output on calibration data, layer by
+    layer; see :mod:`quantwise.methods.static_adaround`.
     """
 
     kind: ClassVar[str] = "static"
@@ -74,10 +80,18 @@ class StaticInt8:
     percentile: float = 99.99
     calibration_batches: int | None = None
     keep_float: tuple[str, ...] = ()
+    rounding: str = "nearest"
+    rounding_iterations: int = 200
+    rounding_seed: int = 0
 
     def __post_init__(self) -> None:
         _check_keep_float(self)
         _check_choice("observer", self.observer, OBSERVERS)
+        _check_choice("rounding", self.rounding, ROUNDINGS)
+        if self.rounding_iterations < 1:
+            raise QuantwiseError(f"rounding_iterations={self.rounding_iterations} is not a number of steps", "use 1 or more, e.g. rounding_iterations=200")
+        if self.rounding == "adaround" and self.path != "pt2e":
+            raise QuantwiseError("rounding=adaround is implemented on the pt2e path only", "use static:path=pt2e,rounding=adaround")
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("static path", self.path, STATIC_PATHS)
@@ -383,6 +397,7 @@ PRESETS: dict[str, Recipe] = {
     "static-fx": StaticInt8(path="fx"),
     "static-pt2e": StaticInt8(path="pt2e"),
     "static-xnnpack": StaticInt8(path="pt2e", backend="xnnpack"),
+    "static-adaround": StaticInt8(path="pt2e", rounding="adaround"),  # static-pt2e with learned rounding (slower to quantize)
     "static-qnnpack": StaticInt8(path="fx", backend="qnnpack", granularity="per-tensor"),
     "qat": QAT(),
     "static-w4": StaticInt8(path="fx", weight_bits=4, observer="minmax"),

@@ -216,13 +216,25 @@ def _convert(prepared: nn.Module) -> nn.Module:
 
 def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData) -> Quantized:
     keep = kept_float(model, recipe)  # checks the patterns before the slow export
-    prepared = _prepare(copy.deepcopy(model), recipe, data.example(2), data.dynamic_batch)
     dynamic = isinstance(recipe, DynamicInt8)
+    adaround = not dynamic and recipe.rounding == "adaround"
+    if adaround:
+        from quantwise.methods import static_adaround
+
+        static_adaround.check_samples(data)  # before the slow export
+    prepared = _prepare(copy.deepcopy(model), recipe, data.example(2), data.dynamic_batch)
     calibrate(prepared, data, 1 if dynamic else recipe.calibration_batches)  # dynamic: one batch shows the weight observers their weights
     observed, layers = quantized_fraction(prepared)
     tensors = _state(prepared)
+    meta: dict[str, Any] = {"dynamic_batch": data.dynamic_batch}
+    rounding_notes = []
+    if adaround:
+        # the learned codes replace nearest rounding's on the same grid (each weight's observer scale)
+        report = static_adaround.learn_rounding(prepared, recipe, data, _weight_observers(prepared))
+        tensors.update({key + WEIGHT_SUFFIX: codes for key, codes in report.codes.items()})
+        meta["rounding"] = report.to_meta()
+        rounding_notes = report.notes(recipe.rounding_iterations)
     # build the model in memory exactly as a reload will, from the stored state
-    meta = {"dynamic_batch": data.dynamic_batch}
     restored = restore(copy.deepcopy(model), recipe, data.example(2), tensors, meta)
     if dynamic:
         how = ("pt2e path (torch.export + XNNPACKQuantizer), dynamic int8 activations; meant for ExecuTorch (quantwise export --to executorch), "
@@ -235,7 +247,7 @@ def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData
     restored.notes = [
         how,
         f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
-    ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else [])
+    ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else []) + rounding_notes
     return restored
 
 
