@@ -1,0 +1,138 @@
+"""Learned rounding for language models: ``int4-signround`` beside ``int4-rtn`` in one
+``quantwise compare`` run (same evaluation windows, runtime, threads and process), against the
+recorded rows of the other int4 algorithms and, where it was run, AutoRound (the peer).
+
+    .venv/bin/python benchmarks/llm_learned_rounding.py                 # 2 threads, ~35 min
+    .venv/bin/python benchmarks/llm_learned_rounding.py --render        # only rewrite the markdown
+
+Writes benchmarks/results/smollm2-135m-signround-t<threads>.json and benchmarks/LLM_ROUNDING_RESULTS.md.
+AutoRound's row comes from benchmarks/results/autoround-smollm2-135m.json (benchmarks/autoround_peer.py,
+a benchmark-only dependency) when that file exists.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RECORDED = ("int4-hqq", "int4-gptq", "int4-awq", "int4-awq-gptq")  # from benchmarks/compare_llm.py's last full run
+TARGET_PCT = 6.0
+TARGET_MINUTES = 30.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--recipes", default="int4-rtn,int4-signround")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-tokens", type=int, default=24576)
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--render", action="store_true", help="only rewrite the markdown from the stored JSON")
+    args = parser.parse_args()
+    out = RESULTS / f"{args.model}-signround-t{args.threads}.json"
+    if args.render:
+        data = json.loads(out.read_text())
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        import torch
+
+        from quantwise.llm.compare import LLMCompareOptions, compare_lm
+
+        torch.set_num_threads(args.threads)
+        start = time.time()
+        report = compare_lm(args.model, LLMCompareOptions(recipes=tuple(args.recipes.split(",")), context=args.context, eval_tokens=args.eval_tokens))
+        data = report.to_dict()
+        data["seconds"] = time.time() - start
+    data["recorded"] = recorded_rows(args)
+    data["peer"] = peer_row(args.model)
+    data["targets"] = targets(data)
+    RESULTS.mkdir(exist_ok=True)
+    out.write_text(json.dumps(data, indent=2))
+    (HERE / "LLM_ROUNDING_RESULTS.md").write_text(markdown(data))
+    print(json.dumps(data["targets"], indent=2))
+    print(f"wrote {out} and {HERE / 'LLM_ROUNDING_RESULTS.md'}")
+
+
+def recorded_rows(args) -> list[dict]:
+    path = RESULTS / f"{args.model}-t{args.threads}.json"
+    if not path.is_file():
+        return []
+    full = json.loads(path.read_text())
+    return [r for r in full["rows"] if r["method"] in RECORDED]
+
+
+def peer_row(model: str) -> dict | None:
+    path = RESULTS / f"autoround-{model}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def targets(data: dict) -> dict:
+    rows = {r["method"]: r for r in data["rows"] if not r.get("error")}
+    out = {}
+    sr = rows.get("int4-signround")
+    if sr is None:
+        return out
+    out[f"smollm2-135m int4 g64: perplexity increase <= {TARGET_PCT:g} %"] = {"value": f"{sr['delta_pct']:.2f} %", "met": sr["delta_pct"] <= TARGET_PCT}
+    minutes = sr["quantize_s"] / 60
+    out[f"quantize in under {TARGET_MINUTES:g} minutes on {data['threads']} threads"] = {"value": f"{minutes:.1f} min", "met": minutes < TARGET_MINUTES}
+    limit = 1.5 * data["float_mb"] + (sr.get("block_input_mb") or 0)
+    out["peak memory while loading + quantizing <= 1.5x float + one block's calibration input"] = {
+        "value": f"{sr['peak_quantize_mb']:.0f} MB vs {limit:.0f} MB", "met": sr["peak_quantize_mb"] <= limit}
+    best_other = min((r for r in [*data.get("recorded", []), *rows.values()] if r["method"] not in ("int4-signround", "int4-rtn")
+                      and r.get("delta_pct") is not None and r["method"].startswith("int4-")), key=lambda r: r["delta_pct"], default=None)
+    if best_other is not None:
+        out["better than every other int4 algorithm here"] = {"value": f"{sr['delta_pct']:.2f} % vs {best_other['method']} {best_other['delta_pct']:.2f} % (recorded)",
+                                                             "met": sr["delta_pct"] < best_other["delta_pct"]}
+    peer = data.get("peer")
+    if peer and peer.get("perplexity_quantwise_runtime") is not None:
+        p = peer["perplexity_quantwise_runtime"]
+        out["at least as accurate as AutoRound (same bits, same runtime)"] = {"value": f"{sr['perplexity']:.3f} vs AutoRound {p:.3f}", "met": sr["perplexity"] <= p}
+    return out
+
+
+def markdown(data: dict) -> str:
+    def fmt(v, digits=1):
+        return "–" if v is None else f"{v:.{digits}f}"
+
+    lines = [
+        f"# Learned rounding for language models: {data['model']}",
+        "",
+        "Written by `benchmarks/llm_learned_rounding.py` (one `quantwise compare` run; the other int4 algorithms' rows are the",
+        "recorded ones of `benchmarks/compare_llm.py`, same evaluation windows and runtime, marked *recorded*).",
+        "",
+        f"- machine: {data['machine'].get('cpu', '')}, {data['threads']} threads; versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()),
+        f"- perplexity: {data['perplexity_setting']}",
+        "",
+        "| method | runtime | size MB | perplexity | Δ ppl % | decode tok/s | quantize s | peak MB quantizing |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['method']} | {r['runtime']} | error: {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['method']} | {r['runtime']} | {fmt(r['size_mb'])} | {fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | "
+                     f"{fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | {fmt(r['peak_quantize_mb'], 0)} |")
+    for r in data.get("recorded", []):
+        lines.append(f"| {r['method']} (*recorded*) | {r['runtime']} | {fmt(r['size_mb'])} | {fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | "
+                     f"{fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | {fmt(r['peak_quantize_mb'], 0)} |")
+    peer = data.get("peer")
+    if peer:
+        lines += ["", "## AutoRound (peer, benchmarks/autoround_peer.py)", "", f"- status: {peer.get('status', 'complete')}",
+                  f"- perplexity: {json.dumps(peer.get('perplexity'))}", f"- settings: {json.dumps(peer.get('autoround_settings'))}",
+                  f"- full record: benchmarks/results/autoround-{data['model']}.json"]
+    lines += ["", "## Targets", ""]
+    for name, t in data["targets"].items():
+        lines.append(f"- {name}: {t['value']} — {'met' if t['met'] else '**not met**'}")
+    lines += ["", "## Notes", ""]
+    for r in data["rows"]:
+        for n in r.get("notes", []) + r.get("warnings", []):
+            lines.append(f"- {r['method']}: {n}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
