@@ -17,7 +17,10 @@ Quick pipeline check (minutes): ``--iters 2 --nsamples 8 --seqlen 128 --json /tm
 
 AutoRound 0.16.1 (and datasets, pyarrow, dill, multiprocess, xxhash) lives outside the venv, in
 ``/root/.cache/quantwise/autoround-pkgs``; the directory is *appended* to ``sys.path`` so the
-venv's torch / transformers are the ones used.
+venv's torch / transformers are the ones used. Install it there (nothing in the venv changes)::
+
+    .venv/bin/pip install --no-deps --target ~/.cache/quantwise/autoround-pkgs auto-round==0.16.1 \
+        datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pyarrow==26.0.1 xxhash==4.1.0
 
 What is matched with quantwise's ``int4-signround`` (``WeightOnly(algorithm="signround")``):
 
