@@ -25,7 +25,7 @@ venv's torch / transformers are the ones used. Install it there (nothing in the 
 What is matched with quantwise's ``int4-signround`` (``WeightOnly(algorithm="signround")``):
 
 - model: ``load_language_model("smollm2-135m")`` (HF LlamaForCausalLM, float32);
-- calibration: the very same token windows, ``quantize._calibration_batches(lm, nsamples, seqlen)``
+- calibration: the very same token windows, ``blocks.calibration_batches(lm, nsamples, seqlen)``
   (128 x 512 tokens of the calibration articles, disjoint from evaluation). AutoRound takes a
   non-string ``dataset`` as an iterable of samples; each window is given as
   ``{"input_ids": [1, seqlen], "attention_mask": ones}`` so the blocks see plain causal attention,
@@ -194,10 +194,11 @@ def main() -> int:
     import transformers
 
     from quantwise.config import WeightOnly
-    from quantwise.llm.algorithms import GroupGrid, GroupQuant
+    from quantwise.algorithms import GroupGrid, GroupQuant
     from quantwise.llm.model import load_language_model
     from quantwise.llm.perplexity import perplexity, token_ids, windows
-    from quantwise.llm.quantize import _calibration_batches, _release
+    from quantwise.llm.blocks import calibration_batches
+    from quantwise.llm.quantize import _release
     from quantwise.llm.runtime import for_this_machine, materialize
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -244,7 +245,7 @@ def main() -> int:
         "enable_minmax_tuning": True, "enable_quanted_input": True, "lr_schedule": "linear decay to 0 (AutoRound default)",
         "best_loss_checkpoint": "AutoRound default (keeps the iteration with the lowest loss per block)",
         "lm_head": "not quantized (AutoRound default; tied to the token table); quantwise side: lm_head_bits=None",
-        "calibration": ("the same token windows as quantwise's int4-signround: quantize._calibration_batches(lm, nsamples, seqlen), "
+        "calibration": ("the same token windows as quantwise's int4-signround: blocks.calibration_batches(lm, nsamples, seqlen), "
                         "calibration articles disjoint from evaluation, EOS between articles; given to AutoRound as a list of "
                         + ("bare [1, seqlen] tensors" if args.bare_tensors else "{'input_ids': [1, seqlen], 'attention_mask': ones} dicts")),
         "threads": args.threads,
@@ -270,7 +271,7 @@ def main() -> int:
         if not os.path.dirname(torch.__file__).startswith(sys.prefix):
             log.warning("torch is not the venv's: %s", torch.__file__)
 
-        ids = _calibration_batches(lm, args.nsamples, args.seqlen)
+        ids = calibration_batches(lm, args.nsamples, args.seqlen)
         if args.bare_tensors:
             calib = [ids[i : i + 1] for i in range(ids.shape[0])]
         else:

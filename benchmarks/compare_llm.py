@@ -14,6 +14,8 @@ import json
 import os
 import sys
 import time
+
+from quantwise.findings import warning_text
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -167,7 +169,7 @@ def markdown(data: dict, h2h: dict | None = None) -> str:
         lines.append(f"| llama.cpp {p['method']} | {p['runtime']} | {p['bits']} | 32 | {fmt(p['size_mb'])} | {fmt(p['perplexity'], 3)} | {delta:.2f} (vs our float32) | {fmt(p['decode_tokens_per_s'])} | {fmt(p['prefill_tokens_per_s'])} | – | – |")
     lines += ["", "Notes per row:", ""]
     for r in data["rows"]:
-        for n in r.get("notes", []) + [f"**warning:** {w}" for w in r.get("warnings", [])]:
+        for n in r.get("notes", []) + [f"**warning:** {warning_text(w)}" for w in r.get("warnings", [])]:
             lines.append(f"- {r['method']}: {n}")
     lines += ["", f"Best: {data['best']}", "", "## Caveats", "", *CAVEATS, ""]
     if h2h:

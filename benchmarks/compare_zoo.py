@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+
+from quantwise.findings import warning_text
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -90,7 +92,7 @@ def summarise() -> None:
             lat = " | ".join(f"{r['latency'][str(b)]['median_ms']:.3g} ({r['latency'][str(b)]['p90_ms']:.3g})" for b in batches)
             sp = " | ".join(f"{r['speedup'][str(b)]:.2f}" for b in batches)
             metric = r["metrics"].get(data["primary"])
-            flags = r["warnings"] + (["peer: ONNX Runtime's own quantizer, not quantwise"] if r["kind"] == "peer" else [])
+            flags = [warning_text(w) for w in r["warnings"]] + (["peer: ONNX Runtime's own quantizer, not quantwise"] if r["kind"] == "peer" else [])
             lines.append(f"| {r['name']} | {r['runtime']} | {r['size_mb']:.3g} ({r['size_ratio']:.2f}) | {lat} | {sp} | {metric:.4f} | {'; '.join(flags)} |")
         lines += ["", "Best quantized row: " + "; ".join(f"batch {b}: {v}" for b, v in data["best"].items()), ""]
     minilm = RESULTS / "onnx-dynamic-minilm.json"

@@ -35,7 +35,7 @@ def main(threads: int = 2) -> None:
     from quantwise.evaluate.metrics import fidelity, outputs
     from quantwise.errors import QuantwiseError
     from quantwise.export import export_artifact
-    from quantwise.export.base import target_for
+    from quantwise.export.formats import target_for
     from quantwise.export.parity import check
     from quantwise.export.onnx_target import load
     from quantwise.peers import onnxruntime as peer

@@ -65,7 +65,7 @@ def _timed_child(cmd: list[str], env_extra: dict[str, str] | None = None) -> tup
 
 def write_float_gguf(path: Path) -> None:
     """The float model as an all-F32 GGUF (quantwise's writer, the zoo GGUF's metadata)."""
-    from quantwise.gguf.export import model_tensors
+    from quantwise.gguf.tensors import model_tensors
     from quantwise.gguf.writer import write
     from quantwise.llm.model import load_language_model
 

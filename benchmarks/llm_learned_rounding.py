@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from quantwise.findings import warning_text
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RECORDED = ("int4-hqq", "int4-gptq", "int4-awq", "int4-awq-gptq")  # from benchmarks/compare_llm.py's last full run
@@ -129,7 +131,7 @@ def markdown(data: dict) -> str:
         lines.append(f"- {name}: {t['value']} — {'met' if t['met'] else '**not met**'}")
     lines += ["", "## Notes", ""]
     for r in data["rows"]:
-        for n in r.get("notes", []) + r.get("warnings", []):
+        for n in r.get("notes", []) + [warning_text(w) for w in r.get("warnings", [])]:
             lines.append(f"- {r['method']}: {n}")
     return "\n".join(lines) + "\n"
 

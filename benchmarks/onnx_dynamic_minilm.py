@@ -53,7 +53,7 @@ def build(threads: int, workdir: Path) -> tuple[dict, dict, object]:
     from quantwise import api
     from quantwise.evaluate.runtime import compiled
     from quantwise.export import export_artifact
-    from quantwise.export.base import target_for
+    from quantwise.export.formats import target_for
     from quantwise.peers import onnxruntime as peer
 
     bundle = api.load_model("minilm-l6")

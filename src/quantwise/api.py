@@ -115,7 +115,8 @@ def architecture(bundle: ModelBundle) -> nn.Module:
 
 def _architecture_of_spec(spec: str) -> nn.Module:
     """The architecture a model spec the caller gave builds: no data needed (unlike ``load_model``)."""
-    from quantwise.models.spec import _module_of, call_factory
+    from quantwise.factory import call_factory
+    from quantwise.models.spec import _module_of
     from quantwise.models.zoo import _MODULES
 
     if spec in _MODULES:

@@ -22,6 +22,7 @@ from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate.latency import Latency, batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
 from quantwise.evaluate.runtime import RUNTIMES
+from quantwise.findings import Finding, Kind, within_budget
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 from quantwise.versions import NO_NATIVE_BF16, machine, native_bf16, versions
@@ -40,7 +41,7 @@ class Row:
     metrics: dict[str, float] = field(default_factory=dict)
     quantize_s: float | None = None
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
     error: str | None = None
     speedup: dict[int, float] = field(default_factory=dict)
     size_ratio: float | None = None
@@ -182,7 +183,7 @@ RUNTIME_TARGETS = {"onnxruntime": "onnx", "executorch": "executorch"}  # --targe
 def _exported_row(name: str, artifact: Path, bundle: ModelBundle, reference: torch.Tensor, opts: CompareOptions, runtime: str = "onnxruntime") -> Row:
     """The recipe's own model exported for ``runtime`` (parity-checked) and run there."""
     from quantwise.export import export_artifact
-    from quantwise.export.base import target_for
+    from quantwise.export.formats import target_for
 
     row = Row(f"{name} -> {runtime}", "quantized", runtime)
     target = target_for(RUNTIME_TARGETS[runtime])
@@ -239,7 +240,7 @@ def _judge(report_rows: list[Row], bundle: ModelBundle, opts: CompareOptions) ->
         if ref_value is not None and value is not None and row is not float_row:
             drop = (ref_value - value) if higher else (value - ref_value)
             if drop > bundle.tolerance:
-                row.warnings.append(f"{primary} drops {drop:.4g} vs float (tolerance {bundle.tolerance:g})")
+                row.warnings.append(Finding(Kind.ACCURACY, f"{primary} drops {drop:.4g} vs float (tolerance {bundle.tolerance:g})"))
     for b in opts.batches:
         fastest = min(baselines, key=lambda r: r.latency[b].median_ms)
         for row in report_rows:
@@ -247,8 +248,8 @@ def _judge(report_rows: list[Row], bundle: ModelBundle, opts: CompareOptions) ->
                 continue
             row.speedup[b] = fastest.latency[b].median_ms / row.latency[b].median_ms
             if row.kind == "quantized" and row.speedup[b] < 1.0:
-                row.warnings.append(f"slower than the best float baseline ({fastest.name}) at batch {b}")
-        winners = [r for r in report_rows if r.kind == "quantized" and b in r.speedup and r.speedup[b] >= 1.0 and not any("drops" in w for w in r.warnings)]
+                row.warnings.append(Finding(Kind.SPEED, f"slower than the best float baseline ({fastest.name}) at batch {b}"))
+        winners = [r for r in report_rows if r.kind == "quantized" and b in r.speedup and r.speedup[b] >= 1.0 and within_budget(r.warnings)]
         best[b] = max(winners, key=lambda r: r.speedup[b]).name if winners else f"none: no quantized model beats {fastest.name} within tolerance"
     return best
 

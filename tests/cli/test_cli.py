@@ -61,7 +61,7 @@ def test_compare_writes_json_and_flags_rows(capsys, tmp_path):
             assert row["size_ratio"] < 0.3
             slower = [b for b, s in row["speedup"].items() if s < 1.0]
             for b in slower:  # every slower row says so
-                assert any(f"at batch {b}" in w for w in row["warnings"])
+                assert any(w["kind"] == "speed" and f"at batch {b}" in w["text"] for w in row["warnings"])
     assert "static-fx" in out
 
 

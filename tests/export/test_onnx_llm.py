@@ -12,8 +12,8 @@ from quantwise.errors import QuantwiseError
 from quantwise.export import export_artifact
 from quantwise.export.onnx_llm import check, layout, unpack
 from quantwise.llm import artifact
-from quantwise.llm.algorithms import GroupGrid, GroupQuant
-from quantwise.llm.algorithms.grid import qparams_minmax, quantize_with
+from quantwise.algorithms import GroupGrid, GroupQuant
+from quantwise.algorithms.grid import qparams_minmax, quantize_with
 from quantwise.llm.model import load_language_model
 from quantwise.llm.quantize import quantize_lm
 from tests.helpers import error_line, invoke

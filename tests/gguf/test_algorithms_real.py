@@ -5,7 +5,7 @@ import torch
 
 from quantwise.gguf.formats import FORMATS
 from quantwise.gguf.quant import quantize_weight
-from quantwise.llm.algorithms import HessianAccumulator
+from quantwise.algorithms import HessianAccumulator
 
 pytestmark = pytest.mark.slow
 LAYERS = ("model.layers.2.self_attn.q_proj", "model.layers.2.mlp.down_proj", "model.layers.20.mlp.down_proj")

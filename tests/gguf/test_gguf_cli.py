@@ -56,7 +56,7 @@ def test_the_reference_rule_is_llama_quantizes_file_byte_for_byte(q4_0, tmp_path
     import llama_cpp
     from gguf import GGUFReader
 
-    from quantwise.gguf.export import model_tensors
+    from quantwise.gguf.tensors import model_tensors
     from quantwise.gguf.writer import write
     from quantwise.llm.model import load_language_model
 

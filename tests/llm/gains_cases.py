@@ -23,7 +23,7 @@ import torch
 
 from quantwise.gguf.formats import FORMATS
 from quantwise.gguf.quant import quantize_weight
-from quantwise.llm.algorithms import (
+from quantwise.algorithms import (
     GroupGrid,
     HessianAccumulator,
     awq_clip_search,

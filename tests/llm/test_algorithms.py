@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from quantwise.llm.algorithms import (
+from quantwise.algorithms import (
     AwqResult,
     GroupGrid,
     GroupQuant,

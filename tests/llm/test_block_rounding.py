@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from quantwise.config import WeightOnly, parse_recipe
 from quantwise.errors import QuantwiseError
-from quantwise.llm.algorithms import GroupGrid, GroupQuant, rtn
+from quantwise.algorithms import GroupGrid, GroupQuant, rtn
 from quantwise.llm.block_rounding import round_block
 from quantwise.llm.model import LanguageModel, load_language_model
 from quantwise.llm.quantize import quantize_lm

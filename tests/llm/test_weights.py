@@ -96,7 +96,7 @@ def test_weight_only_activations_follow_the_cpu_unless_given(monkeypatch):
 def test_int4_codes_run_with_float32_activations_as_computed():
     """The CPU int4 kernel takes float32 activations too (used where bf16 is not native)."""
     from quantwise.config import WeightOnly
-    from quantwise.llm.algorithms import GroupGrid, rtn
+    from quantwise.algorithms import GroupGrid, rtn
     from quantwise.llm.runtime import _tensor
 
     g = torch.Generator().manual_seed(0)

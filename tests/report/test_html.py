@@ -125,7 +125,7 @@ def test_table_shows_the_terminal_cells_and_the_json_numbers(compared):
 
 def test_warnings_best_rows_and_setting_are_in_the_page(compared):
     report, page, text = compared["json"], compared["page"], compared["html_path"].read_text(encoding="utf-8")
-    expected = [f"{r['name']}: {w}" for r in report["rows"] for w in r["warnings"]]
+    expected = [f"{r['name']}: {w['text']}" for r in report["rows"] for w in r["warnings"]]
     assert page.warnings == expected or (not expected and "None." in text)
     for b, best in report["best"].items():
         assert f"Best at batch {b}: {best}" in text
@@ -229,12 +229,14 @@ LLM_JSON = Path(__file__).parent / "data" / "smollm2_compare.json"
 def test_language_model_report_matches_its_json_and_renders(tmp_path):
     from rich.console import Console
 
+    from quantwise.findings import Finding
     from quantwise.llm.compare import LLMCompareReport, LLMRow
     from quantwise.report.llm_html import llm_candidates, llm_compare_document
     from quantwise.report.llm_table import print_llm_compare
 
     data = json.loads(LLM_JSON.read_text())
-    report = LLMCompareReport(**{**data, "rows": [LLMRow(**r) for r in data["rows"]]})
+    rows = [LLMRow(**{**r, "warnings": [Finding.from_dict(w) for w in r["warnings"]]}) for r in data["rows"]]
+    report = LLMCompareReport(**{**data, "rows": rows})
     path = write_html(llm_compare_document(report), tmp_path / "llm.html")
     page = _Page()
     page.feed(path.read_text(encoding="utf-8"))
@@ -251,7 +253,7 @@ def test_language_model_report_matches_its_json_and_renders(tmp_path):
     assert [n for n, p in points.items() if p.chosen] == [data["rows"][data["best_index"]]["method"]] == ["int8-weight-only"]
     assert points["int4-rtn"].within_budget is False  # +24.8 % perplexity, past the 2 % tolerance
     assert points["float32 eager"].latency_ms == pytest.approx(1000 / data["rows"][0]["decode_tokens_per_s"])
-    assert page.warnings == ["int4-rtn: " + w for w in data["rows"][3]["warnings"]]
+    assert page.warnings == ["int4-rtn: " + w["text"] for w in data["rows"][3]["warnings"]]
     browser = open_page(path, width=1280, height=1600)
     assert browser.console == [] and browser.errors == [] and [i["ok"] for i in browser.images] == [True]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from quantwise.llm.algorithms.grid import GroupGrid, qparams_minmax
+from quantwise.algorithms.grid import GroupGrid, qparams_minmax
 from quantwise.rounding import RoundedWeight, float_targets, reconstruction_mse, rtn_codes
 
 __all__ = [

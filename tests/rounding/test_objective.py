@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from rounding_cases import block_case, conv_case, linear_case, per_row_spec
 
-from quantwise.llm.algorithms.grid import GroupGrid, qparams_minmax, quantize_with
+from quantwise.algorithms.grid import GroupGrid, qparams_minmax, quantize_with
 from quantwise.rounding import (
     Reconstruction,
     RoundedWeight,

@@ -33,7 +33,7 @@ def debug(
       quantwise debug resemblyzer-lstm --recipe dynamic --layer lstm
       quantwise debug smollm2-135m --recipe int4-rtn --samples 2 --context 256
     """
-    from quantwise.cli.main import _is_llm, _model, out, progress
+    from quantwise.cli.common import is_llm, load_bundle, out, progress
     from quantwise.config import parse_recipe
     from quantwise.debug import DebugOptions, debug_recipe
     from quantwise.debug.debugger import check_recipe
@@ -43,7 +43,7 @@ def debug(
 
     check_outputs(json=json_path, html=html_path)
 
-    if _is_llm(model):
+    if is_llm(model):
         from quantwise.debug.language_model import debug_language_model
 
         options = DebugOptions(samples=samples or 2, batch_size=1, layer=layer)
@@ -52,7 +52,7 @@ def debug(
         parsed = parse_recipe(recipe)
         check_recipe(parsed)
         options = DebugOptions(samples=samples or 32, batch_size=batch_size, layer=layer)
-        bundle = _model(model, data, n_calibration, options.samples)
+        bundle = load_bundle(model, data, n_calibration, options.samples)
         report = debug_recipe(bundle, parsed, options, progress)
     print_debug(report, out)
     write_outputs(report.to_dict(), lambda: debug_document(report), json_path, html_path, out)

@@ -3,29 +3,23 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from quantwise.cli.common import err, is_llm, load_bundle, out, progress
 from quantwise.cli.debug import debug as debug_command
 from quantwise.cli.options import check_ranges, checked
 from quantwise.errors import QuantwiseError, choice_error, first_line
 
-T = TypeVar("T")
 app = typer.Typer(
     help="Quantize PyTorch models and prove the result: accuracy, size and speed, side by side.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# wide when piped or captured, so tables stay readable in logs and files
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 
 
 def _error(message: str) -> None:
@@ -44,21 +38,6 @@ ContextOpt = typer.Option(512, "--context", help="Language models: perplexity wi
 EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: evaluation tokens for perplexity.")
 
 
-def _is_llm(spec: str) -> bool:
-    from quantwise.llm.model import is_language_model_spec
-
-    return is_language_model_spec(spec)
-
-
-def progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        for item in items:
-            yield item
-            bar.advance(task)
-
-
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
@@ -74,13 +53,6 @@ def main(
         import torch
 
         torch.set_num_threads(threads)
-
-
-def _model(spec: str, data: Optional[str], n_cal: Optional[int], n_eval: Optional[int]) -> Any:
-    from quantwise import api
-
-    logging.getLogger("quantwise").info("loading %s", spec)
-    return api.load_model(spec, data, n_cal, n_eval)
 
 
 @app.command()
@@ -135,7 +107,7 @@ def quantize(
       quantwise quantize smollm2-135m --recipe int4-gptq --out smol-int4
       quantwise quantize smollm2-135m --recipe weight-only:bits=4,group_size=32,algorithm=awq --out s32
     """
-    if _is_llm(model):
+    if is_llm(model):
         from quantwise.cli import llm
 
         return llm.quantize(model, recipe, output, text, force, evaluate, eval_tokens, context, out, progress)
@@ -149,7 +121,7 @@ def quantize(
     parsed = parse_recipe(recipe)
     method_for(parsed)  # a language-model recipe on this model fails before the model loads
     check_replaceable(output, force)
-    bundle = _model(model, data, n_calibration, n_evaluation)
+    bundle = load_bundle(model, data, n_calibration, n_evaluation)
     result = api.quantize(bundle, parsed, progress=progress)
     metrics: dict[str, Any] = {}
     if evaluate:
@@ -215,7 +187,7 @@ def eval_(
         metrics = run_eval(loaded.module, bundle, reference)
         print_metrics(f"{target} ({loaded.artifact.model}, {loaded.artifact.recipe['kind']}) on {bundle.evaluation.description}", metrics, out)
     else:
-        bundle = _model(target, data, None, n_evaluation)
+        bundle = load_bundle(target, data, None, n_evaluation)
         print_metrics(f"{target} float on {bundle.evaluation.description}", run_eval(bundle.model, bundle), out)
 
 
@@ -258,7 +230,7 @@ def compare(
     check_outputs(json=json_path, html=html_path)
     if recipes_ is not None and not recipes_.strip(" ,"):
         raise QuantwiseError("--recipes is empty", "name recipes, e.g. --recipes dynamic,static-pt2e, or leave the option out for the defaults")
-    if _is_llm(model):
+    if is_llm(model):
         from quantwise.cli import llm
 
         return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress, target)
@@ -282,7 +254,7 @@ def compare(
     for t in targets:
         if t not in ("pytorch", *RUNTIME_TARGETS):
             raise choice_error("--target", t, ("pytorch", *RUNTIME_TARGETS))
-    bundle = _model(model, data, n_calibration, n_evaluation)
+    bundle = load_bundle(model, data, n_calibration, n_evaluation)
     opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress, targets=targets, peers=peers)
     report = run_compare(bundle, opts)
     print_compare(report, out)
@@ -345,7 +317,7 @@ def generate(
 
 app.command("debug")(checked(debug_command))
 
-from quantwise.cli import mixed as _mixed  # noqa: E402  (its commands import main lazily)
+from quantwise.cli import mixed as _mixed  # noqa: E402
 
 app.command()(checked(_mixed.sensitivity))
 app.command()(checked(_mixed.auto))

@@ -45,7 +45,7 @@ def sensitivity(
       quantwise sensitivity minilm-l6 --recipe dynamic --top-k 8 --json out/minilm-sens.json --html out/minilm-sens.html
       quantwise sensitivity mnist-cnn --recipe static-fx --no-cache
     """
-    from quantwise.cli.main import _model, out, progress
+    from quantwise.cli.common import load_bundle, out, progress
     from quantwise.config import parse_recipe
     from quantwise.mixed.sensitivity import SensitivityOptions, analyse
     from quantwise.cli.outputs import check_outputs, write_outputs
@@ -56,7 +56,7 @@ def sensitivity(
     parsed = parse_recipe(recipe)
     if top_k < 1 or controls < 0 or proxy_samples < 1:
         raise QuantwiseError("--top-k and --proxy-samples must be at least 1, --controls at least 0", "e.g. --top-k 5 --controls 3")
-    bundle = _model(model, data, n_calibration, n_evaluation)
+    bundle = load_bundle(model, data, n_calibration, n_evaluation)
     opts = SensitivityOptions(proxy_samples=proxy_samples, top_k=top_k, controls=controls, use_cache=not no_cache,
                               confirm_alone=confirm_alone, progress=progress)
     report = analyse(bundle, parsed, opts)
@@ -99,7 +99,7 @@ def auto(
       quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json --html out/auto.html
       quantwise auto smollm2-135m --max-drop 2 --out smol-auto
     """
-    from quantwise.cli.main import _is_llm, _model, out, progress
+    from quantwise.cli.common import is_llm, load_bundle, out, progress
     from quantwise.mixed.auto import AutoOptions, check_options, search, write_outputs
     from quantwise.cli.outputs import auto_outputs, check_outputs
     from quantwise.cli.outputs import write_outputs as write_report_files
@@ -107,7 +107,7 @@ def auto(
     from quantwise.report.mixed_html import auto_document
 
     check_outputs(json=json_path, html=html_path)
-    if _is_llm(model):
+    if is_llm(model):
         from quantwise.cli.llm import auto as auto_lm
 
         if target != "pytorch":
@@ -126,7 +126,7 @@ def auto(
                        workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), target=target, progress=progress)
     check_options(opts)
     recipe_path = auto_outputs(model, out_dir, recipe_out, force)
-    bundle = _model(model, data, n_calibration, n_evaluation)
+    bundle = load_bundle(model, data, n_calibration, n_evaluation)
     report, result = search(bundle, opts)
     write_outputs(report, bundle, result, recipe_path, out_dir, overwrite=force)
     print_auto(report, out)

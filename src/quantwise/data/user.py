@@ -28,7 +28,7 @@ def load_data(spec: str, example: Inputs | None) -> TensorSet:
             raise QuantwiseError(f"data file {spec} does not exist", "check the path")
         return _from_mapping(_read_tensor_file(path), spec)
     if ":" in spec:
-        from quantwise.models.spec import call_factory
+        from quantwise.factory import call_factory
 
         made = call_factory(spec, "data")
         if isinstance(made, TensorSet):

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from quantwise.data.base import Inputs
-from quantwise.debug.float_side import Call, Chain
+from quantwise.debug.float_side import Call
 from quantwise.debug.stats import QuantRange
 
 
@@ -74,13 +73,3 @@ def symmetric_ranges(weight: torch.Tensor) -> torch.Tensor:
 def grid_ranges(scales: torch.Tensor, zero_points: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
     scales, zero_points = scales.double().flatten(), zero_points.double().flatten()
     return torch.stack([scales * (qmin - zero_points), scales * (qmax - zero_points)], 1).float()
-
-
-def backend_for(model: nn.Module, float_model: nn.Module, chains: list[Chain], weight_bits: int) -> Backend:
-    """PT2E graphs (aten ops with quantize/dequantize nodes) vs models with quantized modules."""
-    from quantwise.debug.capture_graph import GraphBackend, is_pt2e_graph
-    from quantwise.debug.capture_modules import ModuleBackend
-
-    if is_pt2e_graph(model):
-        return GraphBackend(model, chains)
-    return ModuleBackend(model, float_model, chains, weight_bits)

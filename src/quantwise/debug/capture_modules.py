@@ -12,7 +12,7 @@ from torch import nn
 
 from quantwise.data.base import Inputs
 from quantwise.debug.capture import LayerWeights, QuantizedRun, QuantLayer, grid_ranges, symmetric_ranges
-from quantwise.debug.float_side import Call, Chain, first_tensor
+from quantwise.debug.float_side import Chain, first_tensor
 from quantwise.debug.stats import QuantRange
 
 _DTYPE_LIMITS = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1)}

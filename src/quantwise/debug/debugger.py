@@ -18,7 +18,9 @@ from torch import nn
 from quantwise.config import QAT, DynamicInt8, Recipe, StaticInt8, parse_recipe, recipe_name
 from quantwise.data.base import Inputs, TensorSet
 from quantwise.debug.ablation import FloatChain, SourceMeter
-from quantwise.debug.capture import Backend, LayerWeights, QuantizedRun, QuantLayer, backend_for
+from quantwise.debug.capture import Backend, LayerWeights, QuantizedRun, QuantLayer
+from quantwise.debug.capture_graph import GraphBackend, is_pt2e_graph
+from quantwise.debug.capture_modules import ModuleBackend
 from quantwise.debug.diagnose import diagnose
 from quantwise.debug.float_side import Call, Chain, FloatRecorder, call_name, first_tensor, parse_call, trace_chains
 from quantwise.debug.results import DebugReport, HistogramData, LayerDebug
@@ -29,6 +31,13 @@ from quantwise.methods.base import ProgressFn, Quantized, no_progress
 from quantwise.models.base import ModelBundle
 
 SUPPORTED_RECIPES = (DynamicInt8, StaticInt8, QAT)
+
+
+def backend_for(model: nn.Module, float_model: nn.Module, chains: list[Chain], weight_bits: int) -> Backend:
+    """PT2E graphs (aten ops with quantize/dequantize nodes) vs models with quantized modules."""
+    if is_pt2e_graph(model):
+        return GraphBackend(model, chains)
+    return ModuleBackend(model, float_model, chains, weight_bits)
 
 
 @dataclass

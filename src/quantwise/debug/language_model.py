@@ -25,7 +25,7 @@ from quantwise.debug.results import DebugReport
 from quantwise.debug.stats import QuantRange
 from quantwise.errors import QuantwiseError
 from quantwise.evaluate.metrics import sqnr_db
-from quantwise.llm.algorithms import GroupQuant, rtn
+from quantwise.algorithms import GroupQuant, rtn
 from quantwise.methods.base import ProgressFn, Quantized, no_progress
 from quantwise.models.base import ModelBundle
 

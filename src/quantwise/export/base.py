@@ -11,7 +11,7 @@ from torch import nn
 
 from quantwise.config import Recipe
 from quantwise.data.base import Inputs, TensorSet
-from quantwise.errors import QuantwiseError, choice_error
+from quantwise.errors import QuantwiseError
 
 Runner = Callable[..., torch.Tensor]
 
@@ -74,14 +74,6 @@ TARGETS: dict[str, ExportTarget] = {}
 def register(target: ExportTarget) -> ExportTarget:
     TARGETS[target.name] = target
     return target
-
-
-def target_for(name: str) -> ExportTarget:
-    import quantwise.export.formats  # noqa: F401  (registers the targets)
-
-    if name not in TARGETS:
-        raise choice_error("export target", name, tuple(TARGETS) + ("gguf",))
-    return TARGETS[name]
 
 
 def input_names(example: Inputs) -> list[str]:

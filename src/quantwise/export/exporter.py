@@ -3,9 +3,7 @@ record it in the manifest. A failure at any step leaves nothing behind."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -14,36 +12,12 @@ from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.export import parity
 from quantwise.files import staged_file
-from quantwise.export.base import recipe_family, target_for
+from quantwise.export.base import recipe_family
+from quantwise.export.formats import target_for
+from quantwise.export.result import ExportResult, output_path
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
-from quantwise.versions import has_vnni, versions
-
-
-@dataclass
-class ExportResult:
-    artifact: Path
-    target: str
-    path: Path
-    size_mb: float
-    seconds: float
-    parity: Any  # parity.Parity, or lm_export.LMParity for a language model
-    notes: list[str] = field(default_factory=list)
-    portable: bool = True  # computes the same on every CPU (False: --vnni-only)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "file": str(self.path), "size_mb": self.size_mb, "seconds": self.seconds, "portable": self.portable,
-                "parity": self.parity.to_dict(), "notes": self.notes, "versions": versions()}
-
-
-def output_path(artifact: Path, out: str | Path | None, name: str, suffix: str, overwrite: bool) -> Path:
-    """Where the export goes (default: ``model<suffix>`` in the artifact), checked before any work."""
-    path = Path(out) if out is not None else Path(artifact) / f"model{suffix}"
-    if path.suffix != suffix:
-        raise QuantwiseError(f"output {path} does not end in {suffix}", f"name the {name} file *{suffix}")
-    if path.exists() and not overwrite:
-        raise QuantwiseError(f"output {path} already exists", "choose another path or pass --force to replace it")
-    return path
+from quantwise.versions import has_vnni
 
 
 def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle | None = None, out: str | Path | None = None,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
+from quantwise.llm.perplexity import window_scores
 from quantwise.methods.base import ProgressFn, no_progress
 
 MAX_DELTA_PCT = 0.5
@@ -70,18 +71,6 @@ def check_target(target: str) -> None:
                              "use --to onnx (int4 or int8 weight-only recipes) or --to gguf (gguf recipes)")
 
 
-def _scores(logits_fn: Any, ids: torch.Tensor, progress: ProgressFn, label: str) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """(summed NLL over the scored tokens, argmax per scored position, logits of the first window)."""
-    total, argmax, first = 0.0, [], None
-    for i in progress(label, range(len(ids)), len(ids)):
-        window = ids[i : i + 1]
-        logits = logits_fn(window).float()
-        total += float(F.cross_entropy(logits[0, :-1], window[0, 1:], reduction="sum"))
-        argmax.append(logits[0, :-1].argmax(-1))
-        first = logits[0] if first is None else first
-    return total, torch.cat(argmax), first
-
-
 def _cache_check(run: Any, quantized: Any, ids: torch.Tensor) -> dict[str, Any]:
     """The KV cache path of the export (``run``: an ``OnnxLM``) on the 1-D ``ids``, and greedy
     generation through it against the quantized PyTorch model's."""
@@ -103,9 +92,9 @@ def parity(run: Any, quantized: Any, float_model: Any | None, ids: torch.Tensor,
     export's KV cache on the first window."""
     count = ids[:, 1:].numel()
     with torch.no_grad():
-        e_nll, e_top, e_first = _scores(run, ids, progress, "parity: exported model")
-        q_nll, q_top, q_first = _scores(lambda w: quantized(w).logits, ids, progress, "parity: quantized PyTorch model")
-        f_ppl = math.exp(_scores(lambda w: float_model(w).logits, ids, progress, "parity: float model")[0] / count) if float_model is not None else None
+        e_nll, e_top, e_first = window_scores(run, ids, progress, "parity: exported model")
+        q_nll, q_top, q_first = window_scores(lambda w: quantized(w).logits, ids, progress, "parity: quantized PyTorch model")
+        f_ppl = math.exp(window_scores(lambda w: float_model(w).logits, ids, progress, "parity: float model")[0] / count) if float_model is not None else None
         cache = _cache_check(run, quantized, ids[0])
     return LMParity(
         windows=len(ids), context=ids.shape[1], tokens=count,
@@ -123,7 +112,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
 
     from quantwise.export import onnx_llm
     from quantwise.export.onnx_lm_runtime import OnnxLM
-    from quantwise.export.exporter import ExportResult, output_path
+    from quantwise.export.result import ExportResult, output_path
     from quantwise.files import staged_file
     from quantwise.llm import artifact as lm_artifact
     from quantwise.llm.model import load_language_model
@@ -134,7 +123,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
 
     check_target(target)
     if target == "gguf":
-        from quantwise.gguf.export import export_gguf
+        from quantwise.export.gguf_export import export_gguf
 
         return export_gguf(artifact, out, overwrite, windows=windows, context=context, text=text, threads=threads, progress=progress)
     if importlib.util.find_spec("onnxruntime") is None:

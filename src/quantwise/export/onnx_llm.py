@@ -35,7 +35,7 @@ from torch import nn
 from quantwise.config import WeightOnly
 from quantwise.errors import QuantwiseError
 from quantwise.export.onnx_lm_runtime import PAST, PRESENT
-from quantwise.llm.algorithms import GroupQuant
+from quantwise.algorithms import GroupQuant
 
 NOTE = ("torch.export-based ONNX exporter; weight-only Linear layers as ONNX Runtime's MatMulNBits (com.microsoft: needs ONNX Runtime) "
         "with the artifact's own codes and scales, the rest in float32; input_ids + past_key/value_{layer} -> logits + present_key/value_{layer} "

@@ -4,7 +4,7 @@
 - ``searched``: importance-weighted scale search (:func:`.choose.searched`), importance = the
   diagonal of the layer's input Hessian (mean squared input per column);
 - ``gptq`` / ``awq-gptq``: the searched grid, then GPTQ's error-compensating codes on exactly
-  that grid (:func:`quantwise.llm.algorithms.gptq` with the grid's per-sub-block scale and zero).
+  that grid (:func:`quantwise.algorithms.gptq` with the grid's per-sub-block scale and zero).
 
 Whatever the algorithm, the result is codes on the format's grid: :meth:`GGUFQuant.dequantize`
 is bit for bit what llama.cpp's reference dequantizer reads from the file.
@@ -52,7 +52,7 @@ def quantize_weight(w: torch.Tensor, fmt: BlockFormat, algorithm: str, hessian: 
                     damp: float = 0.01, act_order: bool = True) -> GGUFQuant:
     """Quantize ``w`` ``[rows, cols]`` to ``fmt`` with ``algorithm`` (see the module docstring).
     ``hessian`` ``[cols, cols]`` (its diagonal for ``searched``) is needed except for ``reference``."""
-    from quantwise.llm.algorithms import GroupGrid, gptq
+    from quantwise.algorithms import GroupGrid, gptq
 
     if algorithm == "reference":
         return GGUFQuant(fmt, *choose.reference(w, fmt))

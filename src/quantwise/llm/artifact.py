@@ -22,7 +22,7 @@ from quantwise.artifact import store
 from quantwise.config import recipe_from_dict, recipe_to_dict
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.gguf.quant import GGUFQuant
-from quantwise.llm.algorithms import GroupGrid, GroupQuant
+from quantwise.algorithms import GroupGrid, GroupQuant
 from quantwise.llm.quantize import LLMRecipe, QuantizedLM
 from quantwise.llm.runtime import materialize, run_dtype
 from quantwise.versions import versions

@@ -100,9 +100,8 @@ def _kept(recipe: Any, row: LLMRow, tied: bool) -> list[str]:
                         + ("; the token table tied to it reads the same int8 codes" if tied else ""))
     else:
         kept.append("output layer: float (this recipe quantizes the decoder blocks' Linear layers only)")
-    activation = next((n for n in row.notes if n.startswith("runs with")), None)
-    if activation:
-        kept.append(f"activations: {activation.removeprefix('runs with ').removesuffix(' activations')}")
+    if row.activations:
+        kept.append(f"activations: {row.activations}")
     return kept
 
 

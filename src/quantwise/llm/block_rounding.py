@@ -27,7 +27,7 @@ from torch import nn
 
 from quantwise.config import SIGNROUND_BATCH
 from quantwise.errors import QuantwiseError
-from quantwise.llm.algorithms import GroupGrid, GroupQuant, rtn
+from quantwise.algorithms import GroupGrid, GroupQuant, rtn
 from quantwise.rounding import Progress, RoundedWeight, signround
 
 __all__ = ["BlockRounding", "round_block"]

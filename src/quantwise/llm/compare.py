@@ -21,6 +21,7 @@ import torch
 
 from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, parse_recipe, recipe_name
 from quantwise.errors import QuantwiseError, first_line
+from quantwise.findings import Finding, Kind
 from quantwise.llm import artifact
 from quantwise.llm.decode import Speed, measure_speed
 from quantwise.llm.memory import release_free_memory, track_peak_rss
@@ -65,8 +66,9 @@ class LLMRow:
     peak_quantize_mb: float | None = None
     block_input_mb: float | None = None  # calibrated recipes: one block's input hidden states for all windows
     compile_s: float | None = None
+    activations: str | None = None  # the dtype the recipe's kernels compute in (PyTorch rows)
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
     error: str | None = None
 
 
@@ -206,9 +208,10 @@ def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LL
         s = speed(model, opts.compile)
         row.decode_tokens_per_s, row.prefill_tokens_per_s, row.compile_s = s.decode_tokens_per_s, s.prefill_tokens_per_s, s.compile_s
         timed[key] = row
-    row.notes.append(f"runs with {str(run_dtype(recipe)).replace('torch.', '')} activations")
+    row.activations = str(run_dtype(recipe)).removeprefix("torch.")
+    row.notes.append(f"runs with {row.activations} activations")
     if run_dtype(recipe) == torch.bfloat16 and not native_bf16():
-        row.warnings.append("this CPU has no native bfloat16: the bf16 activations this recipe's kernels need are emulated, and slow here")
+        row.warnings.append(Finding(Kind.PLATFORM, "this CPU has no native bfloat16: the bf16 activations this recipe's kernels need are emulated, and slow here"))
     return row
 
 
@@ -273,9 +276,9 @@ def _judge(rows: list[LLMRow], tolerance_pct: float) -> tuple[str, int | None]:
             continue
         own = fastest if row.runtime != "llama.cpp" else next((r for r in baselines if r.runtime == "llama.cpp"), fastest)
         if row.decode_tokens_per_s and row.decode_tokens_per_s < own.decode_tokens_per_s:
-            row.warnings.append(f"decodes slower than {own.method} {own.runtime} ({row.decode_tokens_per_s:.1f} vs {own.decode_tokens_per_s:.1f} tokens/s)")
+            row.warnings.append(Finding(Kind.SPEED, f"decodes slower than {own.method} {own.runtime} ({row.decode_tokens_per_s:.1f} vs {own.decode_tokens_per_s:.1f} tokens/s)"))
         if row.delta_pct is not None and row.delta_pct > tolerance_pct:
-            row.warnings.append(f"perplexity {row.delta_pct:+.1f}% vs float (tolerance {tolerance_pct:g}%)")
+            row.warnings.append(Finding(Kind.ACCURACY, f"perplexity {row.delta_pct:+.1f}% vs float (tolerance {tolerance_pct:g}%)"))
         if not row.warnings:
             candidates.append(row)
     if not candidates:

@@ -27,7 +27,7 @@ RUNTIME = "llama.cpp"
 def check_available(spec: str) -> tuple[Path, str]:
     """(source GGUF, architecture), or one line saying why llama.cpp rows cannot be measured."""
     from quantwise.gguf import llamacpp
-    from quantwise.gguf.export import source_gguf
+    from quantwise.llm.model import source_gguf
     from quantwise.gguf.writer import source_architecture
 
     if not llamacpp.available():
@@ -55,7 +55,7 @@ def measure(path: Path, windows: torch.Tensor, prompt: torch.Tensor, prefill: to
 
 def write_float(model: torch.nn.Module, source: Path, arch: str, out: Path) -> None:
     """The float model as an all-F32 GGUF with the source file's metadata and tokenizer."""
-    from quantwise.gguf.export import model_tensors
+    from quantwise.gguf.tensors import model_tensors
     from quantwise.gguf.writer import write
 
     write(out, source, model_tensors(model, {}, arch), 0)
@@ -63,7 +63,7 @@ def write_float(model: torch.nn.Module, source: Path, arch: str, out: Path) -> N
 
 def write_quantized(model: torch.nn.Module, layers: dict, recipe: GGUFWeights, source: Path, arch: str, out: Path) -> None:
     """A GGUF recipe's file, read back and checked bit for bit against quantwise's weights."""
-    from quantwise.gguf.export import model_tensors
+    from quantwise.gguf.tensors import model_tensors
     from quantwise.gguf.types import LLAMA_FILE_TYPE
     from quantwise.gguf.writer import verify, write
 

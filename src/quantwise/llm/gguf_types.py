@@ -10,6 +10,7 @@ from torch import nn
 from quantwise.config import GGUFWeights
 from quantwise.errors import QuantwiseError
 from quantwise.gguf.types import TensorType
+from quantwise.llm.blocks import block_linears, calibration_batches, decoder_layers
 from quantwise.llm.model import LanguageModel
 from quantwise.methods.base import ProgressFn
 
@@ -18,9 +19,8 @@ FISHER_WINDOWS = 32  # calibration windows for the sensitivity pass (one backwar
 
 def _tensors(model: nn.Module) -> dict[str, nn.Module]:
     """Every module whose weight a GGUF recipe quantizes: the decoder Linears and the token table (and an untied output layer)."""
-    from quantwise.llm.quantize import _block_linears
 
-    out: dict[str, nn.Module] = dict(_block_linears(model))
+    out: dict[str, nn.Module] = dict(block_linears(model))
     out["model.embed_tokens"] = model.get_input_embeddings()
     if not getattr(model.config, "tie_word_embeddings", False):
         out["lm_head"] = model.get_output_embeddings()
@@ -36,7 +36,6 @@ def gguf_types(model: nn.Module, recipe: GGUFWeights) -> dict[str, TensorType]:
     """By llama.cpp's rule for ``recipe.type`` (for ``auto``: its budget's, to check that every tensor
     fits some type); refused in one line if a tensor fits no type."""
     from quantwise.gguf.types import choose_type
-    from quantwise.llm.quantize import decoder_layers
 
     n_layers = len(decoder_layers(model))
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
@@ -79,7 +78,6 @@ def auto_types(lm: LanguageModel, recipe: GGUFWeights, progress: ProgressFn, not
     """Each tensor's type from its Fisher-estimated loss, the summed bytes within the budget."""
     from quantwise.gguf.allocate import CANDIDATES, allocate, estimated_losses
     from quantwise.llm.fisher import fisher_blocks
-    from quantwise.llm.quantize import _calibration_batches
 
     start = time.perf_counter()
     model = lm.model
@@ -87,7 +85,7 @@ def auto_types(lm: LanguageModel, recipe: GGUFWeights, progress: ProgressFn, not
     budget, what = _budget(model, recipe, rule)
     weights = {name: m.weight for name, m in _tensors(model).items()}
     candidates = recipe.types or CANDIDATES
-    batches = _calibration_batches(lm, min(recipe.calibration_samples, FISHER_WINDOWS), recipe.calibration_context)
+    batches = calibration_batches(lm, min(recipe.calibration_samples, FISHER_WINDOWS), recipe.calibration_context)
     fisher = fisher_blocks(model, weights, batches, progress=progress)
     costs = {}
     for name, w in progress("estimating each type's loss", list(weights.items()), len(weights)):

@@ -162,3 +162,14 @@ def _convert_gguf(path: Path, target: Path) -> None:
             tokenizer.save_pretrained(tmp)
     except FileExistsError:
         log.info("%s was converted by another process meanwhile; using that", target)
+
+
+def source_gguf(spec: str) -> Path:
+    """The GGUF file a language model came from (its metadata and tokenizer go into the export)."""
+    if spec in ZOO_LLMS:
+        return zoo_gguf_path(spec)
+    if spec.endswith(".gguf") and Path(spec).is_file():
+        return Path(spec)
+    raise QuantwiseError(f"the artifact's model '{spec}' did not come from a GGUF file, which the GGUF export takes its tokenizer and "
+                         "metadata from", "quantize the model from its .gguf file (or the zoo's smollm2-135m); Hugging Face directories "
+                         "are not converted (llama.cpp's convert_hf_to_gguf.py does that)")

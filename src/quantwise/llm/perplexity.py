@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from quantwise.errors import QuantwiseError
@@ -64,3 +66,15 @@ def perplexity(model: nn.Module, batches: torch.Tensor, batch_size: int = 4, pro
         total += float(loss)
         count += chunk[:, 1:].numel()
     return PerplexityResult(math.exp(total / count), count, len(batches), batches.shape[1])
+
+
+def window_scores(logits_fn: Any, ids: torch.Tensor, progress: ProgressFn, label: str) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """(summed NLL over the scored tokens, argmax per scored position, logits of the first window)."""
+    total, argmax, first = 0.0, [], None
+    for i in progress(label, range(len(ids)), len(ids)):
+        window = ids[i : i + 1]
+        logits = logits_fn(window).float()
+        total += float(F.cross_entropy(logits[0, :-1], window[0, 1:], reduction="sum"))
+        argmax.append(logits[0, :-1].argmax(-1))
+        first = logits[0] if first is None else first
+    return total, torch.cat(argmax), first

@@ -27,7 +27,7 @@ from torch import nn
 
 from quantwise.config import SIGNROUND_BATCH, DynamicActivation, GGUFWeights, WeightOnly
 from quantwise.errors import QuantwiseError
-from quantwise.llm.algorithms import (
+from quantwise.algorithms import (
     GroupGrid,
     GroupQuant,
     HessianAccumulator,
@@ -42,7 +42,7 @@ from quantwise.llm.algorithms import (
 from quantwise.llm.block_rounding import BlockRounding, round_block
 from quantwise.llm.memory import large_frees_to_os, release_free_memory
 from quantwise.llm.model import LanguageModel
-from quantwise.llm.perplexity import token_ids, windows
+from quantwise.llm.blocks import block_linears, calibration_batches, decoder_layers
 from quantwise.methods.base import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,6 @@ def weight_grid(recipe: LLMRecipe) -> GroupGrid:
 LM_HEAD_GRID = GroupGrid(8, None, symmetric=True)
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if not isinstance(layers, nn.ModuleList) or not len(layers):
-        raise QuantwiseError(f"{type(model).__name__} has no model.layers decoder stack", "give a decoder-only transformer (Llama, Mistral, Qwen2, ...)")
-    return layers
-
-
 def check_recipe_fits(model: nn.Module, recipe: LLMRecipe) -> None:
     """Refuse, before any work, a group size that does not divide a layer's inputs."""
     if isinstance(recipe, GGUFWeights):
@@ -92,22 +85,11 @@ def check_recipe_fits(model: nn.Module, recipe: LLMRecipe) -> None:
         gguf_types(model, recipe)
         return
     grid = weight_grid(recipe)
-    for name, module in _block_linears(model).items():
+    for name, module in block_linears(model).items():
         try:
             grid.groups(module.in_features)
         except ValueError as err:
             raise QuantwiseError(f"layer {name}: {err}".split("; ")[0], str(err).split("; ")[1] if "; " in str(err) else "choose another group size") from None
-
-
-def _block_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    out = {}
-    for i, layer in enumerate(decoder_layers(model)):
-        for name, module in layer.named_modules():
-            if isinstance(module, nn.Linear):
-                out[f"model.layers.{i}.{name}"] = module
-    if not out:
-        raise QuantwiseError("the decoder layers contain no nn.Linear", "give a transformer language model with Linear projections")
-    return out
 
 
 def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_progress) -> QuantizedLM:
@@ -135,14 +117,14 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
             types = gguf_types(model, recipe)
     load_block = lm.deferred.load if lm.deferred is not None else (lambda index: None)
     if recipe.needs_calibration:
-        batches = _calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
+        batches = calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])
         notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
         with large_frees_to_os():
             layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes, load_block, types)
     else:
         layers = {}
-        linears = _block_linears(model)
+        linears = block_linears(model)
         block = None
         for name, module in progress("quantizing layers", linears.items(), len(linears)):
             if name.split(".")[2] != block:  # model.layers.<i>.…: trim once per decoder block
@@ -234,15 +216,6 @@ def _quantize_plain(w: torch.Tensor, recipe: LLMRecipe, grid: GroupGrid, chosen:
     if isinstance(recipe, WeightOnly) and recipe.algorithm == "hqq":
         return hqq(w, grid)
     return rtn(w, grid)
-
-
-def _calibration_batches(lm: LanguageModel, samples: int, context: int) -> torch.Tensor:
-    if context > lm.max_context:
-        raise QuantwiseError(f"calibration context {context} is longer than the model allows ({lm.max_context})", f"use calibration_context <= {lm.max_context}")
-    ids = token_ids(lm.tokenizer, lm.text.calibration, samples * context)
-    if ids.numel() < context:
-        raise QuantwiseError(f"calibration text has {ids.numel()} tokens, fewer than one window of {context}", "give more text or a shorter calibration_context")
-    return windows(ids, context, samples * context)
 
 
 class _Stop(Exception):

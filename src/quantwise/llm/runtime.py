@@ -23,7 +23,7 @@ from torch import nn
 
 from quantwise.config import DynamicActivation, GGUFWeights, WeightOnly
 from quantwise.errors import QuantwiseError
-from quantwise.llm.algorithms import GroupQuant
+from quantwise.algorithms import GroupQuant
 
 LLMRecipe = WeightOnly | DynamicActivation | GGUFWeights
 

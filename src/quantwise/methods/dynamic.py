@@ -18,7 +18,9 @@ from quantwise.methods.layers import kept_float, quantizable_layers
 RNN_PREFIX = "__recurrent__."
 
 
-def _apply(model: nn.Module, recipe: DynamicInt8) -> list[str]:
+def _apply(model: nn.Module, recipe: DynamicInt8) -> tuple[list[str], bool]:
+    """Quantize ``model`` in place: the notes saying what was quantized, and whether any layer
+    runs torchao's kernels (then torch.compile is what makes it fast)."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis
 
@@ -39,9 +41,10 @@ def _apply(model: nn.Module, recipe: DynamicInt8) -> list[str]:
             filter_fn=lambda m, fqn: isinstance(m, nn.Embedding) and fqn not in keep,
         )
         done.append("Embedding (torchao int8 weight-only)")
+    uses_torchao = any(k is nn.Linear or issubclass(k, nn.Embedding) for k in kinds.values())
     if keep:
         done.append(f"kept float ({len(keep)}): {', '.join(sorted(keep))}")
-    return done
+    return done, uses_torchao
 
 
 @register(DynamicInt8)
@@ -54,14 +57,13 @@ class Dynamic:
 
             return static_pt2e.quantize(model, recipe, data)
         qmodel = copy.deepcopy(model).eval()
-        done = _apply(qmodel, recipe)
+        done, uses_torchao = _apply(qmodel, recipe)
         if not done:
             raise QuantwiseError(
                 "dynamic quantization found no Linear, LSTM, GRU or Embedding layer to quantize",
                 "use the static recipe for convolutional models",
             )
         tensors, meta = _state(qmodel)
-        uses_torchao = any("torchao" in d for d in done)
         return Quantized(qmodel, recipe, tensors, meta, compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel), notes=done)
 
     def restore(self, arch: nn.Module, recipe: DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
@@ -72,7 +74,7 @@ class Dynamic:
 
             return static_pt2e.restore(arch, recipe, example, tensors, meta)
         qmodel = arch.eval()
-        done = _apply(qmodel, recipe)
+        done, uses_torchao = _apply(qmodel, recipe)
         plain = {k: v for k, v in tensors.items() if not k.startswith(RNN_PREFIX)}
         state, leftover = unflatten_tensor_state_dict(plain, meta["torchao"])
         state.update(leftover)
@@ -85,7 +87,6 @@ class Dynamic:
         rnn = {k[len(RNN_PREFIX):]: v for k, v in tensors.items() if k.startswith(RNN_PREFIX)}
         if rnn:
             legacy.load_recurrent_weights(qmodel, legacy.unflatten_state(rnn, meta["recurrent"]))
-        uses_torchao = any("torchao" in d for d in done)
         return Quantized(qmodel, recipe, tensors, meta, compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel), notes=done)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from quantwise.compare import CompareReport
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER
+from quantwise.findings import Finding, within_budget
 from quantwise.report.figures import Candidate, pareto_figure
 from quantwise.report.grid import Cell, Table
 from quantwise.report.html import Document, Section
@@ -28,7 +29,7 @@ def compare_candidates(report: CompareReport, batch: int) -> list[Candidate]:
         lat, value = row.latency.get(batch), row.metrics.get(report.primary)
         if row.error or lat is None or value is None or row.size_mb is None or not math.isfinite(value):
             continue
-        budget = None if row.kind == "baseline" else not any("drops" in w for w in row.warnings)
+        budget = None if row.kind == "baseline" else within_budget(row.warnings)
         points.append(Candidate(row.name, row.size_mb, lat.median_ms, value, higher, row.name == best, budget))
     return points
 
@@ -73,7 +74,7 @@ def _other_metrics_table(report: CompareReport) -> Table:
     return Table(["recipe", *keys], rows, caption="Other metrics (against the float model's outputs on the evaluation data)")
 
 
-def warnings_section(section: Section, rows: list[tuple[str, list[str], str | None]]) -> None:
+def warnings_section(section: Section, rows: list[tuple[str, list[Finding], str | None]]) -> None:
     found = False
     for name, warnings, error in rows:
         if error:

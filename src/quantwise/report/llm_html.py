@@ -1,6 +1,7 @@
 """The language-model compare report as an HTML document (see compare_html for the classic one)."""
 from __future__ import annotations
 
+from quantwise.findings import within_budget
 from quantwise.llm.compare import BASELINES, LLMCompareReport
 from quantwise.report.compare_html import STYLE_NOTE, environment, pareto_section, warnings_section
 from quantwise.report.figures import Candidate
@@ -16,7 +17,7 @@ def llm_candidates(report: LLMCompareReport) -> list[Candidate]:
             continue
         baseline = row.method in BASELINES
         name = f"{row.method} {row.runtime}" if baseline else row.method
-        budget = None if baseline else not any(w.startswith("perplexity") for w in row.warnings)
+        budget = None if baseline else within_budget(row.warnings)
         points.append(Candidate(name, row.size_mb, 1000.0 / row.decode_tokens_per_s, row.perplexity, False, i == report.best_index, budget))
     return points
 

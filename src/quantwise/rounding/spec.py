@@ -1,6 +1,6 @@
 """A weight to be rounded onto a fixed integer grid, and round-to-nearest on that grid.
 
-The grid is the project's (see :mod:`quantwise.llm.algorithms.grid`), written for a weight
+The grid is the project's (see :mod:`quantwise.algorithms.grid`), written for a weight
 ``w`` of any shape with ``scale`` and ``zero`` tensors that broadcast to ``w.shape`` (the
 caller expands per-channel or per-group parameters) and integer code bounds ``qmin, qmax``::
 

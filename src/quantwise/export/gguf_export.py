@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from quantwise.errors import QuantwiseError
+from quantwise.gguf.tensors import model_tensors
+from quantwise.gguf.writer import source_architecture, verify, write
+from quantwise.llm.model import source_gguf
 from quantwise.methods.base import ProgressFn, no_progress
-
-from .writer import GGUFTensor, gguf_names, llama_permute, source_architecture, verify, write
 
 MAX_DELTA_PCT = 0.5
 GREEDY_PROMPT, GREEDY_TOKENS = 32, 32
@@ -65,49 +66,11 @@ class GGUFParity:
         return {**asdict(self), "delta_pct": self.delta_pct, "passed": self.passed, "tolerance": self.tolerance}
 
 
-def model_tensors(model: nn.Module, layers: dict[str, Any], arch: str) -> dict[str, GGUFTensor]:
-    """Every tensor of ``model`` under its GGUF name: quantized ones (``layers``, GGUFQuant by
-    Hugging Face module name) as blocks, the rest as float32; a tied output layer once."""
-    config = model.config
-    n_layers = int(config.num_hidden_layers)
-    state = {k: v for k, v in model.state_dict().items()}
-    if getattr(config, "tie_word_embeddings", False):
-        state.pop("lm_head.weight", None)
-    names = gguf_names(list(state), arch, n_layers)
-    heads, kv_heads = int(config.num_attention_heads), int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
-    out = {}
-    for key, value in state.items():
-        module = key.removesuffix(".weight")
-        quant = layers.get(module) if key.endswith(".weight") else None
-        if quant is not None:
-            tensor = GGUFTensor(quant.dequantize(), quant.blocks(), quant.fmt.name)
-        else:
-            tensor = GGUFTensor(value.detach().to(torch.float32))
-        if arch == "llama" and key.endswith(("self_attn.q_proj.weight", "self_attn.k_proj.weight")):
-            h = heads if ".q_proj." in key else kv_heads
-            tensor = GGUFTensor(llama_permute(tensor.values, h), None if tensor.blocks is None else llama_permute(tensor.blocks, h), tensor.type_name)
-        out[names[key]] = tensor
-    return out
-
-
-def source_gguf(spec: str) -> Path:
-    """The GGUF file a language model came from (its metadata and tokenizer go into the export)."""
-    from quantwise.llm.model import ZOO_LLMS, zoo_gguf_path
-
-    if spec in ZOO_LLMS:
-        return zoo_gguf_path(spec)
-    if spec.endswith(".gguf") and Path(spec).is_file():
-        return Path(spec)
-    raise QuantwiseError(f"the artifact's model '{spec}' did not come from a GGUF file, which the GGUF export takes its tokenizer and "
-                         "metadata from", "quantize the model from its .gguf file (or the zoo's smollm2-135m); Hugging Face directories "
-                         "are not converted (llama.cpp's convert_hf_to_gguf.py does that)")
-
-
 def export_gguf(artifact: str | Path, out: str | Path | None = None, overwrite: bool = False, windows: int = 8, context: int = 512,
                 text: str | None = None, threads: int | None = None, progress: ProgressFn = no_progress) -> Any:
     from quantwise.artifact import store
     from quantwise.config import GGUFWeights
-    from quantwise.export.exporter import ExportResult, output_path
+    from quantwise.export.result import ExportResult, output_path
     from quantwise.files import staged_file
     from quantwise.gguf import llamacpp
     from quantwise.gguf.types import LLAMA_FILE_TYPE
@@ -151,9 +114,8 @@ def _llamacpp_parity(path: Path, model: nn.Module, tokenizer: Any, parity: GGUFP
                      threads: int | None, progress: ProgressFn) -> GGUFParity:
     import dataclasses
 
-    from quantwise.export.lm_export import _scores
     from quantwise.llm.decode import Decoder
-    from quantwise.llm.perplexity import token_ids
+    from quantwise.llm.perplexity import token_ids, window_scores
     from quantwise.llm.perplexity import windows as make_windows
     from quantwise.llm.text import text_split
 
@@ -163,7 +125,7 @@ def _llamacpp_parity(path: Path, model: nn.Module, tokenizer: Any, parity: GGUFP
     ids = make_windows(token_ids(tokenizer, split.evaluation, windows * context), context, windows * context)
     count = ids[:, 1:].numel()
     with torch.no_grad():
-        nll, top, _ = _scores(lambda w: model(w).logits, ids, progress, "parity: quantwise (PyTorch, same weights)")
+        nll, top, _ = window_scores(lambda w: model(w).logits, ids, progress, "parity: quantwise (PyTorch, same weights)")
         prompt = ids[0, :GREEDY_PROMPT]
         ours = list(Decoder(model, GREEDY_PROMPT + GREEDY_TOKENS).tokens(prompt, GREEDY_TOKENS))
     ran = run_isolated(path, ids, prompt.tolist(), GREEDY_TOKENS, threads or torch.get_num_threads(), path.parent)
