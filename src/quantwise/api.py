@@ -16,7 +16,7 @@ from quantwise.artifact import store
 from quantwise.config import Recipe, parse_recipe, recipe_from_dict, recipe_to_dict
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
-from quantwise.evaluate.metrics import evaluate
+from quantwise.evaluate import metrics as _metrics
 from quantwise.methods import QuantData, Quantized, method_for
 from quantwise.methods.base import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class QuantizeResult:
-    quantized: Quantized
-    bundle: ModelBundle
+    quantized: Any  # methods.Quantized; for a language model llm.quantize.QuantizedLM
+    bundle: Any  # the ModelBundle, or the LanguageModel, it was quantized from
     seconds: float
 
 
@@ -43,21 +43,75 @@ class Loaded:
     quantized: Quantized
 
 
-def load_model(spec: str, data: str | None = None, n_calibration: int | None = None, n_evaluation: int | None = None) -> ModelBundle:
+def load_model(spec: str, data: str | None = None, n_calibration: int | None = None, n_evaluation: int | None = None,
+               text: str | None = None) -> Any:
+    """A model and its data: a ``ModelBundle`` for a zoo model or ``file.py:factory`` (with ``data``),
+    a ``LanguageModel`` for a zoo language model, a .gguf file or a Hugging Face directory (with ``text``:
+    a plain-text file or folder; default the bundled Wikipedia sample)."""
+    from quantwise.llm.model import is_language_model_spec, load_language_model
+
+    if is_language_model_spec(spec):
+        if data is not None or n_calibration is not None or n_evaluation is not None:
+            raise QuantwiseError(f"{spec} is a language model: it calibrates and evaluates on text, not on data samples",
+                                 "give text=... (a plain-text file or folder) instead of data / n_calibration / n_evaluation")
+        return load_language_model(spec, text)
+    if text is not None:
+        raise QuantwiseError(f"text=... is for language models; {spec} is not one", "give data=... for this model")
     return resolve_model(spec, data, n_calibration, n_evaluation)
 
 
-def quantize(bundle: ModelBundle, recipe: Recipe | str, progress: ProgressFn = no_progress, batch_size: int = 32) -> QuantizeResult:
+def quantize(bundle: Any, recipe: Recipe | str, progress: ProgressFn = no_progress, batch_size: int = 32) -> QuantizeResult:
+    """Quantize ``bundle`` (from ``load_model``) with ``recipe`` (a preset name, ``kind:key=value,...``
+    or a recipe object). A classic model is copied; a language model is quantized in place, block by
+    block, its float weights released as each block is done (memory stays near one model): load it
+    again for a float reference."""
     recipe = parse_recipe(recipe) if isinstance(recipe, str) else recipe
+    from quantwise.llm.model import LanguageModel
+
+    if isinstance(bundle, LanguageModel):
+        return _quantize_language_model(bundle, recipe, progress)
     data = QuantData(bundle.calibration, bundle.train, batch_size=batch_size, dynamic_batch=bundle.dynamic_batch, progress=progress)
     start = time.perf_counter()
     quantized = method_for(recipe).quantize(bundle.model, recipe, data)
     return QuantizeResult(quantized, bundle, time.perf_counter() - start)
 
 
+def evaluate(model: nn.Module, bundle: Any, reference: torch.Tensor | None = None, batch_size: int = 64,
+             context: int = 512, eval_tokens: int = 24576) -> dict[str, float]:
+    """``model``'s metrics on ``bundle``'s evaluation split (against float ``reference`` outputs where
+    given); for a language model, perplexity on ``eval_tokens`` tokens of its evaluation text in
+    windows of ``context`` (stride = window)."""
+    from quantwise.llm.model import LanguageModel
+
+    if isinstance(bundle, LanguageModel):
+        from quantwise.llm.perplexity import perplexity, token_ids, windows
+
+        ids = windows(token_ids(bundle.tokenizer, bundle.text.evaluation, eval_tokens), context, eval_tokens)
+        return {"perplexity": perplexity(model, ids).perplexity}
+    return _metrics.evaluate(model, bundle, reference, batch_size)
+
+
+def _quantize_language_model(lm: Any, recipe: Recipe, progress: ProgressFn) -> QuantizeResult:
+    from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly
+    from quantwise.llm.quantize import check_recipe_fits, quantize_lm
+
+    if not isinstance(recipe, (WeightOnly, DynamicActivation, GGUFWeights)):
+        raise QuantwiseError(f"recipe kind {recipe.kind!r} is not for language models",
+                             f"use one of: {', '.join(LLM_PRESETS)}, gguf-q4_k_m, or weight-only:... / dynamic-activation:... / gguf:...")
+    check_recipe_fits(lm.model, recipe)
+    q = quantize_lm(lm, recipe, progress)
+    return QuantizeResult(q, lm, q.seconds)
+
+
 def save(result: QuantizeResult, path: str | Path, metrics: dict[str, Any] | None = None, overwrite: bool = False, verify: bool = True) -> Path:
     """Write the artifact; with ``verify``, reload it and require bit-identical outputs."""
     bundle, q = result.bundle, result.quantized
+    from quantwise.llm.model import LanguageModel
+
+    if isinstance(bundle, LanguageModel):
+        from quantwise.llm import artifact as lm_artifact
+
+        return lm_artifact.save(q, bundle.tokenizer, bundle.spec or bundle.name, path, metrics=metrics, overwrite=overwrite, verify=verify)
     example = bundle.example_inputs(1)
     art = store.Artifact(
         model=bundle.name,
@@ -83,13 +137,21 @@ def _verify(result: QuantizeResult, path: Path) -> None:
         raise QuantwiseError("the saved artifact does not reproduce the quantized model's outputs exactly; nothing was written", "report this recipe as a bug")
 
 
-def load(path: str | Path, arch: nn.Module | str | None = None) -> Loaded:
-    """Rebuild a quantized model from an artifact; its float weights are all overwritten.
+def load(path: str | Path, arch: nn.Module | str | None = None) -> Any:
+    """Rebuild a quantized model from an artifact: a ``Loaded`` (``.module`` runs it), or for a
+    language model an ``llm.artifact.LoadedLM`` (``.module`` / ``.model`` and ``.tokenizer``), which
+    needs no ``arch``: its architecture is the transformers config the artifact stores as data.
 
     An artifact is data: the architecture of a zoo model comes from quantwise's own table, and
     that of a user model from ``arch``, given by the caller (a module, or a ``file.py:factory`` /
     ``package.module:factory`` spec that the caller chooses to run). The model named in the
     manifest is never imported or run."""
+    from quantwise.llm import artifact as lm_artifact
+
+    if lm_artifact.is_language_model_artifact(path):
+        if arch is not None:
+            raise QuantwiseError(f"{path} holds a language model, whose architecture the artifact describes itself", "call load(path) without arch")
+        return lm_artifact.load(path)
     art = store.read(Path(path))
     recipe = recipe_from_dict(art.recipe)
     if isinstance(arch, str):

@@ -51,6 +51,15 @@ def test_float_model_is_the_trained_one(float_ppl):
     assert 15 < float_ppl < 35  # a random or broken model is in the thousands
 
 
+def test_eval_takes_a_language_model_spec_as_compare_does(capsys, float_ppl):
+    from quantwise.llm.model import zoo_gguf_path
+
+    for spec in ("smollm2-135m", str(zoo_gguf_path("smollm2-135m"))):  # a zoo name and a .gguf file
+        code, out, err = invoke(capsys, "eval", spec, "--context", str(CONTEXT), "--eval-tokens", str(EVAL_TOKENS))
+        assert code == 0, err
+        assert f"{spec} float: perplexity {float_ppl:.3f}" in out.replace("\n", "")
+
+
 def test_int8_weight_only_is_within_half_a_percent(eval_windows, float_ppl):
     ppl = quantized_ppl(parse_recipe("int8-weight-only"), eval_windows)
     assert abs(ppl / float_ppl - 1) < 0.005
@@ -125,6 +134,23 @@ def test_artifact_reloads_to_identical_logits_and_generates(tmp_path, capsys):
     assert type(model.get_input_embeddings()).__name__ == "QuantizedEmbedding"
     code, out, _ = invoke(capsys, "generate", str(path), "The capital of France is", "-n", "8")
     assert code == 0 and "Paris" in out
+
+
+def test_the_library_verbs_take_a_language_model_as_they_take_a_cnn(tmp_path, eval_windows, float_ppl):
+    import quantwise
+
+    lm = quantwise.load_model("smollm2-135m")
+    assert quantwise.evaluate(lm.module, lm, context=CONTEXT, eval_tokens=EVAL_TOKENS)["perplexity"] == pytest.approx(float_ppl, rel=1e-6)
+    result = quantwise.quantize(lm, "int4-rtn")
+    path = quantwise.save(result, tmp_path / "smol")  # save() reloads it and requires identical logits
+    loaded = quantwise.load(path)
+    ppl = quantwise.evaluate(loaded.module, lm, context=CONTEXT, eval_tokens=EVAL_TOKENS)["perplexity"]
+    assert ppl == pytest.approx(perplexity(materialize(result.quantized.model, result.quantized.layers, result.quantized.recipe), eval_windows).perplexity)
+    assert float_ppl < ppl < 1.6 * float_ppl
+    with pytest.raises(QuantwiseError, match="not for language models"):
+        quantwise.quantize(quantwise.load_model("smollm2-135m"), "static-fx")
+    with pytest.raises(QuantwiseError, match="without arch"):
+        quantwise.load(path, arch="smollm2-135m")
 
 
 def test_group_128_is_refused_where_it_does_not_divide():

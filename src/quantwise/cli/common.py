@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, Optional, TypeVar
 
@@ -21,13 +22,35 @@ def is_llm(spec: str) -> bool:
     return is_language_model_spec(spec)
 
 
+PLAIN_EVERY_S = 10.0  # without a terminal: one progress line per this many seconds at most
+
+
 def progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
+    """A progress bar on a terminal; elsewhere (CI, a log file) plain lines at a modest rate, so
+    that long work is never silent."""
+    if not err.is_terminal:
+        yield from _plain_progress(description, items, total)
+        return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item
             bar.advance(task)
+
+
+def _plain_progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
+    start = last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= PLAIN_EVERY_S and done < total:
+            print(f"{description}: {done}/{total} ({now - start:.0f} s)", file=sys.stderr, flush=True)
+            last = now
+    if time.monotonic() - start >= PLAIN_EVERY_S:  # long enough that its end is worth a line
+        print(f"{description}: {done}/{total} done in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
 
 
 def load_bundle(spec: str, data: Optional[str], n_cal: Optional[int], n_eval: Optional[int]) -> Any:

@@ -59,15 +59,24 @@ def _check_context(lm: Any, context: int) -> None:
 
 
 def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, out: Console, progress: Any) -> None:
+    """Perplexity of a language-model artifact, or of a language model in float (a .gguf file,
+    a Hugging Face directory or a zoo name), on the evaluation articles."""
     from quantwise.llm import artifact
+    from quantwise.llm.model import load_language_model
     from quantwise.llm.perplexity import perplexity, token_ids, windows
     from quantwise.llm.text import text_split
 
-    loaded = artifact.load(target)
+    if artifact.is_language_model_artifact(target):
+        loaded = artifact.load(target)
+        model, tokenizer, label = loaded.model, loaded.tokenizer, target
+    else:
+        lm = load_language_model(target, text)
+        _check_context(lm, context)
+        model, tokenizer, label = lm.model, lm.tokenizer, f"{target} float"
     split = text_split(text)
-    ids = windows(token_ids(loaded.tokenizer, split.evaluation, eval_tokens), context, eval_tokens)
-    result = perplexity(loaded.model, ids, progress=progress)
-    out.print(f"{target}: perplexity {result.perplexity:.3f} on {result.setting} of {split.description}")
+    ids = windows(token_ids(tokenizer, split.evaluation, eval_tokens), context, eval_tokens)
+    result = perplexity(model, ids, progress=progress)
+    out.print(f"{label}: perplexity {result.perplexity:.3f} on {result.setting} of {split.description}")
 
 
 def compare(model: str, recipes: str, json_path: Optional[Path], html_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int, compile_: bool, repeats: int, out: Console, progress: Any, target: str = "pytorch") -> None:

@@ -166,6 +166,8 @@ def eval_(
     Examples:
       quantwise eval mnist-int8
       quantwise eval mnist-cnn
+      quantwise eval smollm2-135m --eval-tokens 4096
+      quantwise eval smol-int4
       quantwise eval my-int8 --model my_model.py:build --data images/
     """
     from quantwise import api
@@ -174,7 +176,7 @@ def eval_(
 
     from quantwise.llm.artifact import is_language_model_artifact
 
-    if is_language_model_artifact(target):
+    if is_language_model_artifact(target) or is_llm(target):
         from quantwise.cli import llm
 
         return llm.evaluate(target, text, eval_tokens, context, out, progress)

@@ -39,6 +39,10 @@ class LoadedLM:
     manifest_metrics: dict[str, Any]
     notes: list[str]
 
+    @property
+    def module(self) -> nn.Module:
+        return self.model
+
 
 def pack4(codes: torch.Tensor) -> torch.Tensor:
     """[out, in] codes 0..15 -> [out, in/2] bytes (low nibble = even column)."""

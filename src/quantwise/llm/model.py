@@ -44,6 +44,11 @@ class LanguageModel:
     description: str
     gguf_path: Path | None = None
     deferred: DeferredBlocks | None = None  # decoder blocks still in the file (``defer_blocks=True``)
+    spec: str = ""  # what the user named (zoo name, .gguf file, directory): artifacts record it
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model
 
     @property
     def max_context(self) -> int:
@@ -78,16 +83,16 @@ def load_language_model(spec: str, text: str | None = None, defer_blocks: bool =
     if spec in ZOO_LLMS:
         gguf = zoo_gguf_path(spec)
         model, tokenizer, deferred = _from_gguf(gguf, defer_blocks)
-        return LanguageModel(spec, model, tokenizer, split, ZOO_LLMS[spec][2], gguf, deferred)
+        return LanguageModel(spec, model, tokenizer, split, ZOO_LLMS[spec][2], gguf, deferred, spec)
     path = Path(spec)
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise QuantwiseError(f"GGUF file not found: {path}", "check the path")
         model, tokenizer, deferred = _from_gguf(path, defer_blocks)
-        return LanguageModel(path.stem, model, tokenizer, split, f"{path.name} (GGUF, dequantized to float32)", path, deferred)
+        return LanguageModel(path.stem, model, tokenizer, split, f"{path.name} (GGUF, dequantized to float32)", path, deferred, spec)
     if path.is_dir() and (path / "config.json").is_file():
         model, tokenizer, deferred = _from_directory(path, defer_blocks)
-        return LanguageModel(path.name, model, tokenizer, split, f"{path} (Hugging Face directory)", deferred=deferred)
+        return LanguageModel(path.name, model, tokenizer, split, f"{path} (Hugging Face directory)", deferred=deferred, spec=spec)
     raise QuantwiseError(f"unknown language model '{spec}'", f"use one of: {', '.join(ZOO_LLMS)}, a .gguf file, or a Hugging Face model directory")
 
 
