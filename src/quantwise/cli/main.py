@@ -11,6 +11,7 @@ from rich.logging import RichHandler
 
 from quantwise.cli.common import err, is_llm, load_bundle, out, progress
 from quantwise.cli.debug import debug as debug_command
+from quantwise.cli.noise import Capture
 from quantwise.cli.options import check_ranges, checked
 from quantwise.errors import QuantwiseError, choice_error, first_line
 
@@ -26,6 +27,7 @@ def _error(message: str) -> None:
     """One plain line on stderr: no wrapping, no markup."""
     print(f"error: {message}", file=sys.stderr, flush=True)
 STATE: dict[str, Any] = {"debug": False}
+NOISE = Capture()
 
 ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory', 'package.module:factory', or for language models a .gguf file or Hugging Face directory.")
 DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
@@ -40,15 +42,15 @@ EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: eval
 
 @app.callback()
 def main(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks, and other libraries' warnings as they happen (default: one count at the end)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and results."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
 ) -> None:
     STATE["debug"] = debug
     check_ranges({"threads": threads})
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", handlers=[RichHandler(console=err, show_path=False, show_time=False)], force=True)
-    for noisy in ("torch", "torchao", "transformers", "urllib3", "PIL", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not debug:  # other libraries' warnings: counted, and summed up once when the command ends
+        NOISE.install()
     if threads:
         import torch
 
@@ -347,13 +349,24 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _run_app() -> None:
+    try:
+        app(standalone_mode=False)
+    finally:
+        NOISE.uninstall()
+        said = NOISE.summary()
+        NOISE.sources.clear()
+        if said:
+            err.print(f"[dim]{said}[/]")
+
+
 def run() -> None:
     """Entry point: one readable line and a non-zero exit for user errors."""
     import signal
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(standalone_mode=False)
+        _run_app()
     except QuantwiseError as e:
         if STATE["debug"]:
             raise
