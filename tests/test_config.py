@@ -53,3 +53,22 @@ def test_recipe_files(tmp_path):
     (tmp_path / "v.json").write_text(json.dumps({"kind": "static", "version": 99}))
     with pytest.raises(QuantwiseError, match="recipe version 99"):
         parse_recipe(str(tmp_path / "v.json"))
+
+
+def test_one_preset_table_drives_names_defaults_and_refusals():
+    from quantwise.compare import DEFAULT_RECIPES
+    from quantwise.config import GGUF_PRESETS, LLM_PRESETS, LLM_RECIPE_KINDS, PRESET_TABLE, PRESETS, GGUFWeights, check_language_recipe
+    from quantwise.llm.auto import DEFAULT_CANDIDATES
+    from quantwise.mixed.auto import WORKFLOWS
+
+    for name, preset in PRESET_TABLE.items():
+        assert parse_recipe(name) == preset.recipe == PRESETS[name] and preset.about
+        assert (preset.recipe.kind in LLM_RECIPE_KINDS) == (preset.models != "classic")
+        assert isinstance(preset.recipe, GGUFWeights) == (preset.models == "gguf")
+    assert DEFAULT_RECIPES == ("dynamic", "static-fx", "static-pt2e", "qat")
+    assert WORKFLOWS == ("bf16", "dynamic", "static-fx", "static-pt2e")
+    assert set(DEFAULT_CANDIDATES) <= set(LLM_PRESETS) and "int4-awq-gptq" in DEFAULT_CANDIDATES
+    assert GGUF_PRESETS == ("gguf-q8_0", "gguf-q4_0", "gguf-q4_k_m")
+    with pytest.raises(QuantwiseError) as refused:
+        check_language_recipe(parse_recipe("static-fx"), "static-fx")
+    assert all(name in str(refused.value) for name in LLM_PRESETS + GGUF_PRESETS)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from quantwise.artifact import store
-from quantwise.config import Recipe, parse_recipe, recipe_from_dict, recipe_to_dict
+from quantwise.config import Recipe, parse_recipe, recipe_from_dict, recipe_name, recipe_to_dict
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate import metrics as _metrics
@@ -92,12 +92,10 @@ def evaluate(model: nn.Module, bundle: Any, reference: torch.Tensor | None = Non
 
 
 def _quantize_language_model(lm: Any, recipe: Recipe, progress: ProgressFn) -> QuantizeResult:
-    from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly
+    from quantwise.config import check_language_recipe
     from quantwise.llm.quantize import check_recipe_fits, quantize_lm
 
-    if not isinstance(recipe, (WeightOnly, DynamicActivation, GGUFWeights)):
-        raise QuantwiseError(f"recipe kind {recipe.kind!r} is not for language models",
-                             f"use one of: {', '.join(LLM_PRESETS)}, gguf-q4_k_m, or weight-only:... / dynamic-activation:... / gguf:...")
+    check_language_recipe(recipe, recipe_name(recipe))
     check_recipe_fits(lm.model, recipe)
     q = quantize_lm(lm, recipe, progress)
     return QuantizeResult(q, lm, q.seconds)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from quantwise import api
-from quantwise.config import QAT, Recipe, parse_recipe, recipe_name
+from quantwise.config import QAT, Recipe, parse_recipe, preset_names, recipe_name
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate.latency import Latency, batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
@@ -28,7 +28,7 @@ from quantwise.models.base import ModelBundle
 from quantwise.versions import NO_NATIVE_BF16, machine, native_bf16, versions
 
 log = logging.getLogger(__name__)
-DEFAULT_RECIPES = ("dynamic", "static-fx", "static-pt2e", "qat")
+DEFAULT_RECIPES = preset_names("classic", compare=True)
 
 
 @dataclass

@@ -390,36 +390,66 @@ Recipe = DynamicInt8 | StaticInt8 | QAT | BF16 | WeightOnly | DynamicActivation 
 RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, BF16, WeightOnly, DynamicActivation, GGUFWeights)}
 LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind, GGUFWeights.kind)
 
-# Named recipes a user can pick by name; ``compare`` runs them all where they apply.
-PRESETS: dict[str, Recipe] = {
-    "dynamic": DynamicInt8(),
-    "dynamic-xnnpack": DynamicInt8(backend="xnnpack"),  # for ExecuTorch: the mobile recipe for transformers
-    "static-fx": StaticInt8(path="fx"),
-    "static-pt2e": StaticInt8(path="pt2e"),
-    "static-xnnpack": StaticInt8(path="pt2e", backend="xnnpack"),
-    "static-adaround": StaticInt8(path="pt2e", rounding="adaround"),  # static-pt2e with learned rounding (slower to quantize)
-    "static-qnnpack": StaticInt8(path="fx", backend="qnnpack", granularity="per-tensor"),
-    "qat": QAT(),
-    "static-w4": StaticInt8(path="fx", weight_bits=4, observer="minmax"),
-    "qat-w4": QAT(weight_bits=4),
-    "bf16": BF16(),  # not quantization: bf16 autocast, the baseline auto weighs int8 against
-    # language models (quantwise compare smollm2-135m)
-    "int8-weight-only": WeightOnly(bits=8, group_size=None),
-    "int4-rtn": WeightOnly(algorithm="rtn"),
-    "int4-hqq": WeightOnly(algorithm="hqq"),
-    "int4-gptq": WeightOnly(algorithm="gptq"),
-    "int4-awq": WeightOnly(algorithm="awq"),
-    "int4-awq-gptq": WeightOnly(algorithm="awq-gptq", gptq_grid="hqq"),
-    "int4-signround": WeightOnly(algorithm="signround"),  # the most accurate int4 here
-    "w8a8": DynamicActivation(),
-    "w8a8-smoothquant": DynamicActivation(smoothquant=True, alpha="search"),
-    "w4a8": DynamicActivation(weight_bits=4, group_size=64),
-    # language models for llama.cpp (quantwise export ART --to gguf)
-    "gguf-q8_0": GGUFWeights(type="Q8_0"),
-    "gguf-q4_0": GGUFWeights(type="Q4_0"),
-    "gguf-q4_k_m": GGUFWeights(type="Q4_K_M"),
+@dataclass(frozen=True)
+class Preset:
+    """A recipe a user picks by name, and where it belongs: the one table that parsing,
+    ``quantwise recipes``, the commands' defaults and every refusal's list of valid recipes read."""
+
+    recipe: Recipe
+    about: str  # one line for ``quantwise recipes``
+    models: str  # "classic" (CNNs, encoders, LSTMs), "language" (causal LMs, PyTorch runtime) or "gguf" (causal LMs, llama.cpp)
+    compare: bool = False  # in ``compare``'s default set for its kind of model
+    auto: bool = False  # a starting point of ``auto`` by default
+
+
+MODEL_KINDS = ("classic", "language", "gguf")
+
+PRESET_TABLE: dict[str, Preset] = {
+    "bf16": Preset(BF16(), "not quantization: bf16 autocast, the baseline auto weighs int8 against", "classic", auto=True),
+    "dynamic": Preset(DynamicInt8(), "int8 weights, activations quantized on the fly (Linear, LSTM/GRU, Embedding)", "classic", compare=True, auto=True),
+    "dynamic-xnnpack": Preset(DynamicInt8(backend="xnnpack"), "dynamic int8 for ExecuTorch's XNNPACK (the mobile recipe for transformers)", "classic"),
+    "static-fx": Preset(StaticInt8(path="fx"), "static int8, calibrated, FX graph mode (x86 kernels)", "classic", compare=True, auto=True),
+    "static-pt2e": Preset(StaticInt8(path="pt2e"), "static int8, calibrated, torch.export graph with quantize/dequantize nodes (exports to ONNX)", "classic", compare=True, auto=True),
+    "static-xnnpack": Preset(StaticInt8(path="pt2e", backend="xnnpack"), "static int8 for ExecuTorch's XNNPACK", "classic"),
+    "static-adaround": Preset(StaticInt8(path="pt2e", rounding="adaround"), "static-pt2e with learned rounding (AdaRound; slower to quantize)", "classic"),
+    "static-qnnpack": Preset(StaticInt8(path="fx", backend="qnnpack", granularity="per-tensor"), "static int8 for ARM (QNNPACK, per-tensor)", "classic"),
+    "qat": Preset(QAT(), "quantization-aware training from the float weights", "classic", compare=True),
+    "static-w4": Preset(StaticInt8(path="fx", weight_bits=4, observer="minmax"), "4-bit weights, int8 activations (simulated)", "classic"),
+    "qat-w4": Preset(QAT(weight_bits=4), "quantization-aware training with 4-bit weights", "classic"),
+    "int8-weight-only": Preset(WeightOnly(bits=8, group_size=None), "int8 per-row weights, float activations", "language", compare=True, auto=True),
+    "int4-rtn": Preset(WeightOnly(algorithm="rtn"), "int4 group 64, round to nearest", "language", compare=True),
+    "int4-hqq": Preset(WeightOnly(algorithm="hqq"), "int4 group 64, HQQ (no data)", "language", compare=True, auto=True),
+    "int4-gptq": Preset(WeightOnly(algorithm="gptq"), "int4 group 64, GPTQ (calibrated)", "language", compare=True),
+    "int4-awq": Preset(WeightOnly(algorithm="awq"), "int4 group 64, AWQ scales and clipping (calibrated)", "language", compare=True),
+    "int4-awq-gptq": Preset(WeightOnly(algorithm="awq-gptq", gptq_grid="hqq"), "int4 group 64, AWQ scales then GPTQ on HQQ's grid", "language", compare=True, auto=True),
+    "int4-signround": Preset(WeightOnly(algorithm="signround"), "int4 group 64, SignRound: rounding and clipping learned per decoder block (slow)", "language", compare=True),
+    "w8a8": Preset(DynamicActivation(), "int8 weights and dynamic int8 activations", "language", compare=True, auto=True),
+    "w8a8-smoothquant": Preset(DynamicActivation(smoothquant=True, alpha="search"), "w8a8 after SmoothQuant (alpha searched)", "language", compare=True, auto=True),
+    "w4a8": Preset(DynamicActivation(weight_bits=4, group_size=64), "int4 group 64 weights, dynamic int8 activations", "language", compare=True),
+    "gguf-q8_0": Preset(GGUFWeights(type="Q8_0"), "llama.cpp Q8_0 (export --to gguf)", "gguf", compare=True),
+    "gguf-q4_0": Preset(GGUFWeights(type="Q4_0"), "llama.cpp Q4_0", "gguf", compare=True),
+    "gguf-q4_k_m": Preset(GGUFWeights(type="Q4_K_M"), "llama.cpp Q4_K_M (k-quants, mixed per tensor as llama.cpp does)", "gguf", compare=True),
 }
-LLM_PRESETS = ("int8-weight-only", "int4-rtn", "int4-hqq", "int4-gptq", "int4-awq", "int4-awq-gptq", "int4-signround", "w8a8", "w8a8-smoothquant", "w4a8")
+PRESETS: dict[str, Recipe] = {name: p.recipe for name, p in PRESET_TABLE.items()}
+
+
+def preset_names(models: str, *, compare: bool | None = None, auto: bool | None = None) -> tuple[str, ...]:
+    """The presets for a kind of model (see ``Preset.models``), optionally only compare's or auto's defaults."""
+    if models not in MODEL_KINDS:
+        raise ValueError(f"models must be one of {MODEL_KINDS}, got {models!r}")
+    return tuple(name for name, p in PRESET_TABLE.items() if p.models == models
+                 and (compare is None or p.compare == compare) and (auto is None or p.auto == auto))
+
+
+LLM_PRESETS = preset_names("language")
+GGUF_PRESETS = preset_names("gguf")
+
+
+def check_language_recipe(recipe: Recipe, name: str) -> None:
+    """Refuse a recipe that is not for language models, listing the ones that are."""
+    if recipe.kind not in LLM_RECIPE_KINDS:
+        raise QuantwiseError(f"recipe {name} is not for language models",
+                             f"use one of: {', '.join(LLM_PRESETS + GGUF_PRESETS)}, or {' / '.join(k + ':...' for k in LLM_RECIPE_KINDS)}")
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

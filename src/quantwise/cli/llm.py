@@ -11,11 +11,10 @@ from quantwise.errors import QuantwiseError
 
 
 def _recipe(recipe: str):
-    from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, parse_recipe
+    from quantwise.config import check_language_recipe, parse_recipe
 
     parsed = parse_recipe(recipe)
-    if not isinstance(parsed, (WeightOnly, DynamicActivation, GGUFWeights)):
-        raise QuantwiseError(f"recipe {recipe} is not for language models", f"use one of: {', '.join(LLM_PRESETS)}, gguf-q4_k_m, or weight-only:... / dynamic-activation:... / gguf:...")
+    check_language_recipe(parsed, recipe)
     return parsed
 
 
@@ -86,7 +85,8 @@ def compare(model: str, recipes: str, json_path: Optional[Path], html_path: Opti
     from quantwise.report.llm_html import llm_compare_document
     from quantwise.report.llm_table import print_llm_compare
 
-    from quantwise.llm.compare_llamacpp import GGUF_PRESETS, RUNTIME
+    from quantwise.config import GGUF_PRESETS
+    from quantwise.llm.compare_llamacpp import RUNTIME
 
     if target not in ("pytorch", RUNTIME):
         raise QuantwiseError(f"--target {target} does not run language models", f"use --target pytorch, or {RUNTIME} (GGUF files timed in llama.cpp)")

@@ -76,11 +76,17 @@ def recipes() -> None:
 
     Example:  quantwise recipes
     """
-    from quantwise.config import PRESETS, recipe_to_dict
+    from quantwise.config import MODEL_KINDS, PRESET_TABLE, recipe_to_dict
 
-    for name, recipe in PRESETS.items():
-        fields = {k: v for k, v in recipe_to_dict(recipe).items() if k not in ("version",)}
-        out.print(f"[bold]{name}[/]: {fields}")
+    heading = {"classic": "classic models (CNNs, encoders, LSTMs)", "language": "language models (PyTorch runtime)", "gguf": "language models for llama.cpp (export --to gguf)"}
+    for kind in MODEL_KINDS:
+        out.print(f"[bold underline]{heading[kind]}[/]")
+        for name, preset in PRESET_TABLE.items():
+            if preset.models == kind:
+                fields = {k: v for k, v in recipe_to_dict(preset.recipe).items() if k not in ("version",)}
+                defaults = ", ".join(w for w, on in (("compare", preset.compare), ("auto", preset.auto)) if on)
+                out.print(f"[bold]{name}[/]: {preset.about}" + (f" [dim](default in {defaults})[/]" if defaults else ""))
+                out.print(f"  [dim]{fields}[/]")
     out.print("Also: a .json/.yaml recipe file, or kind:key=value,... e.g. static:observer=mse,path=pt2e")
     out.print("Keep layers float (static, qat, dynamic): keep_float=PATTERN|PATTERN (fnmatch over module names, '|'-separated), e.g. 'static:keep_float=_fc|_blocks.0.*'")
 
@@ -238,7 +244,9 @@ def compare(
         from quantwise.cli import llm
 
         return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress, target)
-    recipes_ = recipes_ or ",".join(("dynamic", "static-fx", "static-pt2e", "qat"))
+    from quantwise.compare import DEFAULT_RECIPES
+
+    recipes_ = recipes_ or ",".join(DEFAULT_RECIPES)
     repeats = repeats or 20
     from quantwise.compare import RUNTIME_TARGETS, CompareOptions, compare as run_compare
     from quantwise.config import parse_recipe

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantwise.config import LLM_PRESETS, WeightOnly, parse_recipe, recipe_name, recipe_to_dict, write_recipe
+from quantwise.config import LLM_PRESETS, WeightOnly, parse_recipe, preset_names, recipe_name, recipe_to_dict, write_recipe
 from quantwise.errors import QuantwiseError
 from quantwise.llm.compare import BASELINES, LLMCompareOptions, LLMCompareReport, LLMRow, compare_lm
 
-DEFAULT_CANDIDATES = ("int8-weight-only", "w8a8", "w8a8-smoothquant", "int4-hqq", "int4-awq-gptq")
+DEFAULT_CANDIDATES = preset_names("language", auto=True)
 OBJECTIVES = ("latency", "size")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, parse_recipe, recipe_name
+from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, check_language_recipe, parse_recipe, recipe_name
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.findings import Finding, Kind
 from quantwise.llm import artifact
@@ -97,8 +97,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
 
     recipes = [(name, parse_recipe(name)) for name in opts.recipes]
     for name, recipe in recipes:
-        if not isinstance(recipe, (WeightOnly, DynamicActivation, GGUFWeights)):
-            raise QuantwiseError(f"recipe {name} is not a language-model recipe", f"use one of: {', '.join(LLM_PRESETS + cpp.GGUF_PRESETS)}")
+        check_language_recipe(recipe, name)
     in_llamacpp = opts.target == cpp.RUNTIME or any(isinstance(r, GGUFWeights) for _, r in recipes)
     source, arch = cpp.check_available(spec) if in_llamacpp else (None, None)
     lm = load_language_model(spec, opts.text)

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from quantwise.config import PRESETS, GGUFWeights, recipe_name
+from quantwise.config import GGUF_PRESETS, GGUFWeights, recipe_name
 from quantwise.errors import QuantwiseError
 
-GGUF_PRESETS = tuple(name for name, r in PRESETS.items() if isinstance(r, GGUFWeights))
 RUNTIME = "llama.cpp"
 
 

@@ -71,11 +71,11 @@ def method_for(recipe: Recipe) -> Method:
     import quantwise.methods  # noqa: F401  (registers the methods)
 
     if type(recipe) not in METHODS:
-        from quantwise.config import LLM_PRESETS
+        from quantwise.config import LLM_PRESETS, preset_names
         from quantwise.errors import QuantwiseError
 
         raise QuantwiseError(f"recipe kind {recipe.kind!r} is for language models; this model is not one",
-                             f"use a recipe for it ({', '.join(sorted({'dynamic', 'static-fx', 'static-pt2e', 'qat'}))}), or a language model "
+                             f"use a recipe for it ({', '.join(preset_names('classic'))}), or a language model "
                              f"(smollm2-135m, a .gguf file, a Hugging Face directory) with {', '.join(LLM_PRESETS[:3])}, ...")
     return METHODS[type(recipe)]
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from quantwise import api
-from quantwise.config import BF16, DynamicInt8, Recipe, StaticInt8, parse_recipe, recipe_from_dict, recipe_name, recipe_to_dict
+from quantwise.config import BF16, DynamicInt8, Recipe, StaticInt8, parse_recipe, preset_names, recipe_from_dict, recipe_name, recipe_to_dict
 from quantwise.errors import QuantwiseError, choice_error, first_line
 from quantwise.evaluate.latency import batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, outputs
@@ -46,7 +46,7 @@ OBJECTIVES = ("latency", "size")
 TARGETS = ("pytorch", "onnxruntime")
 FRACTION_METRICS = ("top1", "agreement", "cosine", "cosine_min")
 OBSERVER_VARIANTS = ("mse", "percentile", "minmax")
-WORKFLOWS = ("bf16", "dynamic", "static-fx", "static-pt2e")
+WORKFLOWS = preset_names("classic", auto=True)
 
 
 @dataclass
