@@ -7,10 +7,23 @@ import time
 from collections.abc import Iterable
 from typing import Any, Optional, TypeVar
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 T = TypeVar("T")
+
+# Options and arguments that several commands take: declared once, so their flags, defaults and help agree.
+ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory', 'package.module:factory', or for language models a .gguf file or Hugging Face directory.")
+DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
+NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
+NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
+TextOpt = typer.Option(None, "--text", help="Language models: a plain-text file or folder (default: the gensim Wikipedia sample).")
+ArchOpt = typer.Option(None, "--model", help="The float model an artifact of a user model was quantized from ('file.py:factory' or 'package.module:factory'): an artifact never names code to run. Not needed for zoo models.")
+ContextOpt = typer.Option(512, "--context", help="Language models: tokens per evaluation window (stride = window).")
+EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: evaluation tokens for perplexity.")
+JsonOpt = typer.Option(None, "--json", help="Also write every number as JSON.")
+HtmlOpt = typer.Option(None, "--html", help="Also write a self-contained HTML report (figures, the same numbers as --json).")
 # wide when piped or captured, so tables stay readable in logs and files
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)

@@ -6,20 +6,21 @@ from typing import Optional
 
 import typer
 
+from quantwise.cli.common import ContextOpt, DataOpt, ModelArg, NCalOpt, TextOpt
 
 
 def debug(
-    model: str = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory', 'package.module:factory', or a language model (smollm2-135m, a .gguf file)."),
+    model: str = ModelArg,
     recipe: str = typer.Option("static-fx", "--recipe", "-r", help="Preset name, recipe file, or kind:key=value,... (classic recipes: dynamic, static, qat)."),
     samples: Optional[int] = typer.Option(None, "--samples", "-n", help="Evaluation samples to run (default 32; language models: windows, default 2). Each runs every layer several times."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer whose raw weights and inputs are kept for histograms (default: worst propagated SQNR)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every number (and the histogram data) as JSON."),
     html_path: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: SQNR isolated vs propagated, the layer table, histograms."),
-    data: Optional[str] = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory."),
-    n_calibration: Optional[int] = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own)."),
+    data: Optional[str] = DataOpt,
+    n_calibration: Optional[int] = NCalOpt,
     batch_size: int = typer.Option(4, "--batch-size", help="Samples per forward pass (memory: every layer's input and output of a batch is kept)."),
-    context: int = typer.Option(256, "--context", help="Language models: tokens per evaluation window."),
-    text: Optional[str] = typer.Option(None, "--text", help="Language models: a plain-text file or folder (default: the gensim Wikipedia sample)."),
+    context: int = ContextOpt,
+    text: Optional[str] = TextOpt,
 ) -> None:
     """Find the layers that lose accuracy, and why.
 

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from rich.console import Console
-
+from quantwise.cli.common import out, progress
 from quantwise.errors import QuantwiseError
 
 
-def export(artifact: Path, to: str, output: Optional[Path], model: Optional[str], data: Optional[str], force: bool, samples: Optional[int],
-           vnni_only: bool, out: Console, progress: Any) -> None:
+def export(artifact: Path, *, to: str, output: Optional[Path], model: Optional[str], data: Optional[str], force: bool, samples: Optional[int],
+           vnni_only: bool) -> None:
     from quantwise import api
     from quantwise.artifact.store import read_manifest
     from quantwise.export import export_artifact, target_for

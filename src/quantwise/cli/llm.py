@@ -5,8 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from rich.console import Console
-
+from quantwise.cli.common import out, progress
 from quantwise.errors import QuantwiseError
 
 
@@ -18,7 +17,7 @@ def _recipe(recipe: str):
     return parsed
 
 
-def quantize(model: str, recipe: str, output: Path, text: Optional[str], force: bool, evaluate: bool, eval_tokens: int, context: int, out: Console, progress: Any) -> None:
+def quantize(model: str, recipe: str, *, output: Path, text: Optional[str], force: bool, evaluate: bool, eval_tokens: int, context: int) -> None:
     from quantwise.llm import artifact
     from quantwise.llm.model import load_language_model
     from quantwise.llm.perplexity import perplexity, token_ids, windows
@@ -30,7 +29,7 @@ def quantize(model: str, recipe: str, output: Path, text: Optional[str], force: 
 
     check_replaceable(output, force)
     lm = load_language_model(model, text, defer_blocks=not evaluate)  # blocks read as quantization reaches them
-    _check_context(lm, context)
+    lm.check_context(context)
     check_recipe_fits(lm.model, parsed)  # before any slow work
     metrics: dict[str, Any] = {}
     ids = windows(token_ids(lm.tokenizer, lm.text.evaluation, eval_tokens), context, eval_tokens) if evaluate else None
@@ -50,14 +49,9 @@ def quantize(model: str, recipe: str, output: Path, text: Optional[str], force: 
     out.print(f"wrote {path} in {q.seconds:.1f} s of quantization")
 
 
-def _check_context(lm: Any, context: int) -> None:
-    if context < 2:
-        raise QuantwiseError(f"--context {context} is too short", "use e.g. --context 512")
-    if context > lm.max_context:
-        raise QuantwiseError(f"--context {context} is longer than {lm.name} allows ({lm.max_context})", f"use --context <= {lm.max_context}")
 
 
-def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, out: Console, progress: Any) -> None:
+def evaluate(target: str, *, text: Optional[str], eval_tokens: int, context: int) -> None:
     """Perplexity of a language-model artifact, or of a language model in float (a .gguf file,
     a Hugging Face directory or a zoo name), on the evaluation articles."""
     from quantwise.llm import artifact
@@ -70,7 +64,7 @@ def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, o
         model, tokenizer, label = loaded.model, loaded.tokenizer, target
     else:
         lm = load_language_model(target, text)
-        _check_context(lm, context)
+        lm.check_context(context)
         model, tokenizer, label = lm.model, lm.tokenizer, f"{target} float"
     split = text_split(text)
     ids = windows(token_ids(tokenizer, split.evaluation, eval_tokens), context, eval_tokens)
@@ -78,7 +72,8 @@ def evaluate(target: str, text: Optional[str], eval_tokens: int, context: int, o
     out.print(f"{label}: perplexity {result.perplexity:.3f} on {result.setting} of {split.description}")
 
 
-def compare(model: str, recipes: str, json_path: Optional[Path], html_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int, compile_: bool, repeats: int, out: Console, progress: Any, target: str = "pytorch") -> None:
+def compare(model: str, *, recipes: str, json_path: Optional[Path], html_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int,
+            compile_: bool, repeats: int, target: str = "pytorch") -> None:
     from quantwise.config import LLM_PRESETS
     from quantwise.llm.compare import LLMCompareOptions, compare_lm
     from quantwise.cli.outputs import write_outputs
@@ -101,7 +96,7 @@ def compare(model: str, recipes: str, json_path: Optional[Path], html_path: Opti
     write_outputs(report.to_dict(), lambda: llm_compare_document(report), json_path, html_path, out)
 
 
-def generate(target: str, prompt: str, max_new_tokens: int, compile_: bool, chat: bool) -> None:
+def generate(target: str, *, prompt: str, max_new_tokens: int, compile_: bool, chat: bool) -> None:
     import torch
 
     from quantwise.llm import artifact
@@ -134,8 +129,8 @@ def generate(target: str, prompt: str, max_new_tokens: int, compile_: bool, chat
     sys.stdout.write("\n")
 
 
-def auto(model: str, max_drop: Optional[float], objective: str, out_dir: Optional[Path], recipe_out: Optional[Path], candidates: Optional[str],
-         compile_: bool, text: Optional[str], json_path: Optional[Path], html_path: Optional[Path], force: bool, out: Console, progress: Any) -> None:
+def auto(model: str, *, max_drop: Optional[float], objective: str, out_dir: Optional[Path], recipe_out: Optional[Path], candidates: Optional[str],
+         compile_: bool, text: Optional[str], json_path: Optional[Path], html_path: Optional[Path], force: bool) -> None:
     from quantwise.cli.outputs import auto_outputs, write_outputs
     from quantwise.llm.auto import DEFAULT_CANDIDATES, auto_lm, write_outputs as write_winner
     from quantwise.llm.compare import LLMCompareOptions

@@ -9,7 +9,8 @@ from typing import Any, Optional
 import typer
 from rich.logging import RichHandler
 
-from quantwise.cli.common import err, is_llm, load_bundle, out, progress
+from quantwise.cli.common import (ArchOpt, ContextOpt, DataOpt, EvalTokensOpt, ModelArg, NCalOpt, NEvalOpt, TextOpt, err, is_llm, load_bundle, out,
+                                  progress)
 from quantwise.cli.debug import debug as debug_command
 from quantwise.cli.noise import Capture
 from quantwise.cli.options import check_ranges, checked
@@ -29,15 +30,7 @@ def _error(message: str) -> None:
 STATE: dict[str, Any] = {"debug": False}
 NOISE = Capture()
 
-ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory', 'package.module:factory', or for language models a .gguf file or Hugging Face directory.")
-DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
-NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
-NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
-TextOpt = typer.Option(None, "--text", help="Language models: a plain-text file or folder (default: the gensim Wikipedia sample).")
 MAX_BATCH = 4096  # the largest batch the exported programs accept (methods.base.dynamic_batch_shapes)
-ArchOpt = typer.Option(None, "--model", help="The float model an artifact of a user model was quantized from ('file.py:factory' or 'package.module:factory'): an artifact never names code to run. Not needed for zoo models.")
-ContextOpt = typer.Option(512, "--context", help="Language models: perplexity window length in tokens (stride = window).")
-EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: evaluation tokens for perplexity.")
 
 
 @app.callback()
@@ -118,7 +111,7 @@ def quantize(
     if is_llm(model):
         from quantwise.cli import llm
 
-        return llm.quantize(model, recipe, output, text, force, evaluate, eval_tokens, context, out, progress)
+        return llm.quantize(model, recipe, output=output, text=text, force=force, evaluate=evaluate, eval_tokens=eval_tokens, context=context)
     from quantwise import api
     from quantwise.artifact.store import check_replaceable
     from quantwise.config import parse_recipe
@@ -187,7 +180,7 @@ def eval_(
     if is_language_model_artifact(target) or is_llm(target):
         from quantwise.cli import llm
 
-        return llm.evaluate(target, text, eval_tokens, context, out, progress)
+        return llm.evaluate(target, text=text, eval_tokens=eval_tokens, context=context)
     if Path(target).is_dir() or Path(target).suffix == "" and Path(target).exists():
         from quantwise.artifact.store import read_manifest
 
@@ -243,7 +236,8 @@ def compare(
     if is_llm(model):
         from quantwise.cli import llm
 
-        return llm.compare(model, recipes_ or "", json_path, html_path, text, eval_tokens, context, compile_, repeats or 5, out, progress, target)
+        return llm.compare(model, recipes=recipes_ or "", json_path=json_path, html_path=html_path, text=text, eval_tokens=eval_tokens, context=context,
+                           compile_=compile_, repeats=repeats or 5, target=target)
     from quantwise.compare import DEFAULT_RECIPES
 
     recipes_ = recipes_ or ",".join(DEFAULT_RECIPES)
@@ -304,7 +298,7 @@ def export_(
     """
     from quantwise.cli.export import export
 
-    export(artifact, to, output, model, data, force, samples, vnni_only, out, progress)
+    export(artifact, to=to, output=output, model=model, data=data, force=force, samples=samples, vnni_only=vnni_only)
 
 
 @app.command()
@@ -324,7 +318,7 @@ def generate(
     """
     from quantwise.cli import llm
 
-    llm.generate(artifact, prompt, max_new_tokens, compile_, chat)
+    llm.generate(artifact, prompt=prompt, max_new_tokens=max_new_tokens, compile_=compile_, chat=chat)
 
 
 app.command("debug")(checked(debug_command))

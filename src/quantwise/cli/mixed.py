@@ -6,16 +6,12 @@ from typing import Optional
 
 import typer
 
+from quantwise.cli.common import DataOpt, HtmlOpt, JsonOpt, ModelArg, NCalOpt, NEvalOpt
+from quantwise.config import preset_names
 from quantwise.errors import QuantwiseError
 
-AUTO_WORKFLOWS = "bf16,dynamic,static-fx,static-pt2e"
-
-ModelArg = typer.Argument(..., help="A zoo model (see 'quantwise zoo'), 'file.py:factory' or 'package.module:factory'.")
-DataOpt = typer.Option(None, "--data", help="A folder of images, a .pt/.npz/.safetensors file, or file.py:factory.")
-NCalOpt = typer.Option(None, "--n-calibration", help="Calibration samples (default: the model's own).")
-NEvalOpt = typer.Option(None, "--n-evaluation", help="Evaluation samples (default: the model's own).")
-JsonOpt = typer.Option(None, "--json", help="Also write every number as JSON.")
-HtmlOpt = typer.Option(None, "--html", help="Also write a self-contained HTML report (figures, the same numbers as --json).")
+AUTO_WORKFLOWS = ",".join(preset_names("classic", auto=True))
+LLM_CANDIDATES = ", ".join(preset_names("language", auto=True))
 
 
 def sensitivity(
@@ -74,7 +70,7 @@ def auto(
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile for models that need it (slow to build)."),
     max_float: Optional[int] = typer.Option(None, "--max-float", help="Most layers kept float (default: half of them)."),
     proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the sensitivity proxy uses."),
-    workflows: str = typer.Option(AUTO_WORKFLOWS, "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value); for a language model, the LLM recipes to try (default: int8-weight-only, w8a8, w8a8-smoothquant, int4-hqq, int4-awq-gptq)."),
+    workflows: str = typer.Option(AUTO_WORKFLOWS, "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value); for a language model, the LLM recipes to try (default: " + LLM_CANDIDATES + ")."),
     target: str = typer.Option("pytorch", "--target", help="Where candidates run and are timed: pytorch, or onnxruntime (each exported to ONNX with a parity check; ONNX Runtime float is the baseline)."),
     json_path: Optional[Path] = JsonOpt,
     html_path: Optional[Path] = HtmlOpt,
@@ -119,7 +115,8 @@ def auto(
                                  "drop them: LLM auto scores each whole recipe's perplexity on the evaluation articles (--data FILE.txt gives another text) and times decode at batch 1")
 
         default = workflows == AUTO_WORKFLOWS
-        auto_lm(model, max_drop, objective, out_dir, recipe_out, None if default else workflows, compile_, data, json_path, html_path, force, out, progress)
+        auto_lm(model, max_drop=max_drop, objective=objective, out_dir=out_dir, recipe_out=recipe_out, candidates=None if default else workflows,
+                compile_=compile_, text=data, json_path=json_path, html_path=html_path, force=force)
         return
 
     opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,

@@ -115,9 +115,8 @@ def debug_language_model(spec: str, recipe: str, options: DebugOptions, context:
     parsed = parse_recipe(recipe)
     if not isinstance(parsed, (WeightOnly, DynamicActivation)):
         raise QuantwiseError(f"recipe {recipe} is not for language models", f"use one of: {', '.join(LLM_PRESETS)}")
-    if context < 16:
-        raise QuantwiseError(f"--context {context} is too short", "use e.g. --context 256")
     lm = load_language_model(spec, text)
+    lm.check_context(context)
     check_recipe_fits(lm.model, parsed)
     ids = windows(token_ids(lm.tokenizer, lm.text.evaluation, options.samples * context), context, options.samples * context)
     float_model = copy.deepcopy(lm.model).eval()

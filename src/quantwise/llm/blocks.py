@@ -29,8 +29,7 @@ def block_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 def calibration_batches(lm: LanguageModel, samples: int, context: int) -> torch.Tensor:
-    if context > lm.max_context:
-        raise QuantwiseError(f"calibration context {context} is longer than the model allows ({lm.max_context})", f"use calibration_context <= {lm.max_context}")
+    lm.check_context(context, "calibration_context")
     ids = token_ids(lm.tokenizer, lm.text.calibration, samples * context)
     if ids.numel() < context:
         raise QuantwiseError(f"calibration text has {ids.numel()} tokens, fewer than one window of {context}", "give more text or a shorter calibration_context")

@@ -101,8 +101,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     in_llamacpp = opts.target == cpp.RUNTIME or any(isinstance(r, GGUFWeights) for _, r in recipes)
     source, arch = cpp.check_available(spec) if in_llamacpp else (None, None)
     lm = load_language_model(spec, opts.text)
-    if opts.context > lm.max_context:
-        raise QuantwiseError(f"context {opts.context} is longer than {lm.name} allows ({lm.max_context})", f"use --context <= {lm.max_context}")
+    lm.check_context(opts.context)
     ids = token_ids(lm.tokenizer, lm.text.evaluation, max(opts.eval_tokens, opts.context + PROMPT_TOKENS))
     eval_windows = windows(ids, opts.context, opts.eval_tokens)
     prompt, prefill = ids[:PROMPT_TOKENS], ids[: opts.context]

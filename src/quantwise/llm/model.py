@@ -33,6 +33,9 @@ ZOO_LLMS = {
 }
 
 
+MIN_CONTEXT = 16  # tokens in a perplexity or calibration window, at least
+
+
 @dataclass
 class LanguageModel:
     """A causal LM ready to quantize: float32 model in eval mode, tokenizer and text split."""
@@ -53,6 +56,14 @@ class LanguageModel:
     @property
     def max_context(self) -> int:
         return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def check_context(self, context: int, name: str = "--context") -> None:
+        """The one rule for a window length (``name`` says which option gave it): at least
+        MIN_CONTEXT tokens, at most what the model's positions allow."""
+        if context < MIN_CONTEXT:
+            raise QuantwiseError(f"{name} {context} is too short: a window needs at least {MIN_CONTEXT} tokens", f"use e.g. {name} 512")
+        if context > self.max_context:
+            raise QuantwiseError(f"{name} {context} is longer than {self.name} allows ({self.max_context})", f"use {name} <= {self.max_context}")
 
     def float_bytes(self) -> int:
         if self.deferred is not None:
