@@ -35,6 +35,7 @@ from torch import nn
 from quantwise.config import WeightOnly
 from quantwise.errors import QuantwiseError
 from quantwise.export.onnx_lm_runtime import PAST, PRESENT
+from quantwise.llm.decode import cache_kwarg
 from quantwise.algorithms import GroupQuant
 
 NOTE = ("torch.export-based ONNX exporter; weight-only Linear layers as ONNX Runtime's MatMulNBits (com.microsoft: needs ONNX Runtime) "
@@ -170,7 +171,7 @@ class WithCache(nn.Module):
         for i in range(self.layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
         position = torch.arange(input_ids.shape[1], device=input_ids.device) + past[0].shape[2]
-        out = self.model(input_ids=input_ids, past_key_values=cache, position_ids=position.unsqueeze(0), cache_position=position, use_cache=True)
+        out = self.model(input_ids=input_ids, position_ids=position.unsqueeze(0), cache_position=position, use_cache=True, **{cache_kwarg(self.model): cache})
         return (out.logits, *[t for layer in cache.layers for t in (layer.keys, layer.values)])
 
 

@@ -5,6 +5,7 @@ compiles once with ``torch.compile`` and replays; prefill runs eagerly (it is on
 """
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -24,8 +25,18 @@ class Speed:
     repeats: int
 
 
+def cache_kwarg(model: nn.Module) -> str:
+    """The name a Hugging Face causal LM takes its KV cache by (``cache`` since transformers 5.x
+    renamed ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class Decoder:
-    """Greedy generation for a Hugging Face causal LM with a static cache."""
+    """Greedy generation for a Hugging Face causal LM with a static cache.
+
+    Every step passes the token positions explicitly: a model that would otherwise derive them
+    from the cache's length (a Python int for sliding-window and hybrid caches) would recompile
+    the compiled step on every token."""
 
     def __init__(self, model: nn.Module, max_len: int, compiled: bool = False) -> None:
         from transformers import StaticCache
@@ -33,12 +44,14 @@ class Decoder:
         self.model = model
         self.max_len = max_len
         self.cache = StaticCache(config=model.config, max_cache_len=max_len)
+        self._cache_kwarg = cache_kwarg(model)
         self._step: Callable[..., torch.Tensor] = self._forward
         if compiled:
             self._step = torch.compile(self._forward, dynamic=False)
 
     def _forward(self, ids: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=ids, past_key_values=self.cache, cache_position=position, use_cache=True)
+        kwargs = {self._cache_kwarg: self.cache}
+        out = self.model(input_ids=ids, position_ids=position.view(1, -1), cache_position=position, use_cache=True, **kwargs)
         return out.logits[:, -1, :]
 
     @torch.no_grad()

@@ -1,0 +1,104 @@
+"""Causal LMs beyond Llama through the same pipeline: load from a directory, decode (compiled,
+one compilation for every token), perplexity, quantize, save, reload and export to ONNX.
+
+Tiny random configs (shape tests, not accuracy): grouped-query attention everywhere, tied and
+untied token tables, sliding-window attention (Mistral) and a hybrid sliding/global cache
+(Gemma 2), q/k norms (Qwen 3). The word-level tokenizer and the text are made up here.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from quantwise.config import parse_recipe
+from quantwise.llm import artifact
+from quantwise.llm.decode import Decoder
+from quantwise.llm.model import load_language_model
+from quantwise.llm.perplexity import perplexity, token_ids, windows
+from quantwise.llm.quantize import quantize_lm
+from quantwise.llm.runtime import materialize
+
+VOCAB = 256
+COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def _configs():
+    import transformers as t
+
+    return {
+        "llama-tied": t.LlamaConfig(**COMMON, tie_word_embeddings=True),
+        "qwen2-untied": t.Qwen2Config(**COMMON, tie_word_embeddings=False),
+        "mistral-sliding": t.MistralConfig(**COMMON, sliding_window=16),
+        "gemma2-hybrid": t.Gemma2Config(**COMMON, head_dim=16, sliding_window=16),
+        "qwen3-qknorm": t.Qwen3Config(**COMMON, head_dim=16),
+    }
+
+
+ARCHS = ("llama-tied", "qwen2-untied", "mistral-sliding", "gemma2-hybrid", "qwen3-qknorm")
+
+
+def _save_model(name: str, folder):
+    """A directory as save_pretrained writes it: random weights, a word-level tokenizer, and a text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(_configs()[name]).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{f"w{i}": i for i in range(4, VOCAB)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>").save_pretrained(folder)
+    rng = random.Random(0)
+    text = folder / "text"
+    text.mkdir()
+    for doc in range(6):  # separate documents: the split is by document
+        paragraphs = [" ".join(f"w{rng.randrange(4, VOCAB)}" for _ in range(60)) for _ in range(30)]
+        (text / f"doc{doc}.txt").write_text("\n\n".join(paragraphs))
+    return folder
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def arch(request, tmp_path_factory):
+    return request.param, _save_model(request.param, tmp_path_factory.mktemp(request.param))
+
+
+def test_decode_compiles_once_for_every_token_and_matches_eager(arch, monkeypatch):
+    name, folder = arch
+    lm = load_language_model(str(folder), str(folder / "text"))
+    compilations = []
+
+    def counting_backend(gm, example_inputs):  # a graph handed to the compiler: counts (re)compilations
+        compilations.append(len(gm.graph.nodes))
+        return gm.forward
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, backend=counting_backend, dynamic=False))
+    torch._dynamo.reset()
+    prompt = torch.tensor([1, 17, 42, 99, 7, 33, 120, 5])
+    eager = list(Decoder(lm.model, 48).tokens(prompt, 24))
+    compiled = Decoder(lm.model, 48, compiled=True)
+    first = list(compiled.tokens(prompt, 4))
+    after_first = len(compilations)
+    again = list(compiled.tokens(prompt, 24))  # past the sliding window of 16 tokens
+    assert first == eager[:4] and again == eager, name
+    assert after_first >= 1 and len(compilations) == after_first, f"{name}: {len(compilations) - after_first} recompilations while decoding"
+
+
+def test_perplexity_quantize_save_reload_and_onnx_export(arch, tmp_path):
+    from quantwise.export.lm_export import export_language_model
+
+    name, folder = arch
+    lm = load_language_model(str(folder), str(folder / "text"))
+    ids = windows(token_ids(lm.tokenizer, lm.text.evaluation, 256), 64, 256)
+    float_ppl = perplexity(lm.model, ids).perplexity
+    assert 100 < float_ppl < 2 * VOCAB  # random weights: about the vocabulary size
+    q = quantize_lm(load_language_model(str(folder), str(folder / "text"), defer_blocks=True), parse_recipe("int4-rtn"))
+    model = materialize(q.model, q.layers, q.recipe)
+    assert abs(perplexity(model, ids).perplexity / float_ppl - 1) < 0.2
+    path = artifact.save(q, lm.tokenizer, str(folder), tmp_path / "art")  # reloads and requires identical logits
+    exported = export_language_model(path, "onnx", windows=2, context=64, text=str(folder / "text"))
+    assert exported.parity.passed, (name, exported.parity.to_dict())
