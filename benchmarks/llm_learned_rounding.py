@@ -64,7 +64,8 @@ def recorded_rows(args) -> list[dict]:
     if not path.is_file():
         return []
     full = json.loads(path.read_text())
-    return [r for r in full["rows"] if r["method"] in RECORDED]
+    where = f"{full['machine'].get('cpu', '?')}, quantwise of {path.name}"
+    return [{**r, "recorded_on": where} for r in full["rows"] if r["method"] in RECORDED]
 
 
 def peer_row(model: str) -> dict | None:
@@ -121,6 +122,10 @@ def markdown(data: dict) -> str:
     for r in data.get("recorded", []):
         lines.append(f"| {r['method']} (*recorded*) | {r['runtime']} | {fmt(r['size_mb'])} | {fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | "
                      f"{fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | {fmt(r['peak_quantize_mb'], 0)} |")
+    if data.get("recorded"):
+        lines += ["", f"*Recorded* rows: {data['recorded'][0].get('recorded_on', 'an earlier run')}. Their perplexity is comparable (same windows, "
+                  "same model, deterministic); their size, speed, time and memory are not (another CPU, and an older layout that kept the "
+                  "token table float beside an int8 output layer: 152 MB instead of 95 MB)."]
     peer = data.get("peer")
     if peer:
         lines += ["", "## AutoRound (peer, benchmarks/autoround_peer.py)", "", f"- status: {peer.get('status', 'complete')}",
