@@ -36,6 +36,8 @@ def test_other_libraries_are_counted_and_quantwise_lines_pass(capsys):
 
 
 def test_a_command_ends_with_one_summary_line_and_debug_shows_all(capsys, monkeypatch):
+    import transformers.utils.logging  # noqa: F401  (as after any language-model test: its logger has its own handler)
+
     from quantwise.cli import main
 
     real, calls = main.out, []

@@ -35,7 +35,7 @@ class Capture:
             handler.addFilter(self._filter)
         for name in CHATTY:
             logging.getLogger(name).setLevel(logging.WARNING)
-        route_torch_logs()
+        route_library_logs()
 
     def uninstall(self) -> None:
         if self._showwarning is not None:
@@ -75,13 +75,19 @@ class _OwnLinesOnly(logging.Filter):
         return False
 
 
-def route_torch_logs() -> None:
-    """torch gives its own loggers their own stderr handlers and stops them propagating (and does
-    so again when it is imported): send them to the root handlers, where the filter sees them."""
+def route_library_logs() -> None:
+    """torch and transformers give their loggers their own stderr handlers and stop them propagating
+    (torch does so again when it is imported): import both now, then send every such logger of the
+    libraries above to the root handlers, where the filter sees it."""
     if "torch" not in sys.modules:
         import torch  # noqa: F401  (now, so that its logging setup happens before ours, not after)
+    try:
+        import transformers.utils.logging  # noqa: F401  (creates the 'transformers' logger and its handler)
+    except ImportError:
+        pass
+    libraries = {*CHATTY, "torch"}
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        if (name == "torch" or name.startswith("torch.")) and isinstance(logger, logging.Logger) and not logger.propagate:
+        if name.split(".")[0] in libraries and isinstance(logger, logging.Logger) and not logger.propagate:
             for handler in list(logger.handlers):
                 logger.removeHandler(handler)
             logger.propagate = True
