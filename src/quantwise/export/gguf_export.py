@@ -119,7 +119,7 @@ def _llamacpp_parity(path: Path, model: nn.Module, tokenizer: Any, parity: GGUFP
     from quantwise.llm.perplexity import windows as make_windows
     from quantwise.llm.text import text_split
 
-    from .llamacpp import run_isolated
+    from quantwise.gguf.llamacpp import run_isolated
 
     split = text_split(text)
     ids = make_windows(token_ids(tokenizer, split.evaluation, windows * context), context, windows * context)
