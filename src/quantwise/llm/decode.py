@@ -47,7 +47,10 @@ class Decoder:
         self._cache_kwarg = cache_kwarg(model)
         self._step: Callable[..., torch.Tensor] = self._forward
         if compiled:
-            self._step = torch.compile(self._forward, dynamic=False)
+            # dynamic=None: one compilation for a full-attention cache (its shapes never change); a
+            # sliding-window cache's Python-int length becomes symbolic at its first change, so such a
+            # model compiles a few times (before / after its window fills), not once per token
+            self._step = torch.compile(self._forward)
 
     def _forward(self, ids: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         kwargs = {self._cache_kwarg: self.cache}
