@@ -94,10 +94,12 @@ def evaluate(model: nn.Module, bundle: Any, reference: torch.Tensor | None = Non
 def _quantize_language_model(lm: Any, recipe: Recipe, progress: ProgressFn) -> QuantizeResult:
     from quantwise.config import check_language_recipe
     from quantwise.llm.quantize import check_recipe_fits, quantize_lm
+    from quantwise.llm.runtime import materialize
 
     check_language_recipe(recipe, recipe_name(recipe))
     check_recipe_fits(lm.model, recipe)
     q = quantize_lm(lm, recipe, progress)
+    materialize(q.model, q.layers, q.recipe)  # in place: result.quantized.model runs (torchao int4/int8 kernels)
     return QuantizeResult(q, lm, q.seconds)
 
 

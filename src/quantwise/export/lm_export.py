@@ -131,6 +131,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     artifact = Path(artifact)
     stored = lm_artifact.read(artifact)
     onnx_llm.check(stored.recipe)
+    onnx_llm.check_architecture(stored.model.config)
     path = output_path(artifact, out, "onnx", ".onnx", overwrite)
     if windows < 1:
         raise QuantwiseError(f"--samples {windows}: the parity check needs at least one window", "e.g. --samples 8")

@@ -189,6 +189,17 @@ def check(recipe: object) -> None:
                              "quantize with int8-weight-only or an int4 recipe (int4-rtn, int4-hqq, int4-gptq, int4-awq, int4-awq-gptq, int4-signround) to export")
 
 
+def check_architecture(config: object) -> None:
+    """The exported graph keeps one growing KV cache per layer and one causal mask: a model whose
+    layers mix sliding-window and full attention (Gemma 2/3 style hybrid caches) needs a mask per
+    kind of layer, which this export does not build."""
+    kinds = set(getattr(config, "layer_types", None) or ())
+    if len(kinds) > 1:
+        raise QuantwiseError(f"cannot export {getattr(config, 'model_type', 'this model')} to onnx: its layers mix {' and '.join(sorted(kinds))} "
+                             "(a hybrid cache), which the ONNX export of language models does not handle",
+                             "run it in PyTorch (quantwise eval / generate / compare), or export a model with one kind of attention")
+
+
 class Bf16Embedding(nn.Module):
     """The token table kept in bfloat16 (as the artifact stores it), rows cast to float32 on lookup:
     half the bytes of a float32 table, the same values."""
