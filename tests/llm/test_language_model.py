@@ -138,13 +138,14 @@ def test_artifact_reloads_to_identical_logits_and_generates(tmp_path, capsys):
 
 def test_the_library_verbs_take_a_language_model_as_they_take_a_cnn(tmp_path, eval_windows, float_ppl):
     import quantwise
+    from quantwise.api import evaluate
 
     lm = quantwise.load_model("smollm2-135m")
-    assert quantwise.evaluate(lm.module, lm, context=CONTEXT, eval_tokens=EVAL_TOKENS)["perplexity"] == pytest.approx(float_ppl, rel=1e-6)
+    assert evaluate(lm.module, lm, context=CONTEXT, eval_tokens=EVAL_TOKENS)["perplexity"] == pytest.approx(float_ppl, rel=1e-6)
     result = quantwise.quantize(lm, "int4-rtn")
     path = quantwise.save(result, tmp_path / "smol")  # save() reloads it and requires identical logits
     loaded = quantwise.load(path)
-    ppl = quantwise.evaluate(loaded.module, lm, context=CONTEXT, eval_tokens=EVAL_TOKENS)["perplexity"]
+    ppl = evaluate(loaded.module, lm, context=CONTEXT, eval_tokens=EVAL_TOKENS)["perplexity"]
     assert ppl == pytest.approx(perplexity(result.quantized.model, eval_windows).perplexity)  # quantize() left it runnable
     assert float_ppl < ppl < 1.6 * float_ppl
     with pytest.raises(QuantwiseError, match="not for language models"):
