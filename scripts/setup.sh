@@ -21,9 +21,13 @@ if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
   # AMX off: llama.cpp's AMX kernels crashed (SIGSEGV) on SmolLM2 on an AMX CPU here; AVX-512/AVX2 kernels are used instead
   args="-DLLAVA_BUILD=OFF"
   [ "$(uname -m)" != x86_64 ] || args="$args '-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' '-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'"
+  # installed but not importable (its shared library gone): pip would call it satisfied and build nothing
+  $PIP uninstall -y llama-cpp-python >/dev/null 2>&1 || true
   # --no-cache-dir: a wheel cached from a build with other flags (AMX) must not be reused
   CMAKE_ARGS="$args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PIP install --no-cache-dir -c .venv/constraints.txt -e ".[llamacpp]" \
     || echo "warning: llama-cpp-python did not build; GGUF exports are checked without llama.cpp (those tests skip)" >&2
+  .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1 \
+    || echo "warning: llama-cpp-python is installed but cannot be imported; the GGUF tests that run llama.cpp will fail" >&2
 fi
 # System tools the tests drive: headless Chromium renders the HTML report (tests/report/test_html.py);
 # qemu-user runs ONNX Runtime on an emulated AVX2-only CPU (tests/export/test_portable.py). Needs root
