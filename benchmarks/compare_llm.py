@@ -65,11 +65,11 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(HERE))
-    from quantwise.config import LLM_PRESETS
+    from quantwise.config import LLM_COMPARE_DEFAULTS
     from quantwise.llm.compare import LLMCompareOptions, compare_lm
     from quantwise.report.llm_table import print_llm_compare
 
-    recipes = tuple(args.recipes.split(",")) if args.recipes else (*LLM_PRESETS, INT8_FLOAT32)
+    recipes = tuple(args.recipes.split(",")) if args.recipes else (*LLM_COMPARE_DEFAULTS, INT8_FLOAT32)
     start = time.time()
     report = compare_lm(args.model, LLMCompareOptions(recipes=recipes, context=args.context, eval_tokens=args.eval_tokens))
     print_llm_compare(report)

@@ -74,7 +74,7 @@ def evaluate(target: str, *, text: Optional[str], eval_tokens: int, context: int
 
 def compare(model: str, *, recipes: str, json_path: Optional[Path], html_path: Optional[Path], text: Optional[str], eval_tokens: int, context: int,
             compile_: bool, repeats: int, target: str = "pytorch") -> None:
-    from quantwise.config import LLM_PRESETS
+    from quantwise.config import LLM_COMPARE_DEFAULTS
     from quantwise.llm.compare import LLMCompareOptions, compare_lm
     from quantwise.cli.outputs import write_outputs
     from quantwise.report.llm_html import llm_compare_document
@@ -85,7 +85,7 @@ def compare(model: str, *, recipes: str, json_path: Optional[Path], html_path: O
 
     if target not in ("pytorch", RUNTIME):
         raise QuantwiseError(f"--target {target} does not run language models", f"use --target pytorch, or {RUNTIME} (GGUF files timed in llama.cpp)")
-    names = tuple(r.strip() for r in recipes.split(",") if r.strip()) if recipes else (GGUF_PRESETS if target == RUNTIME else LLM_PRESETS)
+    names = tuple(r.strip() for r in recipes.split(",") if r.strip()) if recipes else (GGUF_PRESETS if target == RUNTIME else LLM_COMPARE_DEFAULTS)
     for name in names:
         _recipe(name)
     if eval_tokens < context:

@@ -198,7 +198,7 @@ def eval_(
 @checked
 def compare(
     model: str = ModelArg,
-    recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset, or with --target llama.cpp the gguf presets)."),
+    recipes_: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated recipes to run (default: dynamic,static-fx,static-pt2e,qat; for language models every LLM preset but the slow int4-signround, or with --target llama.cpp the gguf presets)."),
     batches: str = typer.Option("1,32", "--batches", help="Batch sizes to time, comma-separated."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON."),
     html_path: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report: setting, table, warnings, Pareto figure."),

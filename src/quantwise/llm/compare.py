@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from quantwise.config import LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, check_language_recipe, parse_recipe, recipe_name
+from quantwise.config import LLM_COMPARE_DEFAULTS, LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, check_language_recipe, parse_recipe, recipe_name
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.findings import Finding, Kind
 from quantwise.llm import artifact
@@ -39,7 +39,7 @@ BASELINES = ("float32", "bf16")  # methods of the rows a user could pick instead
 
 @dataclass(frozen=True)
 class LLMCompareOptions:
-    recipes: tuple[str, ...] = LLM_PRESETS
+    recipes: tuple[str, ...] = LLM_COMPARE_DEFAULTS
     context: int = 512
     eval_tokens: int = 24576
     decode_tokens: int = 64
