@@ -69,7 +69,7 @@ class _OwnLinesOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "quantwise" or record.name.startswith("quantwise."):
             return True
-        if record not in self._counted:
+        if record.levelno >= logging.WARNING and record not in self._counted:  # their INFO lines: dropped, not counted
             self._counted.add(record)
             self.sources[record.name.split(".")[0] or "root"] += 1
         return False
