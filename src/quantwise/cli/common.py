@@ -62,8 +62,9 @@ def _plain_progress(description: str, items: Iterable[T], total: int) -> Iterabl
         if now - last >= PLAIN_EVERY_S and done < total:
             print(f"{description}: {done}/{total} ({now - start:.0f} s)", file=sys.stderr, flush=True)
             last = now
-    if time.monotonic() - start >= PLAIN_EVERY_S:  # long enough that its end is worth a line
-        print(f"{description}: {done}/{total} done in {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+    took = time.monotonic() - start
+    if took >= PLAIN_EVERY_S:  # long enough that its end is worth a line
+        print(f"{description}: {done}/{total} done in {took:.0f} s", file=sys.stderr, flush=True)
 
 
 def load_bundle(spec: str, data: Optional[str], n_cal: Optional[int], n_eval: Optional[int]) -> Any:
