@@ -81,10 +81,15 @@ def round_block(
     iterations: int,
     seed: int = 0,
     learn_clipping: bool = True,
+    bf16: bool = False,
     progress: Progress | None = None,
 ) -> BlockRounding:
     """Learn the codes of ``linears`` (paths inside ``block``) so that ``block(inputs, **kwargs)``
-    reproduces ``targets`` (both ``[windows, tokens, hidden]``). The block's own weights are not changed."""
+    reproduces ``targets`` (both ``[windows, tokens, hidden]``). The block's own weights are not changed.
+
+    ``bf16`` runs the block's forward and backward passes under bfloat16 autocast (about twice as
+    fast where the CPU has native bfloat16, as AutoRound tunes on CPU); the offsets, the clipping
+    factors, the weights they make and the loss stay float32."""
     specs, shapes = [], {}
     for path, module in linears.items():
         spec, shape = _spec(f"{path}.weight", module.weight, grid)
@@ -93,8 +98,10 @@ def round_block(
     shared = _shared_kwargs(kwargs)
 
     def forward(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        out = torch.func.functional_call(block, {k: v.reshape(shapes[k]) for k, v in weights.items()}, (x,), shared)
-        return out[0] if isinstance(out, tuple) else out
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = torch.func.functional_call(block, {k: v.reshape(shapes[k]) for k, v in weights.items()}, (x,), shared)
+        out = out[0] if isinstance(out, tuple) else out
+        return out.to(torch.float32)
 
     with torch.enable_grad():
         result = signround(specs, forward, inputs, targets, iterations=iterations, batch_size=SIGNROUND_BATCH,
