@@ -346,10 +346,13 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
 
 @torch.no_grad()
 def _next_state(block: nn.Module, state: list, linears: dict[str, nn.Linear]) -> None:
-    """Run the (now quantized) block to give the next block its input, then drop its float weights."""
-    for i, (hidden, kwargs) in enumerate(state):  # in place: one block's hidden states, not two
-        state[i] = (block(hidden, **kwargs), kwargs)
-        del hidden
+    """Run the (now quantized) block to give the next block its input, then drop its float weights.
+    Each window's output overwrites its input (a block's output has its input's shape), so the
+    hidden states are held once, however they are stored (SignRound keeps them in one tensor)."""
+    for hidden, kwargs in state:
+        out = block(hidden, **kwargs)
+        hidden.copy_(out[0] if isinstance(out, tuple) else out)
+        del out
     for module in linears.values():
         _release(module)  # the codes are kept; the dequantized copy was only needed for the pass above
     release_free_memory()  # hand the block's temporaries back, or the heap keeps growing block after block
