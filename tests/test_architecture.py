@@ -1,6 +1,6 @@
 """The package's layering, checked by import-linter against the contracts in pyproject.toml:
 the CLI on top, the report layer only below it, numeric primitives standing alone, and no
-import cycle between the files of any package (lazy imports inside functions count too)."""
+import cycle between quantwise's top-level packages and modules (lazy imports inside functions count too)."""
 import os
 import shutil
 import subprocess

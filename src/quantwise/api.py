@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from quantwise.artifact import store
-from quantwise.config import Recipe, parse_recipe, recipe_from_dict, recipe_name, recipe_to_dict
+from quantwise.config import Recipe, parse_recipe, recipe_from_dict, recipe_to_dict
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate import metrics as _metrics
-from quantwise.methods import QuantData, Quantized, method_for
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.methods import Quantized, method_for
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 from quantwise.models.spec import resolve_model
 from quantwise.versions import versions
@@ -60,19 +60,24 @@ def load_model(spec: str, data: str | None = None, n_calibration: int | None = N
     return resolve_model(spec, data, n_calibration, n_evaluation)
 
 
+def model_kind_of(spec: str | Path) -> str:
+    """'language' when ``spec`` names a language model (a zoo LLM, a .gguf file, a Hugging Face
+    directory) or a language-model artifact, else 'classic'. Reads no weights."""
+    from quantwise.llm.artifact import is_language_model_artifact
+    from quantwise.llm.model import is_language_model_spec
+
+    return "language" if is_language_model_spec(str(spec)) or is_language_model_artifact(spec) else "classic"
+
+
 def quantize(bundle: Any, recipe: Recipe | str, progress: ProgressFn = no_progress, batch_size: int = 32) -> QuantizeResult:
     """Quantize ``bundle`` (from ``load_model``) with ``recipe`` (a preset name, ``kind:key=value,...``
     or a recipe object). A classic model is copied; a language model is quantized in place, block by
     block, its float weights released as each block is done (memory stays near one model): load it
     again for a float reference."""
     recipe = parse_recipe(recipe) if isinstance(recipe, str) else recipe
-    from quantwise.llm.model import LanguageModel
-
-    if isinstance(bundle, LanguageModel):
-        return _quantize_language_model(bundle, recipe, progress)
-    data = QuantData(bundle.calibration, bundle.train, batch_size=batch_size, dynamic_batch=bundle.dynamic_batch, progress=progress)
+    method = method_for(recipe, bundle.kind)
     start = time.perf_counter()
-    quantized = method_for(recipe).quantize(bundle.model, recipe, data)
+    quantized = method.quantize_bundle(bundle, recipe, progress, batch_size)
     return QuantizeResult(quantized, bundle, time.perf_counter() - start)
 
 
@@ -84,23 +89,10 @@ def evaluate(model: nn.Module, bundle: Any, reference: torch.Tensor | None = Non
     from quantwise.llm.model import LanguageModel
 
     if isinstance(bundle, LanguageModel):
-        from quantwise.llm.perplexity import perplexity, token_ids, windows
+        from quantwise.llm.perplexity import perplexity
 
-        ids = windows(token_ids(bundle.tokenizer, bundle.text.evaluation, eval_tokens), context, eval_tokens)
-        return {"perplexity": perplexity(model, ids).perplexity}
+        return {"perplexity": perplexity(model, bundle.evaluation_windows(context, eval_tokens)).perplexity}
     return _metrics.evaluate(model, bundle, reference, batch_size)
-
-
-def _quantize_language_model(lm: Any, recipe: Recipe, progress: ProgressFn) -> QuantizeResult:
-    from quantwise.config import check_language_recipe
-    from quantwise.llm.quantize import check_recipe_fits, quantize_lm
-    from quantwise.llm.runtime import materialize
-
-    check_language_recipe(recipe, recipe_name(recipe))
-    check_recipe_fits(lm.model, recipe)
-    q = quantize_lm(lm, recipe, progress)
-    materialize(q.model, q.layers, q.recipe)  # in place: result.quantized.model runs (torchao int4/int8 kernels)
-    return QuantizeResult(q, lm, q.seconds)
 
 
 def save(result: QuantizeResult, path: str | Path, metrics: dict[str, Any] | None = None, overwrite: bool = False, verify: bool = True) -> Path:
@@ -123,6 +115,7 @@ def save(result: QuantizeResult, path: str | Path, metrics: dict[str, Any] | Non
         versions=versions(),
         notes=q.notes,
         architecture=store.fingerprint(bundle.model),
+        built=q.built.to_dict(),
     )
     return store.write(art, Path(path), overwrite=overwrite, verify=(lambda written: _verify(result, written)) if verify else None)
 

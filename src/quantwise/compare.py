@@ -23,7 +23,7 @@ from quantwise.evaluate.latency import Latency, batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
 from quantwise.evaluate.runtime import RUNTIMES
 from quantwise.findings import Finding, Kind, within_budget
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 from quantwise.versions import NO_NATIVE_BF16, machine, native_bf16, versions
 

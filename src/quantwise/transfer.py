@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantwise.data.base import TensorSet
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ class Artifact:
     notes: list[str] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)  # extra files (e.g. a tokenizer), relative paths
     architecture: dict[str, Any] = field(default_factory=dict)  # fingerprint() of the float model
+    built: dict[str, Any] = field(default_factory=dict)  # built.Built.to_dict(): what the method made
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class Artifact:
             "versions": self.versions,
             "notes": self.notes,
             "architecture": self.architecture,
+            "built": self.built,
         }
 
 
@@ -128,6 +130,7 @@ def read(path: Path) -> Artifact:
         versions=manifest.get("versions", {}),
         notes=manifest.get("notes", []),
         architecture=manifest.get("architecture") or {},
+        built=manifest.get("built") or {},
     )
 
 
@@ -184,7 +187,7 @@ def _check_manifest(manifest: Any, path: Path) -> None:
             "upgrade quantwise, or re-create the artifact with this version",
         )
     for key, kind in (("model", str), ("recipe", dict), ("inputs", list), ("meta", dict), ("metrics", dict), ("versions", dict),
-                      ("notes", list), ("architecture", dict)):
+                      ("notes", list), ("architecture", dict), ("built", dict)):
         if key not in ("model", "recipe", "inputs") and manifest.get(key) is None:
             continue  # optional: absent in older artifacts
         if not isinstance(manifest.get(key), kind):

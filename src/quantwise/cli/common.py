@@ -1,10 +1,12 @@
 """What every command shares: the consoles, the progress bar, and how a model spec is resolved."""
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import time
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any, Optional, TypeVar
 
 import typer
@@ -29,10 +31,15 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 
-def is_llm(spec: str) -> bool:
-    from quantwise.llm.model import is_language_model_spec
+KIND_COMMANDS = {"classic": "quantwise.cli.classic", "language": "quantwise.cli.language"}  # model kind -> its commands
 
-    return is_language_model_spec(spec)
+
+def commands_for(spec: str) -> ModuleType:
+    """The commands (quantize, evaluate, compare, debug, auto) for the kind of model that ``spec``
+    names: a model spec, or an artifact directory."""
+    from quantwise.api import model_kind_of
+
+    return importlib.import_module(KIND_COMMANDS[model_kind_of(spec)])
 
 
 PLAIN_EVERY_S = 10.0  # without a terminal: one progress line per this many seconds at most

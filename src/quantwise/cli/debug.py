@@ -34,26 +34,10 @@ def debug(
       quantwise debug resemblyzer-lstm --recipe dynamic --layer lstm
       quantwise debug smollm2-135m --recipe int4-rtn --samples 2 --context 256
     """
-    from quantwise.cli.common import is_llm, load_bundle, out, progress
-    from quantwise.config import parse_recipe
-    from quantwise.debug import DebugOptions, debug_recipe
-    from quantwise.debug.debugger import check_recipe
-    from quantwise.report.debug_table import print_debug
-    from quantwise.cli.outputs import check_outputs, write_outputs
-    from quantwise.report.debug_html import debug_document
+    from quantwise.cli.common import commands_for
+    from quantwise.cli.outputs import check_outputs
+    from quantwise.cli.requests import DebugRequest
 
     check_outputs(json=json_path, html=html_path)
-
-    if is_llm(model):
-        from quantwise.debug.language_model import debug_language_model
-
-        options = DebugOptions(samples=samples or 2, batch_size=1, layer=layer)
-        report = debug_language_model(model, recipe, options, context, text, progress)
-    else:
-        parsed = parse_recipe(recipe)
-        check_recipe(parsed)
-        options = DebugOptions(samples=samples or 32, batch_size=batch_size, layer=layer)
-        bundle = load_bundle(model, data, n_calibration, options.samples)
-        report = debug_recipe(bundle, parsed, options, progress)
-    print_debug(report, out)
-    write_outputs(report.to_dict(), lambda: debug_document(report), json_path, html_path, out)
+    commands_for(model).debug(DebugRequest(model=model, recipe=recipe, samples=samples, layer=layer, json_path=json_path, html_path=html_path, data=data,
+                                           n_calibration=n_calibration, batch_size=batch_size, context=context, text=text))

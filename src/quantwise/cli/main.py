@@ -9,12 +9,12 @@ from typing import Any, Optional
 import typer
 from rich.logging import RichHandler
 
-from quantwise.cli.common import (ArchOpt, ContextOpt, DataOpt, EvalTokensOpt, ModelArg, NCalOpt, NEvalOpt, TextOpt, err, is_llm, load_bundle, out,
-                                  progress)
+from quantwise.cli.common import ArchOpt, ContextOpt, DataOpt, EvalTokensOpt, ModelArg, NCalOpt, NEvalOpt, TextOpt, commands_for, err, out
+from quantwise.cli.requests import CompareRequest, EvalRequest, QuantizeRequest
 from quantwise.cli.debug import debug as debug_command
 from quantwise.cli.noise import Capture
 from quantwise.cli.options import check_ranges, checked
-from quantwise.errors import QuantwiseError, choice_error, first_line
+from quantwise.errors import QuantwiseError, first_line
 
 app = typer.Typer(
     help="Quantize PyTorch models and prove the result: accuracy, size and speed, side by side.",
@@ -30,7 +30,6 @@ def _error(message: str) -> None:
 STATE: dict[str, Any] = {"debug": False}
 NOISE = Capture()
 
-MAX_BATCH = 4096  # the largest batch the exported programs accept (methods.base.dynamic_batch_shapes)
 
 
 @app.callback()
@@ -108,47 +107,9 @@ def quantize(
       quantwise quantize smollm2-135m --recipe int4-gptq --out smol-int4
       quantwise quantize smollm2-135m --recipe weight-only:bits=4,group_size=32,algorithm=awq --out s32
     """
-    if is_llm(model):
-        from quantwise.cli import llm
-
-        return llm.quantize(model, recipe, output=output, text=text, force=force, evaluate=evaluate, eval_tokens=eval_tokens, context=context)
-    from quantwise import api
-    from quantwise.artifact.store import check_replaceable
-    from quantwise.config import parse_recipe
-    from quantwise.evaluate.metrics import evaluate as run_eval, outputs
-    from quantwise.methods import method_for
-    from quantwise.report.table import print_metrics
-
-    parsed = parse_recipe(recipe)
-    method_for(parsed)  # a language-model recipe on this model fails before the model loads
-    check_replaceable(output, force)
-    bundle = load_bundle(model, data, n_calibration, n_evaluation)
-    result = api.quantize(bundle, parsed, progress=progress)
-    metrics: dict[str, Any] = {}
-    if evaluate:
-        reference = outputs(bundle.model, bundle.evaluation)
-        metrics = run_eval(result.quantized.module, bundle, reference)
-        metrics["float_" + bundle.primary] = run_eval(bundle.model, bundle, reference).get(bundle.primary)
-    path = api.save(result, output, metrics=metrics, overwrite=force)
-    for note in result.quantized.notes:
-        out.print(f"[dim]{note}[/]")
-    if metrics:
-        print_metrics(f"{model} · {recipe} (evaluation split: {bundle.evaluation.description})", metrics, out)
-        _warn_if_worse(metrics, bundle, recipe)
-    out.print(f"wrote {path} in {result.seconds:.1f} s of quantization")
-
-
-def _warn_if_worse(metrics: dict[str, Any], bundle: Any, recipe: str) -> None:
-    """Say plainly when the quantized model loses more than the model's tolerance."""
-    from quantwise.evaluate.metrics import HIGHER_IS_BETTER
-
-    got, ref = metrics.get(bundle.primary), metrics.get("float_" + bundle.primary)
-    if got is None or ref is None:
-        return
-    loss = (ref - got) if HIGHER_IS_BETTER.get(bundle.primary, True) else (got - ref)
-    if loss > bundle.tolerance:
-        out.print(f"[bold yellow]warning:[/] {bundle.primary} {got:.4g} vs float {ref:.4g}: {recipe} loses {loss:.4g}, more than this "
-                  f"model's tolerance {bundle.tolerance:g}; see 'quantwise compare' or 'quantwise auto' for a recipe that keeps it")
+    request = QuantizeRequest(model=model, recipe=recipe, output=output, force=force, evaluate=evaluate, data=data, n_calibration=n_calibration,
+                              n_evaluation=n_evaluation, text=text, context=context, eval_tokens=eval_tokens)
+    commands_for(model).quantize(request)
 
 
 @app.command("eval")
@@ -171,27 +132,8 @@ def eval_(
       quantwise eval smol-int4
       quantwise eval my-int8 --model my_model.py:build --data images/
     """
-    from quantwise import api
-    from quantwise.evaluate.metrics import evaluate as run_eval, outputs
-    from quantwise.report.table import print_metrics
-
-    from quantwise.llm.artifact import is_language_model_artifact
-
-    if is_language_model_artifact(target) or is_llm(target):
-        from quantwise.cli import llm
-
-        return llm.evaluate(target, text=text, eval_tokens=eval_tokens, context=context)
-    if Path(target).is_dir() or Path(target).suffix == "" and Path(target).exists():
-        from quantwise.artifact.store import read_manifest
-
-        bundle = api.bundle_for_artifact(read_manifest(Path(target)), model, data, n_evaluation)
-        loaded = api.load(target, arch=api.architecture(bundle))
-        reference = outputs(bundle.model, bundle.evaluation)
-        metrics = run_eval(loaded.module, bundle, reference)
-        print_metrics(f"{target} ({loaded.artifact.model}, {loaded.artifact.recipe['kind']}) on {bundle.evaluation.description}", metrics, out)
-    else:
-        bundle = load_bundle(target, data, None, n_evaluation)
-        print_metrics(f"{target} float on {bundle.evaluation.description}", run_eval(bundle.model, bundle), out)
+    commands_for(target).evaluate(EvalRequest(target=target, model=model, data=data, n_evaluation=n_evaluation, text=text, context=context,
+                                              eval_tokens=eval_tokens))
 
 
 @app.command()
@@ -228,43 +170,15 @@ def compare(
       quantwise compare smollm2-135m --recipes int8-weight-only,int4-gptq --eval-tokens 20480
       quantwise compare smollm2-135m --target llama.cpp --recipes gguf-q4_k_m,int4-awq-gptq
     """
-    from quantwise.cli.outputs import check_outputs, write_outputs
+    from quantwise.cli.outputs import check_outputs
 
     check_outputs(json=json_path, html=html_path)
     if recipes_ is not None and not recipes_.strip(" ,"):
         raise QuantwiseError("--recipes is empty", "name recipes, e.g. --recipes dynamic,static-pt2e, or leave the option out for the defaults")
-    if is_llm(model):
-        from quantwise.cli import llm
-
-        return llm.compare(model, recipes=recipes_ or "", json_path=json_path, html_path=html_path, text=text, eval_tokens=eval_tokens, context=context,
-                           compile_=compile_, repeats=repeats or 5, target=target)
-    from quantwise.compare import DEFAULT_RECIPES
-
-    recipes_ = recipes_ or ",".join(DEFAULT_RECIPES)
-    repeats = repeats or 20
-    from quantwise.compare import RUNTIME_TARGETS, CompareOptions, compare as run_compare
-    from quantwise.config import parse_recipe
-    from quantwise.report.compare_html import compare_document
-    from quantwise.report.table import print_compare
-
-    recipe_list = tuple(r.strip() for r in recipes_.split(",") if r.strip())
-    for r in recipe_list:
-        parse_recipe(r)  # fail on a typo before any work
-    try:
-        batch_list = tuple(int(b) for b in batches.split(","))
-    except ValueError:
-        raise QuantwiseError(f"--batches {batches!r} is not a list of integers", "write e.g. --batches 1,32") from None
-    if not batch_list or any(not 1 <= b <= MAX_BATCH for b in batch_list):
-        raise QuantwiseError(f"--batches {batches}: a batch size is a whole number from 1 to {MAX_BATCH}", "write e.g. --batches 1,32")
-    targets = tuple(t.strip() for t in target.split(",") if t.strip())
-    for t in targets:
-        if t not in ("pytorch", *RUNTIME_TARGETS):
-            raise choice_error("--target", t, ("pytorch", *RUNTIME_TARGETS))
-    bundle = load_bundle(model, data, n_calibration, n_evaluation)
-    opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=compile_, repeats=repeats, progress=progress, targets=targets, peers=peers)
-    report = run_compare(bundle, opts)
-    print_compare(report, out)
-    write_outputs(report.to_dict(), lambda: compare_document(report), json_path, html_path, out)
+    request = CompareRequest(model=model, recipes=recipes_, batches=batches, json_path=json_path, html_path=html_path, data=data, compile=compile_,
+                             repeats=repeats, n_calibration=n_calibration, n_evaluation=n_evaluation, text=text, context=context,
+                             eval_tokens=eval_tokens, target=target, peers=peers)
+    commands_for(model).compare(request)
 
 
 @app.command("export")
@@ -316,9 +230,9 @@ def generate(
       quantwise generate smol-int4 "The capital of France is"
       quantwise generate smol-int4 "Explain quantization in one sentence." --chat -n 80
     """
-    from quantwise.cli import llm
+    from quantwise.cli import language
 
-    llm.generate(artifact, prompt=prompt, max_new_tokens=max_new_tokens, compile_=compile_, chat=chat)
+    language.generate(artifact, prompt=prompt, max_new_tokens=max_new_tokens, compile_=compile_, chat=chat)
 
 
 app.command("debug")(checked(debug_command))

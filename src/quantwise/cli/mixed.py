@@ -41,23 +41,17 @@ def sensitivity(
       quantwise sensitivity minilm-l6 --recipe dynamic --top-k 8 --json out/minilm-sens.json --html out/minilm-sens.html
       quantwise sensitivity mnist-cnn --recipe static-fx --no-cache
     """
-    from quantwise.cli.common import load_bundle, out, progress
-    from quantwise.config import parse_recipe
-    from quantwise.mixed.sensitivity import SensitivityOptions, analyse
-    from quantwise.cli.outputs import check_outputs, write_outputs
-    from quantwise.report.mixed import print_sensitivity
-    from quantwise.report.mixed_html import sensitivity_document
+    from quantwise.cli.common import commands_for
+    from quantwise.cli.outputs import check_outputs
+    from quantwise.cli.requests import SensitivityRequest
 
     check_outputs(json=json_path, html=html_path)
-    parsed = parse_recipe(recipe)
     if top_k < 1 or controls < 0 or proxy_samples < 1:
         raise QuantwiseError("--top-k and --proxy-samples must be at least 1, --controls at least 0", "e.g. --top-k 5 --controls 3")
-    bundle = load_bundle(model, data, n_calibration, n_evaluation)
-    opts = SensitivityOptions(proxy_samples=proxy_samples, top_k=top_k, controls=controls, use_cache=not no_cache,
-                              confirm_alone=confirm_alone, progress=progress)
-    report = analyse(bundle, parsed, opts)
-    print_sensitivity(report, out, limit=None if all_layers else 20)
-    write_outputs(report.to_dict(), lambda: sensitivity_document(report), json_path, html_path, out)
+    commands_for(model).sensitivity(SensitivityRequest(model=model, recipe=recipe, top_k=top_k, controls=controls, proxy_samples=proxy_samples,
+                                                       json_path=json_path, html_path=html_path, data=data, n_calibration=n_calibration,
+                                                       n_evaluation=n_evaluation, confirm_alone=confirm_alone, use_cache=not no_cache,
+                                                       all_layers=all_layers))
 
 
 def auto(
@@ -70,7 +64,7 @@ def auto(
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Time torch.compile for models that need it (slow to build)."),
     max_float: Optional[int] = typer.Option(None, "--max-float", help="Most layers kept float (default: half of them)."),
     proxy_samples: int = typer.Option(32, "--proxy-samples", help="Evaluation samples the sensitivity proxy uses."),
-    workflows: str = typer.Option(AUTO_WORKFLOWS, "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value); for a language model, the LLM recipes to try (default: " + LLM_CANDIDATES + ")."),
+    workflows: Optional[str] = typer.Option(None, "--workflows", help="Comma-separated recipes to start from (presets or kind:key=value; default: " + AUTO_WORKFLOWS + "); for a language model, the LLM recipes to try (default: " + LLM_CANDIDATES + ")."),
     target: str = typer.Option("pytorch", "--target", help="Where candidates run and are timed: pytorch, or onnxruntime (each exported to ONNX with a parity check; ONNX Runtime float is the baseline)."),
     json_path: Optional[Path] = JsonOpt,
     html_path: Optional[Path] = HtmlOpt,
@@ -95,40 +89,12 @@ def auto(
       quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json --html out/auto.html
       quantwise auto smollm2-135m --max-drop 2 --out smol-auto
     """
-    from quantwise.cli.common import is_llm, load_bundle, out, progress
-    from quantwise.mixed.auto import AutoOptions, check_options, search, write_outputs
-    from quantwise.cli.outputs import auto_outputs, check_outputs
-    from quantwise.cli.outputs import write_outputs as write_report_files
-    from quantwise.report.mixed import print_auto
-    from quantwise.report.mixed_html import auto_document
+    from quantwise.cli.common import commands_for
+    from quantwise.cli.outputs import check_outputs
+    from quantwise.cli.requests import AutoRequest
 
     check_outputs(json=json_path, html=html_path)
-    if is_llm(model):
-        from quantwise.cli.llm import auto as auto_lm
-
-        if target != "pytorch":
-            raise QuantwiseError(f"--target {target} is not available for language models", "leave --target at pytorch (LLM candidates are timed in PyTorch)")
-        given = [flag for flag, used in (("--batch", batch != 1), ("--max-float", max_float is not None), ("--proxy-samples", proxy_samples != 32),
-                                         ("--n-calibration", n_calibration is not None), ("--n-evaluation", n_evaluation is not None)) if used]
-        if given:
-            raise QuantwiseError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to a language model",
-                                 "drop them: LLM auto scores each whole recipe's perplexity on the evaluation articles (--data FILE.txt gives another text) and times decode at batch 1")
-
-        default = workflows == AUTO_WORKFLOWS
-        auto_lm(model, max_drop=max_drop, objective=objective, out_dir=out_dir, recipe_out=recipe_out, candidates=None if default else workflows,
-                compile_=compile_, text=data, json_path=json_path, html_path=html_path, force=force)
-        return
-
-    opts = AutoOptions(max_drop=max_drop, objective=objective, batch=batch, compile=compile_, max_float=max_float, proxy_samples=proxy_samples,
-                       workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), target=target, progress=progress)
-    check_options(opts)
-    recipe_path = auto_outputs(model, out_dir, recipe_out, force)
-    bundle = load_bundle(model, data, n_calibration, n_evaluation)
-    report, result = search(bundle, opts)
-    write_outputs(report, bundle, result, recipe_path, out_dir, overwrite=force)
-    print_auto(report, out)
-    if report.recipe_path:
-        out.print(f"wrote {report.recipe_path} (quantwise quantize {model} --recipe {report.recipe_path} reproduces it)")
-    if report.artifact_path:
-        out.print(f"wrote {report.artifact_path}")
-    write_report_files(report.to_dict(), lambda: auto_document(report), json_path, html_path, out)
+    commands_for(model).auto(AutoRequest(model=model, max_drop=max_drop, objective=objective, out_dir=out_dir, recipe_out=recipe_out, batch=batch,
+                                         compile=compile_, max_float=max_float, proxy_samples=proxy_samples, workflows=workflows, target=target,
+                                         json_path=json_path, html_path=html_path, data=data, n_calibration=n_calibration, n_evaluation=n_evaluation,
+                                         force=force))

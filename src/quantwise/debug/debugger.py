@@ -27,7 +27,8 @@ from quantwise.debug.results import DebugReport, HistogramData, LayerDebug
 from quantwise.debug.stats import ActivationAccumulator, ErrorAccumulator, subsample, weight_stats
 from quantwise.errors import QuantwiseError
 from quantwise.evaluate.metrics import fidelity
-from quantwise.methods.base import ProgressFn, Quantized, no_progress
+from quantwise.methods.base import Quantized
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 
 SUPPORTED_RECIPES = (DynamicInt8, StaticInt8, QAT)

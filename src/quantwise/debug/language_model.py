@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quantwise.built import Built
 from quantwise.config import DynamicActivation, WeightOnly, parse_recipe
 from quantwise.data.base import Inputs, TensorSet
 from quantwise.debug.capture import LayerWeights, QuantLayer
@@ -26,7 +27,8 @@ from quantwise.debug.stats import QuantRange
 from quantwise.errors import QuantwiseError
 from quantwise.evaluate.metrics import sqnr_db
 from quantwise.algorithms import GroupQuant, rtn
-from quantwise.methods.base import ProgressFn, Quantized, no_progress
+from quantwise.methods.base import Quantized
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 
 
@@ -108,7 +110,6 @@ def _perplexity_metrics(reference: torch.Tensor, test: torch.Tensor, data: Tenso
 def debug_language_model(spec: str, recipe: str, options: DebugOptions, context: int = 256, text: str | None = None, progress: ProgressFn = no_progress) -> DebugReport:
     from quantwise.config import LLM_PRESETS
     from quantwise.llm.model import load_language_model
-    from quantwise.llm.perplexity import token_ids, windows
     from quantwise.llm.quantize import check_recipe_fits, quantize_lm
     from quantwise.llm.runtime import materialize, run_dtype
 
@@ -118,7 +119,7 @@ def debug_language_model(spec: str, recipe: str, options: DebugOptions, context:
     lm = load_language_model(spec, text)
     lm.check_context(context)
     check_recipe_fits(lm.model, parsed)
-    ids = windows(token_ids(lm.tokenizer, lm.text.evaluation, options.samples * context), context, options.samples * context)
+    ids = lm.evaluation_windows(context, options.samples * context)
     float_model = copy.deepcopy(lm.model).eval()
     q = quantize_lm(lm, parsed, progress)
     model = materialize(q.model, q.layers, q.recipe)
@@ -130,7 +131,7 @@ def debug_language_model(spec: str, recipe: str, options: DebugOptions, context:
         notes.append(f"the quantized model runs in {str(run_dtype(parsed)).removeprefix('torch.')}: its errors include that activation rounding")
     if migrated:
         notes.append("scale migration (AWQ/SmoothQuant) rescales layer inputs and weights: only propagated errors and the output are comparable")
-    quantized = Quantized(model, parsed, {}, {}, notes=notes)
+    quantized = Quantized(model, parsed, {}, {}, Built(parsed.kind), notes=notes)
     return measure(
         bundle, quantized, options, progress,
         make_backend=lambda qm, fm, chains: LanguageModelBackend(qm, fm, chains, q.layers, migrated, _chooses_codes(parsed)),

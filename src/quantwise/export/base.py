@@ -17,9 +17,8 @@ Runner = Callable[..., torch.Tensor]
 
 
 def recipe_family(recipe: Recipe | dict[str, Any]) -> str:
-    """'pt2e' (x86 quantizer), 'pt2e-xnnpack' (ExecuTorch's quantizer), 'pt2e-xnnpack-dynamic' (the
-    same with dynamic activations), 'fx' (legacy FX modules: static fx, qat, 4-bit), 'dynamic'
-    (torchao), or the LLM kinds."""
+    """The family (``built.FAMILIES``) of an artifact written before manifests recorded it: read
+    from its recipe. Newer artifacts carry ``built``, written by the method that made the model."""
     data = recipe if isinstance(recipe, dict) else {"kind": recipe.kind, **{k: getattr(recipe, k) for k in ("path", "backend") if hasattr(recipe, k)}}
     kind = data.get("kind")
     if kind == "dynamic" and data.get("backend") == "xnnpack":

@@ -12,10 +12,11 @@ from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.export import parity
 from quantwise.files import staged_file
+from quantwise.built import Built
 from quantwise.export.base import recipe_family
 from quantwise.export.formats import target_for
 from quantwise.export.result import ExportResult, output_path
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
 from quantwise.versions import has_vnni
 
@@ -46,7 +47,8 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     if samples < 1:
         raise QuantwiseError(f"--samples {samples}: the parity check needs at least one held-out sample", "e.g. --samples 256")
     manifest = store.read_manifest(artifact)
-    family = recipe_family(manifest["recipe"])
+    built = Built.from_manifest(manifest)
+    family = built.family if built is not None else recipe_family(manifest["recipe"])  # artifacts from before the record
     target.check(family)
     if vnni_only and not has_vnni():
         raise QuantwiseError("--vnni-only: this CPU has no VNNI, AMX or ARM dot product, so it computes such a file wrongly and cannot check it",

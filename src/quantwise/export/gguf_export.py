@@ -23,7 +23,7 @@ from quantwise.errors import QuantwiseError
 from quantwise.gguf.tensors import model_tensors
 from quantwise.gguf.writer import source_architecture, verify, write
 from quantwise.llm.model import source_gguf
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 
 MAX_DELTA_PCT = 0.5
 GREEDY_PROMPT, GREEDY_TOKENS = 32, 32
@@ -115,14 +115,13 @@ def _llamacpp_parity(path: Path, model: nn.Module, tokenizer: Any, parity: GGUFP
     import dataclasses
 
     from quantwise.llm.decode import Decoder
-    from quantwise.llm.perplexity import token_ids, window_scores
-    from quantwise.llm.perplexity import windows as make_windows
+    from quantwise.llm.perplexity import text_windows, window_scores
     from quantwise.llm.text import text_split
 
     from quantwise.gguf.llamacpp import run_isolated
 
     split = text_split(text)
-    ids = make_windows(token_ids(tokenizer, split.evaluation, windows * context), context, windows * context)
+    ids = text_windows(tokenizer, split.evaluation, context, windows * context)
     count = ids[:, 1:].numel()
     with torch.no_grad():
         nll, top, _ = window_scores(lambda w: model(w).logits, ids, progress, "parity: quantwise (PyTorch, same weights)")

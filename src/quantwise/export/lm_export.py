@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.llm.perplexity import window_scores
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 
 MAX_DELTA_PCT = 0.5
 MIN_CACHE_COSINE = 0.999
@@ -117,8 +117,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     from quantwise.llm import artifact as lm_artifact
     from quantwise.llm.model import load_language_model
     from quantwise.llm.runtime import materialize
-    from quantwise.llm.perplexity import token_ids
-    from quantwise.llm.perplexity import windows as make_windows
+    from quantwise.llm.perplexity import text_windows
     from quantwise.llm.text import text_split
 
     check_target(target)
@@ -136,7 +135,7 @@ def export_language_model(artifact: str | Path, target: str, out: str | Path | N
     if windows < 1:
         raise QuantwiseError(f"--samples {windows}: the parity check needs at least one window", "e.g. --samples 8")
     split = text_split(text)
-    ids = make_windows(token_ids(stored.tokenizer, split.evaluation, windows * context), context, windows * context)
+    ids = text_windows(stored.tokenizer, split.evaluation, context, windows * context)
     with staged_file(path) as tmp:
         start = time.perf_counter()
         try:

@@ -29,7 +29,7 @@ from quantwise.llm.model import load_language_model
 from quantwise.llm.perplexity import PerplexityResult, perplexity, token_ids, windows
 from quantwise.llm.quantize import check_recipe_fits, quantize_lm
 from quantwise.llm.runtime import materialize, run_dtype
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.versions import NO_NATIVE_BF16, machine, native_bf16, versions
 
 log = logging.getLogger(__name__)

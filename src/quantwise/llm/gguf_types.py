@@ -12,7 +12,7 @@ from quantwise.errors import QuantwiseError
 from quantwise.gguf.types import TensorType
 from quantwise.llm.blocks import block_linears, calibration_batches, decoder_layers
 from quantwise.llm.model import LanguageModel
-from quantwise.methods.base import ProgressFn
+from quantwise.progress import ProgressFn
 
 FISHER_WINDOWS = 32  # calibration windows for the sensitivity pass (one backward pass each)
 

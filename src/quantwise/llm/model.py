@@ -13,7 +13,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -40,6 +40,8 @@ MIN_CONTEXT = 16  # tokens in a perplexity or calibration window, at least
 class LanguageModel:
     """A causal LM ready to quantize: float32 model in eval mode, tokenizer and text split."""
 
+    kind: ClassVar[str] = "language"  # which methods take it (``methods.base.model_kind``)
+
     name: str
     model: nn.Module
     tokenizer: Any
@@ -64,6 +66,12 @@ class LanguageModel:
             raise QuantwiseError(f"{name} {context} is too short: a window needs at least {MIN_CONTEXT} tokens", f"use e.g. {name} 512")
         if context > self.max_context:
             raise QuantwiseError(f"{name} {context} is longer than {self.name} allows ({self.max_context})", f"use {name} <= {self.max_context}")
+
+    def evaluation_windows(self, context: int, n_tokens: int) -> torch.Tensor:
+        """The first ``n_tokens`` tokens of the evaluation articles, as [n, context] windows."""
+        from quantwise.llm.perplexity import text_windows
+
+        return text_windows(self.tokenizer, self.text.evaluation, context, n_tokens)
 
     def float_bytes(self) -> int:
         if self.deferred is not None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quantwise.errors import QuantwiseError
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 
 
 
@@ -52,6 +52,11 @@ def windows(ids: torch.Tensor, context: int, n_tokens: int) -> torch.Tensor:
     if n == 0:
         raise QuantwiseError(f"the text has {ids.numel()} tokens, fewer than one window of {context}", "give more text or a shorter --context")
     return ids[: n * context].view(n, context)
+
+
+def text_windows(tokenizer, documents: Sequence[str], context: int, n_tokens: int) -> torch.Tensor:
+    """The first ``n_tokens`` tokens of ``documents`` as [n_windows, context] windows."""
+    return windows(token_ids(tokenizer, documents, n_tokens), context, n_tokens)
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ from quantwise.llm.block_rounding import BlockRounding, round_block
 from quantwise.llm.memory import large_frees_to_os, release_free_memory
 from quantwise.llm.model import LanguageModel
 from quantwise.llm.blocks import block_linears, calibration_batches, decoder_layers
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.versions import native_bf16
 
 log = logging.getLogger(__name__)

@@ -1,23 +1,17 @@
 """What every method gives back, and the registry that finds a method by recipe type."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from quantwise.built import Built
 from quantwise.config import Recipe
 from quantwise.data.base import Inputs, TensorSet
-
-T = TypeVar("T")
-# Wraps an iterable to show progress: ``progress("calibrating", batches, total)``.
-ProgressFn = Callable[[str, Iterable[T], int], Iterable[T]]
-
-
-def no_progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
-    return items
+from quantwise.progress import ProgressFn, no_progress
 
 
 @dataclass
@@ -36,48 +30,84 @@ class QuantData:
 
 @dataclass
 class Quantized:
-    """A quantized model plus the plain tensors and JSON metadata that rebuild it exactly.
-
-    ``compiled`` says whether the model needs ``torch.compile`` to run fast (torchao
-    and PT2E models do; the legacy kernels run fast in eager mode).
-    """
+    """A quantized model plus the plain tensors and JSON metadata that rebuild it exactly, and
+    ``built``: what the method made (its family, whether it needs ``torch.compile`` to run fast)."""
 
     module: nn.Module
     recipe: Recipe
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
-    compiled: bool = False
+    built: Built
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def compiled(self) -> bool:
+        return self.built.compiled
 
 
 class Method(Protocol):
-    def quantize(self, model: nn.Module, recipe: Any, data: QuantData) -> Quantized: ...
+    """Quantizes models of one kind with recipes of one type. ``models`` names the kind
+    ("classic": a ``ModelBundle``'s module; "language": a ``LanguageModel`` quantized in place)."""
 
-    def restore(self, arch: nn.Module, recipe: Any, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized: ...
+    models: str
+
+    def quantize_bundle(self, bundle: Any, recipe: Any, progress: ProgressFn, batch_size: int) -> Any: ...
+
+
+class ClassicMethod:
+    """A method for classic models (CNNs, encoders, LSTMs): it quantizes a copy of the bundle's
+    module from its calibration (and training) data, and rebuilds the result from an artifact's
+    tensors."""
+
+    models = "classic"
+
+    def quantize_bundle(self, bundle: Any, recipe: Any, progress: ProgressFn, batch_size: int) -> Quantized:
+        data = QuantData(bundle.calibration, bundle.train, batch_size=batch_size, dynamic_batch=bundle.dynamic_batch, progress=progress)
+        return self.quantize(bundle.model, recipe, data)
+
+    def quantize(self, model: nn.Module, recipe: Any, data: QuantData) -> Quantized:
+        raise NotImplementedError
+
+    def restore(self, arch: nn.Module, recipe: Any, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
+        raise NotImplementedError
 
 
 METHODS: dict[type, Method] = {}
 
 
-def register(recipe_type: type) -> Callable[[type], type]:
+def register(*recipe_types: type) -> Callable[[type], type]:
+    """Class decorator: the method for ``recipe_types``. A new recipe type is this file's
+    registration plus its preset rows in ``config.PRESET_TABLE``."""
+
     def wrap(cls: type) -> type:
-        METHODS[recipe_type] = cls()
+        for recipe_type in recipe_types:
+            METHODS[recipe_type] = cls()
         return cls
 
     return wrap
 
 
-def method_for(recipe: Recipe) -> Method:
+def method_for(recipe: Recipe, kind: str | None = None) -> Method:
+    """The method for ``recipe``; with ``kind`` (a model's, "classic" or "language": see
+    ``model_kind``), refuse a recipe meant for another kind of model, listing the presets that fit."""
     import quantwise.methods  # noqa: F401  (registers the methods)
+    from quantwise.config import check_language_recipe, preset_names, recipe_name
+    from quantwise.errors import QuantwiseError
 
-    if type(recipe) not in METHODS:
-        from quantwise.config import LLM_PRESETS, preset_names
-        from quantwise.errors import QuantwiseError
-
+    method = METHODS[type(recipe)]
+    if kind is None or method.models == kind:
+        return method
+    if method.models == "language":
         raise QuantwiseError(f"recipe kind {recipe.kind!r} is for language models; this model is not one",
                              f"use a recipe for it ({', '.join(preset_names('classic'))}), or a language model "
-                             f"(smollm2-135m, a .gguf file, a Hugging Face directory) with {', '.join(LLM_PRESETS[:3])}, ...")
-    return METHODS[type(recipe)]
+                             f"(smollm2-135m, a .gguf file, a Hugging Face directory) with {', '.join(preset_names('language')[:3])}, ...")
+    check_language_recipe(recipe, recipe_name(recipe))  # refuses it, naming the recipes that fit
+    raise AssertionError(recipe)
+
+
+def model_kind(bundle: Any) -> str:
+    """'classic' for a ``ModelBundle``, 'language' for a ``LanguageModel`` (their ``kind``)."""
+    return bundle.kind
 
 
 def dynamic_batch_shapes(example: Inputs) -> tuple[dict[int, Any], ...]:

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantwise.built import Built
 from quantwise.config import BF16
 from quantwise.data.base import Inputs
-from quantwise.methods.base import QuantData, Quantized, load_state, register
+from quantwise.methods.base import ClassicMethod, QuantData, Quantized, load_state, register
 
 
 class Bf16Autocast(nn.Module):
@@ -30,13 +31,13 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @register(BF16)
-class Bf16:
+class Bf16(ClassicMethod):
     def quantize(self, model: nn.Module, recipe: BF16, data: QuantData) -> Quantized:
         wrapped = Bf16Autocast(copy.deepcopy(model).eval())
-        return Quantized(wrapped, recipe, _tensors(wrapped.model), {}, compiled=False,
+        return Quantized(wrapped, recipe, _tensors(wrapped.model), {}, Built("bf16"),
                          notes=["bf16 autocast: float32 weights, conv/linear/matmul in bfloat16 (fast on CPUs with AMX)"])
 
     def restore(self, arch: nn.Module, recipe: BF16, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
         load_state(arch, tensors)
         wrapped = Bf16Autocast(arch.eval())
-        return Quantized(wrapped, recipe, tensors, meta, compiled=False, notes=["bf16 autocast"])
+        return Quantized(wrapped, recipe, tensors, meta, Built("bf16"), notes=["bf16 autocast"])

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from quantwise import legacy
+from quantwise.built import Built
 from quantwise.config import DynamicInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
-from quantwise.methods.base import QuantData, Quantized, load_state, register
+from quantwise.methods.base import ClassicMethod, QuantData, Quantized, load_state, register
 from quantwise.methods.layers import kept_float, quantizable_layers
 
 RNN_PREFIX = "__recurrent__."
@@ -48,7 +49,7 @@ def _apply(model: nn.Module, recipe: DynamicInt8) -> tuple[list[str], bool]:
 
 
 @register(DynamicInt8)
-class Dynamic:
+class Dynamic(ClassicMethod):
     """Dispatches on ``recipe.backend``: torchao (and the legacy LSTM kernels) here, XNNPACK's PT2E graph in static_pt2e."""
 
     def quantize(self, model: nn.Module, recipe: DynamicInt8, data: QuantData) -> Quantized:
@@ -64,7 +65,7 @@ class Dynamic:
                 "use the static recipe for convolutional models",
             )
         tensors, meta = _state(qmodel)
-        return Quantized(qmodel, recipe, tensors, meta, compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel), notes=done)
+        return Quantized(qmodel, recipe, tensors, meta, Built("dynamic", compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel)), notes=done)
 
     def restore(self, arch: nn.Module, recipe: DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
         from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
@@ -87,7 +88,7 @@ class Dynamic:
         rnn = {k[len(RNN_PREFIX):]: v for k, v in tensors.items() if k.startswith(RNN_PREFIX)}
         if rnn:
             legacy.load_recurrent_weights(qmodel, legacy.unflatten_state(rnn, meta["recurrent"]))
-        return Quantized(qmodel, recipe, tensors, meta, compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel), notes=done)
+        return Quantized(qmodel, recipe, tensors, meta, Built("dynamic", compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel)), notes=done)
 
 
 def _state(qmodel: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

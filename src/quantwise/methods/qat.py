@@ -13,7 +13,7 @@ from torch import nn
 from quantwise import legacy
 from quantwise.config import QAT
 from quantwise.data.base import Inputs, TensorSet
-from quantwise.methods.base import QuantData, Quantized, register
+from quantwise.methods.base import ClassicMethod, QuantData, Quantized, register
 from quantwise.methods.static_fx import finish, kept_note, prepare, restore_converted
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def _loss(output: torch.Tensor, targets: torch.Tensor | None, reference: torch.T
 
 
 @register(QAT)
-class QuantizationAwareTraining:
+class QuantizationAwareTraining(ClassicMethod):
     def quantize(self, model: nn.Module, recipe: QAT, data: QuantData) -> Quantized:
         train: TensorSet = data.train if data.train is not None else data.calibration
         labelled = train.targets is not None

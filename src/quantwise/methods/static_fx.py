@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from quantwise import legacy
+from quantwise.built import Built
 from quantwise.config import QAT, StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
-from quantwise.methods.base import QuantData, Quantized, calibrate, load_state, register
+from quantwise.methods.base import ClassicMethod, QuantData, Quantized, calibrate, load_state, register
 from quantwise.methods.layers import kept_float
 
 
@@ -63,7 +64,7 @@ def finish(prepared: nn.Module, recipe: StaticInt8 | QAT, notes: list[str]) -> Q
     tensors, meta = legacy.flatten_state(converted.state_dict())
     if recipe.weight_bits == 4:
         notes.append("4-bit weight values are stored in int8 containers (the legacy kernels have no int4)")
-    return Quantized(converted, recipe, tensors, meta, compiled=False, notes=notes)
+    return Quantized(converted, recipe, tensors, meta, Built("fx"), notes=notes)
 
 
 def restore_converted(arch: nn.Module, recipe: StaticInt8 | QAT, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
@@ -72,11 +73,11 @@ def restore_converted(arch: nn.Module, recipe: StaticInt8 | QAT, example: Inputs
         prepared(*example)  # gives every observer a range so that convert runs; the file overwrites it
     converted = legacy.fx_convert(prepared)
     load_state(converted, legacy.unflatten_state(tensors, meta))
-    return Quantized(converted, recipe, tensors, meta, compiled=False)
+    return Quantized(converted, recipe, tensors, meta, Built("fx"))
 
 
 @register(StaticInt8)
-class Static:
+class Static(ClassicMethod):
     """Dispatches on ``recipe.path``: the eager-module (FX) path here, PT2E in static_pt2e."""
 
     def quantize(self, model: nn.Module, recipe: StaticInt8, data: QuantData) -> Quantized:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from quantwise.built import Built
 from quantwise.config import DynamicInt8, StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
@@ -25,11 +26,24 @@ from quantwise.observers import histogram_variant
 WEIGHT_SUFFIX = ".int8"
 
 
+def activation_observer(observer: str, percentile: float) -> tuple[Any, dict[str, Any]]:
+    """The PT2E observer class (and its arguments) for a recipe's ``observer`` name."""
+    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+
+    observers: dict[str, tuple[Any, dict[str, Any]]] = {
+        "minmax": (MinMaxObserver, {}),
+        "moving-average": (MovingAverageMinMaxObserver, {"averaging_constant": 0.01}),
+        "histogram": (HistogramObserver, {}),
+        "percentile": (_PT2E_VARIANTS["percentile"], {"percentile": percentile}),
+        "mse": (_PT2E_VARIANTS["mse"], {}),
+    }
+    return observers[observer]
+
+
 def _quantizer(recipe: StaticInt8 | DynamicInt8, restoring: bool = False, keep_float: list[str] | None = None) -> Any:
     """The x86 (or XNNPACK) quantizer with the recipe's activation observer; when ``restoring``, plain
     min/max observers that take the stored ranges (they compute the same qparams).
     Layers named in ``keep_float`` get no annotation and stay float."""
-    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
@@ -40,14 +54,7 @@ def _quantizer(recipe: StaticInt8 | DynamicInt8, restoring: bool = False, keep_f
         return xnnpack_quantizer(dynamic_config(), keep_float or [], linear_only=True)
     if recipe.granularity != "per-channel":
         raise QuantwiseError("the pt2e x86 quantizer takes per-channel weights only", "use granularity=per-channel or path=fx")
-    observers: dict[str, tuple[Any, dict[str, Any]]] = {
-        "minmax": (MinMaxObserver, {}),
-        "moving-average": (MovingAverageMinMaxObserver, {"averaging_constant": 0.01}),
-        "histogram": (HistogramObserver, {}),
-        "percentile": (_PT2E_VARIANTS["percentile"], {"percentile": recipe.percentile}),
-        "mse": (_PT2E_VARIANTS["mse"], {}),
-    }
-    cls, kwargs = observers["minmax" if restoring else recipe.observer]
+    cls, kwargs = activation_observer("minmax" if restoring else recipe.observer, recipe.percentile)
     config = symmetric_config() if recipe.backend == "xnnpack" else get_default_x86_inductor_quantization_config()
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=cls.with_args(eps=2**-12, **kwargs))
     config = dataclasses.replace(config, input_activation=act, output_activation=act if config.output_activation else None)
@@ -257,4 +264,8 @@ def restore(arch: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs, 
     prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True), restoring=True)
     _load_state(prepared, tensors)
     # Inductor's x86 int8 kernels take uint8 activations: the XNNPACK graph (int8) runs in eager mode here
-    return Quantized(_convert(prepared), recipe, tensors, meta, compiled=recipe.backend != "xnnpack")
+    if recipe.backend != "xnnpack":
+        built = Built("pt2e", compiled=True)
+    else:
+        built = Built("pt2e-xnnpack-dynamic" if isinstance(recipe, DynamicInt8) else "pt2e-xnnpack")
+    return Quantized(_convert(prepared), recipe, tensors, meta, built)

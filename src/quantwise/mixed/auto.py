@@ -35,7 +35,7 @@ from quantwise.errors import QuantwiseError, choice_error, first_line
 from quantwise.evaluate.latency import batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, outputs
 from quantwise.evaluate.runtime import RUNTIMES
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.methods.layers import quantizable_layers
 from quantwise.mixed.sensitivity import SensitivityOptions, SensitivityReport, analyse, cached_report, primary_metric
 from quantwise.models.base import ModelBundle

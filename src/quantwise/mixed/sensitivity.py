@@ -44,7 +44,7 @@ from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError
 from quantwise.files import atomic_write_text
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, fidelity, outputs, sqnr_db
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.mixed.simulate import simulator
 from quantwise.models.base import ModelBundle
 from quantwise.versions import versions

@@ -26,7 +26,7 @@ from torch import nn
 from quantwise.config import DynamicInt8, Recipe, StaticInt8
 from quantwise.data.base import TensorSet
 from quantwise.errors import QuantwiseError
-from quantwise.methods.base import ProgressFn, no_progress
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.methods.layers import quantizable_layers
 
 
@@ -49,18 +49,9 @@ class SwapModel:
 
 
 def _activation_observer(recipe: StaticInt8) -> nn.Module:
-    from torchao.quantization.pt2e import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+    from quantwise.methods.static_pt2e import activation_observer
 
-    from quantwise.methods.static_pt2e import _PT2E_VARIANTS
-
-    kinds: dict[str, tuple[Any, dict[str, Any]]] = {
-        "minmax": (MinMaxObserver, {}),
-        "moving-average": (MovingAverageMinMaxObserver, {"averaging_constant": 0.01}),
-        "histogram": (HistogramObserver, {}),
-        "percentile": (_PT2E_VARIANTS["percentile"], {"percentile": recipe.percentile}),
-        "mse": (_PT2E_VARIANTS["mse"], {}),
-    }
-    cls, kwargs = kinds[recipe.observer]
+    cls, kwargs = activation_observer(recipe.observer, recipe.percentile)
     # the fx path on x86 keeps 7-bit activations (legacy.qconfig); pt2e uses 8 bits
     qmax = 127 if recipe.path == "fx" and recipe.backend == "x86" else 255
     return cls(dtype=torch.uint8, quant_min=0, quant_max=qmax, qscheme=torch.per_tensor_affine, eps=2**-12, **kwargs)

@@ -1,9 +1,10 @@
 """What a model spec resolves to: the float model, its data and how to score it."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ class ModelBundle:
       is the largest acceptable drop of it versus float (absolute units).
     """
 
+    kind: ClassVar[str] = "classic"  # which methods take it (``methods.base.model_kind``)
     name: str
     model: nn.Module
     calibration: TensorSet
@@ -45,3 +47,10 @@ class ModelBundle:
 
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         return self.calibration.example(batch_size)
+
+
+def zoo_bundle(name: str, build: Callable[[], nn.Module], calibration: TensorSet, evaluation: TensorSet, unit: str, **fields) -> ModelBundle:
+    """A zoo model's bundle: the float model ``build`` makes (``build`` also rebuilds the
+    architecture for artifacts), its data, and a log line with the split sizes in ``unit``."""
+    logging.getLogger("quantwise.models").info("%s: %d calibration / %d evaluation %s", name, len(calibration), len(evaluation), unit)
+    return ModelBundle(name=name, model=build(), calibration=calibration, evaluation=evaluation, build_arch=build, **fields)

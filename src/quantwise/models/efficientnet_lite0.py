@@ -10,7 +10,6 @@ rather than through ``from_pretrained``, which matches keys loosely and prints t
 from __future__ import annotations
 
 import hashlib
-import logging
 from functools import cache
 
 import numpy as np
@@ -20,10 +19,9 @@ from torch import nn
 from quantwise.data.base import TensorSet
 from quantwise.data.cache import cached_tensors
 from quantwise.data.photos import centre_crop, load_photo, photo_crops
-from quantwise.models.base import ModelBundle
+from quantwise.models.base import ModelBundle, zoo_bundle
 from quantwise.models.zoo import DESCRIPTIONS
 
-log = logging.getLogger(__name__)
 
 NAME = "efficientnet-lite0"
 DESCRIPTION = DESCRIPTIONS[NAME]
@@ -91,16 +89,11 @@ def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -
         description=f"{n_eval} centre/random-resized crops (flips) of {', '.join(EVALUATION_PHOTOS)} "
         "(other photos than calibration)",
     )
-    log.info("%s: %d calibration / %d evaluation crops", NAME, len(calibration), len(evaluation))
-    return ModelBundle(
-        name=NAME,
-        model=build(),
-        calibration=calibration,
-        evaluation=evaluation,
+    return zoo_bundle(
+        NAME, build, calibration, evaluation, "crops",
         task="classification",
         primary="agreement",
         tolerance=0.01,
         downstream=known_top1,
         description=DESCRIPTION + "; calibration and evaluation crops come from different source photos",
-        build_arch=build,
     )

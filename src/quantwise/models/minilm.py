@@ -9,7 +9,6 @@ packaged ``tokenizer.json`` (no transformers import, no hub access).
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 from functools import cache
@@ -23,7 +22,7 @@ from torch import nn
 
 from quantwise.data import gensim_text
 from quantwise.data.base import TensorSet
-from quantwise.models.base import ModelBundle
+from quantwise.models.base import ModelBundle, zoo_bundle
 from quantwise.models.zoo import DESCRIPTIONS
 
 if TYPE_CHECKING:
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-log = logging.getLogger(__name__)
 
 NAME = "minilm-l6"
 DESCRIPTION = DESCRIPTIONS[NAME]
@@ -218,16 +216,11 @@ def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -
         description=f"{len(order)} texts drawn from the 50 documents of gensim lee.cor and the 200 sentences of "
         "pang_lee_polarity.cor (other texts than calibration)",
     )
-    log.info("%s: %d calibration / %d evaluation texts", NAME, len(calibration), len(evaluation))
-    return ModelBundle(
-        name=NAME,
-        model=build(),
-        calibration=calibration,
-        evaluation=evaluation,
+    return zoo_bundle(
+        NAME, build, calibration, evaluation, "texts",
         task="embedding",
         primary="cosine",
         tolerance=0.01,
         downstream=text_scores,
         description=DESCRIPTION + "; texts truncated / padded to 128 tokens",
-        build_arch=build,
     )

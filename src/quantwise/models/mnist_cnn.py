@@ -7,7 +7,6 @@ is rebuilt here with the same parameter names (``features.0``, ``features.3``,
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 
 import torch
@@ -15,10 +14,9 @@ from torch import nn
 
 from quantwise.data.base import TensorSet
 from quantwise.data.mnist import load_mnist
-from quantwise.models.base import ModelBundle
+from quantwise.models.base import ModelBundle, zoo_bundle
 from quantwise.models.zoo import DESCRIPTIONS
 
-log = logging.getLogger(__name__)
 
 NAME = "mnist-cnn"
 DESCRIPTION = DESCRIPTIONS[NAME]
@@ -83,16 +81,11 @@ def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -
         f"first {min(n_eval, 10000)} digits of the official MNIST test split (10k)",
     )
     train = TensorSet((train_x,), train_y, "MNIST train split (50k digits, labelled)")
-    log.info("%s: %d calibration / %d evaluation digits", NAME, len(calibration), len(evaluation))
-    return ModelBundle(
-        name=NAME,
-        model=build(),
-        calibration=calibration,
-        evaluation=evaluation,
+    return zoo_bundle(
+        NAME, build, calibration, evaluation, "digits",
         task="classification",
         primary="top1",
         tolerance=0.005,
         train=train,
         description=DESCRIPTION,
-        build_arch=build,
     )

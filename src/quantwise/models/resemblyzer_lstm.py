@@ -7,7 +7,6 @@ The network is rebuilt in plain torch with Resemblyzer's parameter names because
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 
 import torch
@@ -16,10 +15,9 @@ from torch import nn
 
 from quantwise.data.base import TensorSet
 from quantwise.data.speech import SpeechPartials, load_speech
-from quantwise.models.base import ModelBundle
+from quantwise.models.base import ModelBundle, zoo_bundle
 from quantwise.models.zoo import DESCRIPTIONS
 
-log = logging.getLogger(__name__)
 
 NAME = "resemblyzer-lstm"
 DESCRIPTION = DESCRIPTIONS[NAME]
@@ -119,16 +117,11 @@ def load(*, n_calibration: int | None = None, n_evaluation: int | None = None) -
         (speech.mels[eval_idx_used],),
         description=f"{len(eval_idx_used)} mel partials, random, of sentences {N_CALIBRATION_SENTENCES}-{last}, {what}",
     )
-    log.info("%s: %d calibration / %d evaluation partials", NAME, len(calibration), len(evaluation))
-    return ModelBundle(
-        name=NAME,
-        model=build(),
-        calibration=calibration,
-        evaluation=evaluation,
+    return zoo_bundle(
+        NAME, build, calibration, evaluation, "partials",
         task="embedding",
         primary="cosine",
         tolerance=0.01,
         downstream=lambda model: speaker_scores(model, speech, eval_idx),
         description=DESCRIPTION + f"; speech: {speech.source}",
-        build_arch=build,
     )

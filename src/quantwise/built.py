@@ -1,0 +1,32 @@
+"""What a method built, recorded once by that method and stored in the artifact's manifest.
+Export, compare and auto read these fields; notes are for people and no code parses them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quantwise.errors import QuantwiseError
+
+# how a quantized classic model runs and exports: legacy FX modules, PT2E (x86 quantizer),
+# PT2E with XNNPACK's quantizer (static or dynamic activations), torchao dynamic int8, bf16 autocast
+FAMILIES = ("fx", "pt2e", "pt2e-xnnpack", "pt2e-xnnpack-dynamic", "dynamic", "bf16")
+
+
+@dataclass(frozen=True)
+class Built:
+    family: str  # one of FAMILIES (a language model's: its recipe kind)
+    compiled: bool = False  # runs fast only under torch.compile (torchao kernels, PT2E x86)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"family": self.family, "compiled": self.compiled}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Built | None:
+        """The record in ``manifest`` (checked: a manifest is untrusted data), or None for an
+        artifact written before it was kept."""
+        data = manifest.get("built")
+        if not data:  # absent, or a language model's artifact (its kind is in its recipe)
+            return None
+        if not isinstance(data, dict) or data.get("family") not in FAMILIES or not isinstance(data.get("compiled"), bool):
+            raise QuantwiseError("the artifact's record of what was built is invalid", "re-create the artifact with 'quantwise quantize'")
+        return cls(data["family"], data["compiled"])
