@@ -16,9 +16,10 @@ FAMILIES = ("fx", "pt2e", "pt2e-xnnpack", "pt2e-xnnpack-dynamic", "dynamic", "bf
 class Built:
     family: str  # one of FAMILIES (a language model's: its recipe kind)
     compiled: bool = False  # runs fast only under torch.compile (torchao kernels, PT2E x86)
+    kept_float: tuple[str, ...] = ()  # layers the recipe's keep_float left in float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "compiled": self.compiled}
+        return {"family": self.family, "compiled": self.compiled, "kept_float": list(self.kept_float)}
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> Built | None:
@@ -27,6 +28,8 @@ class Built:
         data = manifest.get("built")
         if not data:  # absent, or a language model's artifact (its kind is in its recipe)
             return None
-        if not isinstance(data, dict) or data.get("family") not in FAMILIES or not isinstance(data.get("compiled"), bool):
+        kept = data.get("kept_float") if isinstance(data, dict) else None
+        if (not isinstance(data, dict) or data.get("family") not in FAMILIES or not isinstance(data.get("compiled"), bool)
+                or not isinstance(kept, list) or not all(isinstance(k, str) for k in kept)):
             raise QuantwiseError("the artifact's record of what was built is invalid", "re-create the artifact with 'quantwise quantize'")
-        return cls(data["family"], data["compiled"])
+        return cls(data["family"], data["compiled"], tuple(kept))

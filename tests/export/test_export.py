@@ -39,9 +39,6 @@ def test_export_holds_parity_and_is_recorded(artifacts, mnist, recipe, target):
     manifest = json.loads((artifacts[recipe] / "manifest.json").read_text())
     assert manifest["exports"][target]["parity"]["passed"] is True
     assert manifest["exports"][target]["file"] == str(result.path)
-    if target == "torchscript":
-        assert any("deprecated" in n for n in result.notes)
-        assert any(("NOT optimized" in n) != torch._C._is_xnnpack_enabled() for n in result.notes)
 
 
 def test_pt2_runs_in_a_fresh_process_without_quantwise(artifacts, mnist):
@@ -133,7 +130,7 @@ def test_compare_runs_exports_in_onnxruntime_beside_its_own_quantizer(mnist):
         assert rows[peer].metrics["agreement"] > 0.97 and rows[peer].size_ratio < 0.3
     exported = rows["static-pt2e -> onnxruntime"]
     assert exported.runtime == "onnxruntime" and exported.error is None
-    assert exported.metrics["agreement"] > 0.97 and any("parity with the PyTorch int8 model" in n for n in exported.notes)
+    assert exported.metrics["agreement"] > 0.97
     dynamic = rows["dynamic -> onnxruntime"]  # torchao int8 dynamic, translated to integer ONNX ops
     assert dynamic.error is None and dynamic.metrics["agreement"] > 0.97
     assert all("(its own quantizer)" not in name for name in report.best.values())  # peers are never quantwise's best
@@ -148,7 +145,6 @@ def test_compare_runs_exports_in_executorch(mnist):
     exported = rows["static-xnnpack -> executorch"]
     assert exported.runtime == "executorch" and exported.error is None, exported.error
     assert exported.metrics["agreement"] > 0.97 and exported.latency[1].median_ms > 0
-    assert any("one sample per call" in n for n in exported.notes)
     refused = rows["static-pt2e -> executorch"]  # the x86 quantizer's uint8 graph: refused, with the recipe that works
     assert refused.error and "static:path=pt2e,backend=xnnpack" in refused.error and not refused.latency
 

@@ -90,14 +90,12 @@ def test_gptq_runs_block_by_block_with_progress(eval_windows, float_ppl):
 
     q = quantize_lm(fresh(defer_blocks=True), WeightOnly(algorithm="gptq", **SMALL_CAL), progress)
     assert ("quantizing blocks", 30) in seen
-    assert any("calibrated on 8 windows" in n for n in q.notes)
     ppl = perplexity(materialize(q.model, q.layers, q.recipe), eval_windows).perplexity
     assert float_ppl < ppl < float_ppl * 1.6
 
 
 def test_awq_then_gptq_folds_scales_and_stays_close_to_float(eval_windows, float_ppl):
     q = quantize_lm(fresh(), WeightOnly(algorithm="awq-gptq", gptq_grid="hqq", **SMALL_CAL))
-    assert any("then GPTQ" in n for n in q.notes)
     ppl = perplexity(materialize(q.model, q.layers, q.recipe), eval_windows).perplexity
     assert float_ppl < ppl < float_ppl * 1.6
 

@@ -91,9 +91,9 @@ def test_learned_codes_are_the_converted_models_weights_on_nearests_grid(tiny_pa
     assert all(int((a.int() - b.int()).abs().max()) <= 1 for a, b in zip(codes, rtn))
     assert any(not torch.equal(a, b) for a, b in zip(codes, rtn))
     assert all(torch.equal(nearest.tensors[k], learned.tensors[k]) for k in nearest.tensors if not k.endswith(".int8"))
-    # progress per layer, and the notes say what happened
+    # progress per layer, and the method's record says what happened
     assert ("learning rounding (adaround)", 4) in calls
-    assert any(n.startswith("adaround: learned rounding of 4 layers (300 iterations each") for n in learned.notes)
+    assert learned.meta["rounding"]["method"] == "adaround" and learned.meta["rounding"]["layers"] == 4
 
 
 def test_adaround_lowers_a_layers_heldout_output_error(tiny_pair):
@@ -135,7 +135,7 @@ def test_codes_survive_artifact_save_load_and_onnx_export(mnist, tmp_path):
     loaded = api.load(path, arch=api.architecture(mnist))
     assert all(torch.equal(loaded.quantized.tensors[k], v) for k, v in codes.items())
     assert all(torch.equal(a, b) for a, b in zip(_int8_weights(loaded.module), codes.values()))
-    assert any(n.startswith("adaround: learned rounding of 4 layers") for n in loaded.quantized.notes)
+    assert loaded.quantized.meta["rounding"]["layers"] == 4
     exported = export_artifact(path, "onnx", bundle=mnist, samples=256)
     assert exported.parity.passed
     graph = onnx.load(str(exported.path)).graph
@@ -188,7 +188,6 @@ def test_non_finite_loss_keeps_nearest_rounding(monkeypatch):
     assert torch.equal(learned.tensors["dw.weight.int8"], nearest.tensors["dw.weight.int8"])
     assert learned.meta["rounding"]["kept_nearest"] == {"dw.weight": "non-finite loss"}
     assert not torch.equal(learned.tensors["pw.weight.int8"], nearest.tensors["pw.weight.int8"])  # the others still learn
-    assert any("nearest rounding kept (1): dw.weight (non-finite loss)" in n for n in learned.notes)
 
 
 def test_uncovered_layer_types_are_named_and_left_at_nearest():
@@ -206,7 +205,6 @@ def test_uncovered_layer_types_are_named_and_left_at_nearest():
     data = QuantData(TensorSet((torch.randn(32, 4, 12),)))
     learned = static_pt2e.quantize(Mixed().eval(), parse_recipe("static:path=pt2e,backend=xnnpack,rounding=adaround,rounding_iterations=20"), data)
     assert learned.meta["rounding"]["uncovered"] == ["c1.weight (conv1d)"]
-    assert any(n == "adaround does not cover (1), nearest rounding: c1.weight (conv1d)" for n in learned.notes)
 
 
 def test_a_weight_shared_by_two_layers_keeps_nearest_rounding():

@@ -92,8 +92,8 @@ def test_onnxruntime_target_exports_and_times_every_candidate_there(mnist):
     assert baseline.runtime == "onnxruntime" and baseline.latency_ms > 0 and report.target == "onnxruntime"
     assert [c.name for c in report.candidates if c.stage == "baseline"] == ["onnxruntime float"]
     static = report.candidate("static-pt2e")
-    assert static.runtime == "onnxruntime" and static.latency_ms > 0 and any("parity" in n for n in static.notes)
+    assert static.runtime == "onnxruntime" and static.latency_ms > 0
     assert static.size_mb < 0.5 * baseline.size_mb  # the .onnx file holds int8 weights
     bf16 = report.candidate("bf16")
-    assert bf16.latency_ms is None and any(n.startswith("not timed:") for n in bf16.notes)
+    assert bf16.latency_ms is None
     assert report.chosen != "bf16"

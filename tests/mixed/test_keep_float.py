@@ -49,7 +49,8 @@ def test_fx_kept_layers_stay_float_and_reload_exactly(mnist, mnist_reference, tm
     loaded = api.load(api.save(result, tmp_path / "a"))
     probe = mnist.evaluation.example(64)
     assert torch.equal(run(q, probe), run(loaded.module, probe)) and loaded.recipe == recipe
-    assert any("kept float (2)" in n for n in result.quantized.notes)
+    assert result.quantized.built.kept_float == loaded.quantized.built.kept_float == ("features.0", "classifier.2")
+    assert loaded.artifact.built == {"family": "fx", "compiled": False, "kept_float": ["features.0", "classifier.2"]}
 
 
 def _linear_weight_sources(graph_module: torch.fx.GraphModule) -> dict[str, str]:

@@ -19,13 +19,14 @@ from quantwise.methods.layers import kept_float, quantizable_layers
 RNN_PREFIX = "__recurrent__."
 
 
-def _apply(model: nn.Module, recipe: DynamicInt8) -> tuple[list[str], bool]:
-    """Quantize ``model`` in place: the notes saying what was quantized, and whether any layer
-    runs torchao's kernels (then torch.compile is what makes it fast)."""
+def _apply(model: nn.Module, recipe: DynamicInt8) -> tuple[list[str], Built]:
+    """Quantize ``model`` in place: the notes saying what was quantized, and what was built
+    (compiled: some layer runs torchao's kernels, which torch.compile makes fast)."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, IntxWeightOnlyConfig, quantize_
     from torchao.quantization.granularity import PerAxis
 
-    keep = set(kept_float(model, recipe))
+    kept = kept_float(model, recipe)
+    keep = set(kept)
     quantized = [n for n in quantizable_layers(model, recipe) if n not in keep]
     kinds = {n: type(model.get_submodule(n)) for n in quantized}
     done = []
@@ -45,7 +46,7 @@ def _apply(model: nn.Module, recipe: DynamicInt8) -> tuple[list[str], bool]:
     uses_torchao = any(k is nn.Linear or issubclass(k, nn.Embedding) for k in kinds.values())
     if keep:
         done.append(f"kept float ({len(keep)}): {', '.join(sorted(keep))}")
-    return done, uses_torchao
+    return done, Built("dynamic", compiled=uses_torchao and not legacy.has_recurrent_quantized(model), kept_float=tuple(kept))
 
 
 @register(DynamicInt8)
@@ -58,14 +59,14 @@ class Dynamic(ClassicMethod):
 
             return static_pt2e.quantize(model, recipe, data)
         qmodel = copy.deepcopy(model).eval()
-        done, uses_torchao = _apply(qmodel, recipe)
+        done, built = _apply(qmodel, recipe)
         if not done:
             raise QuantwiseError(
                 "dynamic quantization found no Linear, LSTM, GRU or Embedding layer to quantize",
                 "use the static recipe for convolutional models",
             )
         tensors, meta = _state(qmodel)
-        return Quantized(qmodel, recipe, tensors, meta, Built("dynamic", compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel)), notes=done)
+        return Quantized(qmodel, recipe, tensors, meta, built, notes=done)
 
     def restore(self, arch: nn.Module, recipe: DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
         from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
@@ -75,7 +76,7 @@ class Dynamic(ClassicMethod):
 
             return static_pt2e.restore(arch, recipe, example, tensors, meta)
         qmodel = arch.eval()
-        done, uses_torchao = _apply(qmodel, recipe)
+        done, built = _apply(qmodel, recipe)
         plain = {k: v for k, v in tensors.items() if not k.startswith(RNN_PREFIX)}
         state, leftover = unflatten_tensor_state_dict(plain, meta["torchao"])
         state.update(leftover)
@@ -88,7 +89,7 @@ class Dynamic(ClassicMethod):
         rnn = {k[len(RNN_PREFIX):]: v for k, v in tensors.items() if k.startswith(RNN_PREFIX)}
         if rnn:
             legacy.load_recurrent_weights(qmodel, legacy.unflatten_state(rnn, meta["recurrent"]))
-        return Quantized(qmodel, recipe, tensors, meta, Built("dynamic", compiled=uses_torchao and not legacy.has_recurrent_quantized(qmodel)), notes=done)
+        return Quantized(qmodel, recipe, tensors, meta, built, notes=done)
 
 
 def _state(qmodel: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

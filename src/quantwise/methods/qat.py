@@ -14,7 +14,8 @@ from quantwise import legacy
 from quantwise.config import QAT
 from quantwise.data.base import Inputs, TensorSet
 from quantwise.methods.base import ClassicMethod, QuantData, Quantized, register
-from quantwise.methods.static_fx import finish, kept_note, prepare, restore_converted
+from quantwise.methods.layers import kept_float
+from quantwise.methods.static_fx import finish, prepare, restore_converted
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ class QuantizationAwareTraining(ClassicMethod):
             f"QAT {recipe.steps} steps, batch {recipe.batch_size}, lr {recipe.lr}, "
             f"{'cross-entropy on labels' if labelled else 'distilling the float outputs'} ({train.description or 'training data'}); "
             f"loss {first:.4g} -> {last:.4g}"
-        ] + kept_note(model, recipe)
-        return finish(prepared, recipe, notes)
+        ]
+        return finish(prepared, recipe, notes, kept_float(model, recipe))
 
     def restore(self, arch: nn.Module, recipe: QAT, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
         return restore_converted(arch, recipe, example, tensors, meta)

@@ -54,26 +54,26 @@ def _refuse_integer_inputs(example: Inputs) -> None:
             )
 
 
-def kept_note(model: nn.Module, recipe: Any) -> list[str]:
-    keep = kept_float(model, recipe)
+def kept_note(keep: list[str]) -> list[str]:
     return [f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else []
 
 
-def finish(prepared: nn.Module, recipe: StaticInt8 | QAT, notes: list[str]) -> Quantized:
+def finish(prepared: nn.Module, recipe: StaticInt8 | QAT, notes: list[str], kept: list[str]) -> Quantized:
     converted = legacy.fx_convert(prepared)
     tensors, meta = legacy.flatten_state(converted.state_dict())
     if recipe.weight_bits == 4:
         notes.append("4-bit weight values are stored in int8 containers (the legacy kernels have no int4)")
-    return Quantized(converted, recipe, tensors, meta, Built("fx"), notes=notes)
+    return Quantized(converted, recipe, tensors, meta, Built("fx", kept_float=tuple(kept)), notes=notes + kept_note(kept))
 
 
 def restore_converted(arch: nn.Module, recipe: StaticInt8 | QAT, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
+    kept = kept_float(arch, recipe)
     prepared = prepare(arch, recipe, example)
     with torch.no_grad():
         prepared(*example)  # gives every observer a range so that convert runs; the file overwrites it
     converted = legacy.fx_convert(prepared)
     load_state(converted, legacy.unflatten_state(tensors, meta))
-    return Quantized(converted, recipe, tensors, meta, Built("fx"))
+    return Quantized(converted, recipe, tensors, meta, Built("fx", kept_float=tuple(kept)))
 
 
 @register(StaticInt8)
@@ -87,10 +87,10 @@ class Static(ClassicMethod):
             return static_pt2e.quantize(model, recipe, data)
         prepared = prepare(copy.deepcopy(model).eval(), recipe, data.example(1))
         calibrate(prepared, data, recipe.calibration_batches)
-        notes = [f"fx path, {recipe.backend} kernels, {recipe.observer} observer, {recipe.granularity} weights"] + kept_note(model, recipe)
+        notes = [f"fx path, {recipe.backend} kernels, {recipe.observer} observer, {recipe.granularity} weights"]
         if legacy.has_recurrent(model):
             notes.append("LSTM/GRU layers stay float: static int8 does not cover them (use dynamic)")
-        return finish(prepared, recipe, notes)
+        return finish(prepared, recipe, notes, kept_float(model, recipe))
 
     def restore(self, arch: nn.Module, recipe: StaticInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
         if recipe.path == "pt2e":

@@ -261,11 +261,12 @@ def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData
 def restore(arch: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
     if example[0].shape[0] < 2:
         example = tuple(torch.cat([t, t]) for t in example)
+    kept = tuple(kept_float(arch, recipe))
     prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True), restoring=True)
     _load_state(prepared, tensors)
     # Inductor's x86 int8 kernels take uint8 activations: the XNNPACK graph (int8) runs in eager mode here
     if recipe.backend != "xnnpack":
-        built = Built("pt2e", compiled=True)
+        built = Built("pt2e", compiled=True, kept_float=kept)
     else:
-        built = Built("pt2e-xnnpack-dynamic" if isinstance(recipe, DynamicInt8) else "pt2e-xnnpack")
+        built = Built("pt2e-xnnpack-dynamic" if isinstance(recipe, DynamicInt8) else "pt2e-xnnpack", kept_float=kept)
     return Quantized(_convert(prepared), recipe, tensors, meta, built)
