@@ -2,7 +2,7 @@
 ``quantwise compare`` run (same evaluation windows, runtime, threads and process), against the
 recorded rows of the other int4 algorithms and, where it was run, AutoRound (the peer).
 
-    .venv/bin/python benchmarks/llm_learned_rounding.py                 # 2 threads, ~35 min
+    .venv/bin/python benchmarks/llm_learned_rounding.py                 # 2 threads, ~25 min (native bf16; ~55 without)
     .venv/bin/python benchmarks/llm_learned_rounding.py --render        # only rewrite the markdown
 
 Writes benchmarks/results/smollm2-135m-signround-t<threads>.json and benchmarks/LLM_ROUNDING_RESULTS.md.
