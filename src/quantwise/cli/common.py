@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from types import ModuleType
@@ -60,18 +61,31 @@ def progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
 
 
 def _plain_progress(description: str, items: Iterable[T], total: int) -> Iterable[T]:
-    start = last = time.monotonic()
-    done = 0
-    for item in items:
-        yield item
-        done += 1
-        now = time.monotonic()
-        if now - last >= PLAIN_EVERY_S and done < total:
-            print(f"{description}: {done}/{total} ({now - start:.0f} s)", file=sys.stderr, flush=True)
-            last = now
+    """A line at most every PLAIN_EVERY_S seconds, from a timer thread, so that one slow item
+    (a compilation, a long forward pass) is not silent either; a closing line for long work."""
+    start = time.monotonic()
+    state = {"done": 0, "said": start}
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(PLAIN_EVERY_S / 5):
+            now = time.monotonic()
+            if now - state["said"] >= PLAIN_EVERY_S:
+                print(f"{description}: {state['done']}/{total} ({now - start:.0f} s)", file=sys.stderr, flush=True)
+                state["said"] = now
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        for item in items:
+            yield item
+            state["done"] += 1
+    finally:
+        stop.set()
+        ticker.join()
     took = time.monotonic() - start
     if took >= PLAIN_EVERY_S:  # long enough that its end is worth a line
-        print(f"{description}: {done}/{total} done in {took:.0f} s", file=sys.stderr, flush=True)
+        print(f"{description}: {state['done']}/{total} done in {took:.0f} s", file=sys.stderr, flush=True)
 
 
 def load_bundle(spec: str, data: Optional[str], n_cal: Optional[int], n_eval: Optional[int]) -> Any:

@@ -112,15 +112,15 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     def ppl(model: torch.nn.Module) -> PerplexityResult:
         return perplexity(model, eval_windows, progress=opts.progress)
 
-    def speed(model: torch.nn.Module, compiled: bool) -> Speed:
+    def speed(model: torch.nn.Module, compiled: bool, label: str) -> Speed:
         torch._dynamo.reset()
-        return measure_speed(model, prompt, prefill, compiled, opts.decode_tokens, opts.repeats)
+        return measure_speed(model, prompt, prefill, compiled, opts.decode_tokens, opts.repeats, opts.progress, label)
 
     rows: list[LLMRow] = []
     reference = ppl(lm.model)
     runtimes = [("eager", False)] + ([("compiled", True)] if opts.compile else [])
     for label, compiled in runtimes:
-        s = speed(lm.model, compiled)
+        s = speed(lm.model, compiled, f"float32 {label}")
         rows.append(LLMRow("float32", label, "32", "-", float_mb, reference.perplexity, 0.0, s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
     llama_float = None
     if in_llamacpp:  # before the bf16 rows convert the model
@@ -134,7 +134,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
         lm.model.to(torch.bfloat16)
         bf16 = ppl(lm.model)
         for label, compiled in runtimes:
-            s = speed(lm.model, compiled)
+            s = speed(lm.model, compiled, f"bf16 {label}")
             rows.append(LLMRow("bf16", label, "16", "-", float_mb / 2, bf16.perplexity, _delta(bf16.perplexity, reference.perplexity), s.decode_tokens_per_s, s.prefill_tokens_per_s, compile_s=s.compile_s if compiled else None))
     else:  # emulated bf16 takes minutes to measure and cannot be the fastest baseline
         rows.append(LLMRow("bf16", "eager", "16", "-", float_mb / 2, error=NO_NATIVE_BF16))
@@ -203,7 +203,7 @@ def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LL
         row.decode_tokens_per_s, row.prefill_tokens_per_s = source.decode_tokens_per_s, source.prefill_tokens_per_s
         row.notes.append(f"speed: same kernel and shapes as {source.method}, timed once there")
     else:
-        s = speed(model, opts.compile)
+        s = speed(model, opts.compile, name)
         row.decode_tokens_per_s, row.prefill_tokens_per_s, row.compile_s = s.decode_tokens_per_s, s.prefill_tokens_per_s, s.compile_s
         timed[key] = row
     row.activations = str(run_dtype(recipe)).removeprefix("torch.")

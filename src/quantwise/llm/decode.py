@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from quantwise.progress import ProgressFn, no_progress
+
 
 @dataclass(frozen=True)
 class Speed:
@@ -91,23 +93,30 @@ def decode_rate(tokens: Callable[[torch.Tensor, int], Iterator[int]], prompt: to
 
 
 @torch.no_grad()
-def measure_speed(model: nn.Module, prompt: torch.Tensor, prefill: torch.Tensor, compiled: bool, new_tokens: int = 64, repeats: int = 5) -> Speed:
+def measure_speed(model: nn.Module, prompt: torch.Tensor, prefill: torch.Tensor, compiled: bool, new_tokens: int = 64, repeats: int = 5,
+                  progress: ProgressFn = no_progress, label: str = "") -> Speed:
     """Median decode and prefill tokens/s at batch 1 (warm-up excluded).
 
     decode = (new_tokens - 1) tokens after the first, timed from the first decode step, so
     prefill time does not count; prefill = one forward over ``prefill`` (1-D ids) without
     cache, tokens / seconds.
     """
+    steps = iter(progress(f"timing {label or 'decode'}: {'compiling, ' if compiled else ''}decode, prefill", range(3), 3))
+    next(steps)
     decoder = Decoder(model, prompt.numel() + new_tokens, compiled)
     start = time.perf_counter()
     for _ in decoder.tokens(prompt, min(new_tokens, 4)):  # warm-up and compilation
         pass
     compile_s = time.perf_counter() - start
+    next(steps)
     decode = decode_rate(decoder.tokens, prompt, new_tokens, repeats)
+    next(steps)
     model(prefill.view(1, -1), use_cache=False)
     prefill_rates = []
     for _ in range(max(2, repeats // 2)):
         t0 = time.perf_counter()
         model(prefill.view(1, -1), use_cache=False)
         prefill_rates.append(prefill.numel() / (time.perf_counter() - t0))
+    for _ in steps:  # the bar's last step, and its end
+        pass
     return Speed(statistics.median(decode), statistics.median(prefill_rates), compile_s, new_tokens - 1, prefill.numel(), repeats)
