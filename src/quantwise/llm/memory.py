@@ -24,6 +24,21 @@ def release_free_memory() -> None:
 
 
 @contextmanager
+def older_objects_frozen() -> Iterator[None]:
+    """While inside, the collector in ``release_free_memory`` looks only at objects made inside:
+    what existed before (a whole program's, or a test session's, objects) is set aside with
+    ``gc.freeze``. Block-by-block quantization collects once per block, and a full collection
+    over a large process took half of a quantization's time."""
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextmanager
 def large_frees_to_os(threshold: int = 1 << 20) -> Iterator[bool]:
     """While inside, serve allocations of ``threshold`` bytes or more with their own mappings,
     returned to the OS on free (glibc ``mallopt(M_MMAP_THRESHOLD)``; yields False where glibc is

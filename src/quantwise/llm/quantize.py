@@ -40,7 +40,7 @@ from quantwise.algorithms import (
     smoothed_output_mse,
 )
 from quantwise.llm.block_rounding import BlockRounding, round_block
-from quantwise.llm.memory import large_frees_to_os, release_free_memory
+from quantwise.llm.memory import large_frees_to_os, older_objects_frozen, release_free_memory
 from quantwise.llm.model import LanguageModel
 from quantwise.llm.blocks import block_linears, calibration_batches, decoder_layers
 from quantwise.progress import ProgressFn, no_progress
@@ -97,6 +97,11 @@ def quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn = no_
     """Quantize ``lm.model`` in place: the quantized Linear layers' float weights are released
     (keeping peak memory near the float model's size); pass the result to
     ``runtime.materialize`` to run it, or to ``artifact.save``."""
+    with older_objects_frozen():  # the per-block collections look at this work's objects only
+        return _quantize_lm(lm, recipe, progress)
+
+
+def _quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn) -> QuantizedLM:
     from quantwise.llm.runtime import for_this_machine
 
     start = time.perf_counter()
