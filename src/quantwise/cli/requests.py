@@ -1,6 +1,7 @@
 """What a command was asked, as one value: the options of ``quantize``, ``eval``, ``compare``,
-``debug``, ``sensitivity`` and ``auto``, handed by keyword to the commands of the model's kind (``cli/classic.py``,
-``cli/language.py``), which read the options that apply to them and refuse the others."""
+``debug``, ``sensitivity`` and ``auto``, handed by keyword to the commands of the model's kind
+(``cli/classic.py``, ``cli/language.py``), which read the options that apply to them and refuse
+the others."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,85 +9,69 @@ from pathlib import Path
 from typing import Optional
 
 
-@dataclass(frozen=True)
-class QuantizeRequest:
+@dataclass(frozen=True, kw_only=True)
+class DataOptions:
+    """Where a model's data comes from: samples for a classic model, text for a language model."""
+
+    data: Optional[str] = None
+    n_calibration: Optional[int] = None
+    n_evaluation: Optional[int] = None
+    text: Optional[str] = None
+    context: int = 512  # language models: tokens per window
+    eval_tokens: int = 24576  # language models: evaluation tokens
+    json_path: Optional[Path] = None  # report files, for the commands that write them
+    html_path: Optional[Path] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeRequest(DataOptions):
     model: str
     recipe: str
     output: Path
     force: bool = False
     evaluate: bool = True
-    data: Optional[str] = None
-    n_calibration: Optional[int] = None
-    n_evaluation: Optional[int] = None
-    text: Optional[str] = None
-    context: int = 512
-    eval_tokens: int = 24576
 
 
-@dataclass(frozen=True)
-class EvalRequest:
+@dataclass(frozen=True, kw_only=True)
+class EvalRequest(DataOptions):
     target: str  # an artifact directory, or a model spec evaluated in float
     model: Optional[str] = None  # the float model of a user model's artifact (never read from the artifact)
-    data: Optional[str] = None
-    n_evaluation: Optional[int] = None
-    text: Optional[str] = None
-    context: int = 512
-    eval_tokens: int = 24576
 
 
-@dataclass(frozen=True)
-class CompareRequest:
+@dataclass(frozen=True, kw_only=True)
+class CompareRequest(DataOptions):
     model: str
     recipes: Optional[str] = None  # None: the kind's defaults
     batches: str = "1,32"
-    json_path: Optional[Path] = None
-    html_path: Optional[Path] = None
-    data: Optional[str] = None
     compile: bool = True
     repeats: Optional[int] = None  # None: the kind's default
-    n_calibration: Optional[int] = None
-    n_evaluation: Optional[int] = None
-    text: Optional[str] = None
-    context: int = 512
-    eval_tokens: int = 24576
     target: str = "pytorch"
     peers: bool = True
 
 
-@dataclass(frozen=True)
-class DebugRequest:
+@dataclass(frozen=True, kw_only=True)
+class DebugRequest(DataOptions):
     model: str
     recipe: str
     samples: Optional[int] = None  # None: the kind's default
     layer: Optional[str] = None
-    json_path: Optional[Path] = None
-    html_path: Optional[Path] = None
-    data: Optional[str] = None
-    n_calibration: Optional[int] = None
     batch_size: int = 4
-    context: int = 512
-    text: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class SensitivityRequest:
+@dataclass(frozen=True, kw_only=True)
+class SensitivityRequest(DataOptions):
     model: str
     recipe: str
     top_k: int = 5
     controls: int = 3
     proxy_samples: int = 32
-    json_path: Optional[Path] = None
-    html_path: Optional[Path] = None
-    data: Optional[str] = None
-    n_calibration: Optional[int] = None
-    n_evaluation: Optional[int] = None
     confirm_alone: Optional[bool] = None
     use_cache: bool = True
     all_layers: bool = False
 
 
-@dataclass(frozen=True)
-class AutoRequest:
+@dataclass(frozen=True, kw_only=True)
+class AutoRequest(DataOptions):
     model: str
     max_drop: Optional[float] = None
     objective: str = "latency"
@@ -98,9 +83,4 @@ class AutoRequest:
     proxy_samples: int = 32
     workflows: Optional[str] = None  # None: the kind's default candidates
     target: str = "pytorch"
-    json_path: Optional[Path] = None
-    html_path: Optional[Path] = None
-    data: Optional[str] = None
-    n_calibration: Optional[int] = None
-    n_evaluation: Optional[int] = None
     force: bool = False
