@@ -11,7 +11,7 @@ from quantwise.findings import Finding, within_budget
 from quantwise.report.figures import Candidate, pareto_figure
 from quantwise.report.grid import Cell, Table
 from quantwise.report.html import Document, Section
-from quantwise.report.table import compare_grid, other_metrics
+from quantwise.report.table import compare_grid, compare_settings, other_metrics
 
 STYLE_NOTE = "Rows in red carry a warning (listed below); green rows are quantized and within tolerance."
 
@@ -37,12 +37,8 @@ def compare_candidates(report: CompareReport, batch: int) -> list[Candidate]:
 def compare_document(report: CompareReport) -> Document:
     doc = Document(f"quantwise compare: {report.model}", data=report.to_dict())
     doc.setting("model", f"{report.model}: {report.description}")
-    doc.setting("task", report.task)
-    doc.setting("primary metric", f"{report.primary} (tolerance {report.tolerance:g})")
-    doc.setting("calibration data", report.calibration)
-    doc.setting("evaluation data", report.evaluation)
-    doc.setting("threads", str(report.threads))
-    doc.setting("batch sizes", ", ".join(str(b) for b in report.batches))
+    for label, text in compare_settings(report):
+        doc.setting(label, text)
     environment(doc, report.versions, report.machine)
     results = doc.section("Results")
     results.paragraph(f"Speed-up is against the fastest float baseline at each batch size; Δ vs float is the change of {report.primary}. {STYLE_NOTE}")

@@ -6,7 +6,7 @@ from quantwise.llm.compare import BASELINES, LLMCompareReport
 from quantwise.report.compare_html import STYLE_NOTE, environment, pareto_section, warnings_section
 from quantwise.report.figures import Candidate
 from quantwise.report.html import Document
-from quantwise.report.llm_table import llm_grid
+from quantwise.report.llm_table import llm_grid, llm_settings
 
 
 def llm_candidates(report: LLMCompareReport) -> list[Candidate]:
@@ -25,11 +25,8 @@ def llm_candidates(report: LLMCompareReport) -> list[Candidate]:
 def llm_compare_document(report: LLMCompareReport) -> Document:
     doc = Document(f"quantwise compare: {report.model}", data=report.to_dict())
     doc.setting("model", f"{report.model}: {report.description}")
-    doc.setting("text", report.text)
-    doc.setting("perplexity", f"{report.perplexity_setting}, evaluation text only")
-    doc.setting("speed", report.decode_setting)
-    doc.setting("size", "model.safetensors of the saved artifact (float rows: weights x dtype size; llama.cpp rows: the .gguf file); peak MB quantizing: growth of resident memory while loading the float model and quantizing it")
-    doc.setting("threads", str(report.threads))
+    for label, text in llm_settings(report):
+        doc.setting(label, text)
     environment(doc, report.versions, report.machine)
     results = doc.section("Results")
     results.paragraph(STYLE_NOTE)

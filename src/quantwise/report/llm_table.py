@@ -43,13 +43,23 @@ def llm_table(report: LLMCompareReport) -> RichTable:
     return rich_table(llm_grid(report), f"quantwise compare: {report.model}  ({report.threads} threads)")
 
 
+def llm_settings(report: LLMCompareReport) -> list[tuple[str, str]]:
+    """How the rows were measured, as (label, text): the terminal and the HTML report say the same."""
+    return [
+        ("text", report.text),
+        ("perplexity", f"{report.perplexity_setting}, evaluation text only"),
+        ("speed", report.decode_setting),
+        ("size", "model.safetensors of the saved artifact (float rows: weights x dtype size; llama.cpp rows: the .gguf file); peak MB quantizing: "
+                 "growth of resident memory while loading the float model and quantizing it (freed memory trimmed first)"),
+        ("threads", str(report.threads)),
+    ]
+
+
 def print_llm_compare(report: LLMCompareReport, console: Console | None = None) -> None:
     console = console or Console()
     console.print(f"[bold]{report.model}[/]: {report.description}")
-    console.print(f"text: {report.text}")
-    console.print(f"perplexity: {report.perplexity_setting}, evaluation text only")
-    console.print(f"speed: {report.decode_setting}")
-    console.print("size: model.safetensors of the saved artifact (float rows: weights x dtype size; llama.cpp rows: the .gguf file); peak MB quantizing: growth of resident memory while loading the float model and quantizing it (freed memory trimmed first)")
+    for label, text in llm_settings(report):
+        console.print(f"{label}: {text}")
     console.print(llm_table(report))
     for r in report.rows:
         if r.error:

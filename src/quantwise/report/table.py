@@ -63,12 +63,23 @@ def compare_table(report: CompareReport) -> RichTable:
     return rich_table(compare_grid(report), f"quantwise compare: {report.model}  ({report.threads} threads)")
 
 
+def compare_settings(report: CompareReport) -> list[tuple[str, str]]:
+    """How the rows were measured, as (label, text): the terminal and the HTML report say the same."""
+    return [
+        ("task", report.task),
+        ("primary metric", f"{report.primary} (tolerance {report.tolerance:g}); speed-up is against the fastest float baseline at each batch"),
+        ("calibration data", report.calibration),
+        ("evaluation data", report.evaluation),
+        ("threads", str(report.threads)),
+        ("batch sizes", ", ".join(str(b) for b in report.batches)),
+    ]
+
+
 def print_compare(report: CompareReport, console: Console | None = None) -> None:
     console = console or Console()
     console.print(f"[bold]{report.model}[/]: {report.description}")
-    console.print(f"calibration: {report.calibration}")
-    console.print(f"evaluation:  {report.evaluation}")
-    console.print(f"primary metric: {report.primary} (tolerance {report.tolerance:g}); speed-up is against the fastest float baseline at each batch")
+    for label, text in compare_settings(report):
+        console.print(f"{label}: {text}")
     console.print(compare_table(report))
     for row in report.rows:
         if row.error:
