@@ -34,13 +34,18 @@ def compare_candidates(report: CompareReport, batch: int) -> list[Candidate]:
     return points
 
 
-def compare_document(report: CompareReport) -> Document:
+def compare_page(report: Any, settings: list[tuple[str, str]]) -> tuple[Document, Section]:
+    """A compare report's page: its title, model, settings and environment, and its Results section."""
     doc = Document(f"quantwise compare: {report.model}", data=report.to_dict())
     doc.setting("model", f"{report.model}: {report.description}")
-    for label, text in compare_settings(report):
+    for label, text in settings:
         doc.setting(label, text)
     environment(doc, report.versions, report.machine)
-    results = doc.section("Results")
+    return doc, doc.section("Results")
+
+
+def compare_document(report: CompareReport) -> Document:
+    doc, results = compare_page(report, compare_settings(report))
     results.paragraph(f"Speed-up is against the fastest float baseline at each batch size; Δ vs float is the change of {report.primary}. {STYLE_NOTE}")
     results.table(compare_grid(report))
     if any(other_metrics(report, row) for row in report.rows if not row.error):

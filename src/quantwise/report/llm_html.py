@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from quantwise.findings import within_budget
 from quantwise.llm.compare import BASELINES, LLMCompareReport
-from quantwise.report.compare_html import STYLE_NOTE, environment, pareto_section, warnings_section
+from quantwise.report.compare_html import STYLE_NOTE, compare_page, pareto_section, warnings_section
 from quantwise.report.figures import Candidate
 from quantwise.report.html import Document
 from quantwise.report.llm_table import llm_grid, llm_settings
@@ -23,12 +23,7 @@ def llm_candidates(report: LLMCompareReport) -> list[Candidate]:
 
 
 def llm_compare_document(report: LLMCompareReport) -> Document:
-    doc = Document(f"quantwise compare: {report.model}", data=report.to_dict())
-    doc.setting("model", f"{report.model}: {report.description}")
-    for label, text in llm_settings(report):
-        doc.setting(label, text)
-    environment(doc, report.versions, report.machine)
-    results = doc.section("Results")
+    doc, results = compare_page(report, llm_settings(report))
     results.paragraph(STYLE_NOTE)
     results.table(llm_grid(report))
     results.items([f"{row.method}: {note}" for row in report.rows for note in row.notes])

@@ -7,6 +7,7 @@ from rich.table import Table as RichTable
 from quantwise.llm.auto import LLMAutoReport
 from quantwise.llm.compare import BASELINES, LLMCompareReport
 from quantwise.report.grid import Cell, Table, rich_table
+from quantwise.report.table import print_setting
 
 COLUMNS = ("method", "runtime", "bits", "group", "size MB", "x float", "perplexity", "Δ ppl %", "decode tok/s b1", "prefill tok/s", "quantize s", "peak MB quantizing")
 
@@ -57,9 +58,7 @@ def llm_settings(report: LLMCompareReport) -> list[tuple[str, str]]:
 
 def print_llm_compare(report: LLMCompareReport, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[bold]{report.model}[/]: {report.description}")
-    for label, text in llm_settings(report):
-        console.print(f"{label}: {text}")
+    print_setting(console, report.model, report.description, llm_settings(report))
     console.print(llm_table(report))
     for r in report.rows:
         if r.error:

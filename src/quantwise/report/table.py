@@ -75,11 +75,16 @@ def compare_settings(report: CompareReport) -> list[tuple[str, str]]:
     ]
 
 
+def print_setting(console: Console, model: str, description: str, settings: list[tuple[str, str]]) -> None:
+    """The lines above a compare table: the model, then how its rows were measured."""
+    console.print(f"[bold]{model}[/]: {description}")
+    for label, text in settings:
+        console.print(f"{label}: {text}")
+
+
 def print_compare(report: CompareReport, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[bold]{report.model}[/]: {report.description}")
-    for label, text in compare_settings(report):
-        console.print(f"{label}: {text}")
+    print_setting(console, report.model, report.description, compare_settings(report))
     console.print(compare_table(report))
     for row in report.rows:
         if row.error:
