@@ -3,9 +3,11 @@
 recorded rows of the other int4 algorithms and, where it was run, AutoRound (the peer).
 
     .venv/bin/python benchmarks/llm_learned_rounding.py                 # 2 threads, ~25 min (native bf16; ~55 without)
+    .venv/bin/python benchmarks/llm_learned_rounding.py --recipes int4-rtn,int4-awq-signround   # AWQ scales, then SignRound
     .venv/bin/python benchmarks/llm_learned_rounding.py --render        # only rewrite the markdown
 
-Writes benchmarks/results/smollm2-135m-signround-t<threads>.json and benchmarks/LLM_ROUNDING_RESULTS.md.
+Writes benchmarks/results/smollm2-135m-<learned recipe>-t<threads>.json (e.g. ...-signround-t2.json) and
+benchmarks/LLM_ROUNDING_RESULTS.md, which shows every learned-rounding run recorded for the model.
 AutoRound's row comes from benchmarks/results/autoround-smollm2-135m.json (benchmarks/autoround_peer.py,
 a benchmark-only dependency) when that file exists.
 """
@@ -22,6 +24,7 @@ from quantwise.findings import warning_text
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RECORDED = ("int4-hqq", "int4-gptq", "int4-awq", "int4-awq-gptq")  # from benchmarks/compare_llm.py's last full run
+LEARNED = ("int4-signround", "int4-awq-signround")
 TARGET_PCT = 6.0
 TARGET_MINUTES = 30.0
 
@@ -35,7 +38,10 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown from the stored JSON")
     args = parser.parse_args()
-    out = RESULTS / f"{args.model}-signround-t{args.threads}.json"
+    learned = [r for r in args.recipes.split(",") if r in LEARNED]
+    if len(learned) != 1:
+        parser.error(f"--recipes names one learned-rounding recipe ({', '.join(LEARNED)}), beside int4-rtn")
+    out = run_path(args.model, learned[0], args.threads)
     if args.render:
         data = json.loads(out.read_text())
     else:
@@ -54,9 +60,14 @@ def main() -> None:
     data["targets"] = targets(data)
     RESULTS.mkdir(exist_ok=True)
     out.write_text(json.dumps(data, indent=2))
-    (HERE / "LLM_ROUNDING_RESULTS.md").write_text(markdown(data))
+    others = [json.loads(p.read_text()) for m in LEARNED if m != learned[0] and (p := run_path(args.model, m, args.threads)).is_file()]
+    (HERE / "LLM_ROUNDING_RESULTS.md").write_text(markdown(data, others))
     print(json.dumps(data["targets"], indent=2))
     print(f"wrote {out} and {HERE / 'LLM_ROUNDING_RESULTS.md'}")
+
+
+def run_path(model: str, recipe: str, threads: int) -> Path:
+    return RESULTS / f"{model}-{recipe.removeprefix('int4-')}-t{threads}.json"
 
 
 def recorded_rows(args) -> list[dict]:
@@ -76,7 +87,7 @@ def peer_row(model: str) -> dict | None:
 def targets(data: dict) -> dict:
     rows = {r["method"]: r for r in data["rows"] if not r.get("error")}
     out = {}
-    sr = rows.get("int4-signround")
+    sr = next((rows[m] for m in LEARNED if m in rows), None)
     if sr is None:
         return out
     out[f"smollm2-135m int4 g64: perplexity increase <= {TARGET_PCT:g} %"] = {"value": f"{sr['delta_pct']:.2f} %", "met": sr["delta_pct"] <= TARGET_PCT}
@@ -85,7 +96,7 @@ def targets(data: dict) -> dict:
     limit = 1.5 * data["float_mb"] + (sr.get("block_input_mb") or 0)
     out["peak memory while loading + quantizing <= 1.5x float + one block's calibration input"] = {
         "value": f"{sr['peak_quantize_mb']:.0f} MB vs {limit:.0f} MB", "met": sr["peak_quantize_mb"] <= limit}
-    best_other = min((r for r in [*data.get("recorded", []), *rows.values()] if r["method"] not in ("int4-signround", "int4-rtn")
+    best_other = min((r for r in [*data.get("recorded", []), *rows.values()] if r["method"] not in (*LEARNED, "int4-rtn")
                       and r.get("delta_pct") is not None and r["method"].startswith("int4-")), key=lambda r: r["delta_pct"], default=None)
     if best_other is not None:
         out["better than every other int4 algorithm here"] = {"value": f"{sr['delta_pct']:.2f} % vs {best_other['method']} {best_other['delta_pct']:.2f} % (recorded)",
@@ -97,7 +108,7 @@ def targets(data: dict) -> dict:
     return out
 
 
-def markdown(data: dict) -> str:
+def markdown(data: dict, others: list[dict]) -> str:
     def fmt(v, digits=1):
         return "–" if v is None else f"{v:.{digits}f}"
 
@@ -119,6 +130,12 @@ def markdown(data: dict) -> str:
             continue
         lines.append(f"| {r['method']} | {r['runtime']} | {fmt(r['size_mb'])} | {fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | "
                      f"{fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | {fmt(r['peak_quantize_mb'], 0)} |")
+    for other in others:  # the other learned-rounding runs, each its own compare run on the same windows
+        for r in other["rows"]:
+            if r["method"] in LEARNED and not r.get("error"):
+                lines.append(f"| {r['method']} (*run of {other['machine'].get('cpu', '?')}, {other['threads']} threads*) | {r['runtime']} | {fmt(r['size_mb'])} | "
+                             f"{fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | {fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | "
+                             f"{fmt(r['peak_quantize_mb'], 0)} |")
     for r in data.get("recorded", []):
         lines.append(f"| {r['method']} (*recorded*) | {r['runtime']} | {fmt(r['size_mb'])} | {fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | "
                      f"{fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | {fmt(r['peak_quantize_mb'], 0)} |")
@@ -131,9 +148,11 @@ def markdown(data: dict) -> str:
         lines += ["", "## AutoRound (peer, benchmarks/autoround_peer.py)", "", f"- status: {peer.get('status', 'complete')}",
                   f"- perplexity: {json.dumps(peer.get('perplexity'))}", f"- settings: {json.dumps(peer.get('autoround_settings'))}",
                   f"- full record: benchmarks/results/autoround-{data['model']}.json"]
-    lines += ["", "## Targets", ""]
-    for name, t in data["targets"].items():
-        lines.append(f"- {name}: {t['value']} — {'met' if t['met'] else '**not met**'}")
+    for run in [data, *others]:
+        learned = next((r["method"] for r in run["rows"] if r["method"] in LEARNED), "?")
+        lines += ["", f"## Targets, {learned}", ""]
+        for name, t in run["targets"].items():
+            lines.append(f"- {name}: {t['value']} — {'met' if t['met'] else '**not met**'}")
     lines += ["", "## Notes", ""]
     for r in data["rows"]:
         for n in r.get("notes", []) + [warning_text(w) for w in r.get("warnings", [])]:

@@ -179,7 +179,7 @@ SIGNROUND_MIN_WINDOWS = 2 * SIGNROUND_BATCH  # fewer, and each step sees half of
 # Measured on SmolLM2: with 2048 calibration tokens (8 x 256) a block's held-out output error still falls to 0.3-0.6x
 # nearest rounding's; with 512 (8 x 64) the offsets fit the calibration text and the model ended worse than RTN (ppl 37.9 vs 29.6).
 SIGNROUND_MIN_TOKENS = 2048
-LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq", "awq-gptq", "signround")
+LLM_ALGORITHMS = ("rtn", "hqq", "gptq", "awq", "awq-gptq", "signround", "awq-signround")
 GPTQ_GRIDS = ("minmax", "hqq")  # where GPTQ's group scales and zero-points come from
 WEIGHT_ONLY_ACTIVATIONS = ("auto", "bfloat16", "float32")
 INT4_KERNEL_GROUPS = (32, 64, 128)
@@ -208,7 +208,8 @@ class WeightOnly:
     factors per group learned together by signed gradient steps so that the block, fed what
     the quantized earlier blocks produce, reproduces the float model's hidden states;
     ``iterations`` steps of 4 windows per block, ``seed``; see ``llm/block_rounding.py``;
-    needs at least 8 calibration windows). GPTQ over-fits a small
+    needs at least 8 calibration windows), or ``awq-signround`` (AWQ's scales folded in first,
+    then SignRound on the scaled block; SignRound learns the clipping). GPTQ over-fits a small
     calibration set (measured on SmolLM2: with 8 windows of 512 tokens its held-out layer
     error was no better than RTN's; with 128 it was 2-4x lower), hence 128 windows. int4
     Activations (``activations``): ``auto`` (default) picks, on the machine that quantizes,
@@ -254,7 +255,7 @@ class WeightOnly:
         if self.iterations < 1:
             raise QuantwiseError(f"iterations={self.iterations} is not a number of SignRound steps", "use 1 or more (default 200)")
         tokens = self.calibration_samples * self.calibration_context
-        if self.algorithm == "signround" and (self.calibration_samples < SIGNROUND_MIN_WINDOWS or tokens < SIGNROUND_MIN_TOKENS):
+        if self.algorithm in ("signround", "awq-signround") and (self.calibration_samples < SIGNROUND_MIN_WINDOWS or tokens < SIGNROUND_MIN_TOKENS):
             raise QuantwiseError(
                 f"signround learns one rounding offset per weight, and {self.calibration_samples} calibration windows x "
                 f"{self.calibration_context} tokens are too few",
@@ -263,7 +264,7 @@ class WeightOnly:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.algorithm in ("gptq", "awq", "awq-gptq", "signround")
+        return self.algorithm in ("gptq", "awq", "awq-gptq", "signround", "awq-signround")
 
 
 @dataclass(frozen=True)
@@ -423,6 +424,7 @@ PRESET_TABLE: dict[str, Preset] = {
     "int4-awq": Preset(WeightOnly(algorithm="awq"), "int4 group 64, AWQ scales and clipping (calibrated)", "language", compare=True),
     "int4-awq-gptq": Preset(WeightOnly(algorithm="awq-gptq", gptq_grid="hqq"), "int4 group 64, AWQ scales then GPTQ on HQQ's grid", "language", compare=True, auto=True),
     "int4-signround": Preset(WeightOnly(algorithm="signround"), "int4 group 64, SignRound: rounding and clipping learned per decoder block (SmolLM2-135M on 2 threads: about 18 min with native bf16, 45 without; name it to compare it)", "language"),
+    "int4-awq-signround": Preset(WeightOnly(algorithm="awq-signround"), "int4 group 64, AWQ scales folded in, then SignRound on the scaled blocks (as slow as int4-signround; name it to compare it)", "language"),
     "w8a8": Preset(DynamicActivation(), "int8 weights and dynamic int8 activations", "language", compare=True, auto=True),
     "w8a8-smoothquant": Preset(DynamicActivation(smoothquant=True, alpha="search"), "w8a8 after SmoothQuant (alpha searched)", "language", compare=True, auto=True),
     "w4a8": Preset(DynamicActivation(weight_bits=4, group_size=64), "int4 group 64 weights, dynamic int8 activations", "language", compare=True),

@@ -34,11 +34,11 @@ from quantwise.models.base import ModelBundle
 
 def _chooses_codes(recipe: WeightOnly | DynamicActivation) -> str | None:
     """The algorithm that chose the codes instead of rounding to nearest (None for rtn)."""
-    return recipe.algorithm if isinstance(recipe, WeightOnly) and recipe.algorithm in ("hqq", "gptq", "awq-gptq", "signround") else None
+    return recipe.algorithm if isinstance(recipe, WeightOnly) and recipe.algorithm in ("hqq", "gptq", "awq-gptq", "signround", "awq-signround") else None
 
 
 def _migrates_scales(recipe: WeightOnly | DynamicActivation) -> bool:
-    return (isinstance(recipe, WeightOnly) and recipe.algorithm in ("awq", "awq-gptq")) or (isinstance(recipe, DynamicActivation) and recipe.smoothquant)
+    return (isinstance(recipe, WeightOnly) and recipe.algorithm in ("awq", "awq-gptq", "awq-signround")) or (isinstance(recipe, DynamicActivation) and recipe.smoothquant)
 
 
 class LanguageModelBackend(ModuleBackend):

@@ -186,7 +186,7 @@ def check(recipe: object) -> None:
     if not isinstance(recipe, WeightOnly):
         raise QuantwiseError(f"cannot export a {getattr(recipe, 'kind', recipe)} language model to onnx: its activations are quantized, "
                              "and the ONNX export of language models translates weight-only layers (MatMulNBits)",
-                             "quantize with int8-weight-only or an int4 recipe (int4-rtn, int4-hqq, int4-gptq, int4-awq, int4-awq-gptq, int4-signround) to export")
+                             "quantize with int8-weight-only or an int4 recipe (int4-rtn, int4-hqq, int4-gptq, int4-awq, int4-awq-gptq, int4-signround, int4-awq-signround) to export")
 
 
 def check_architecture(config: object) -> None:

@@ -296,8 +296,8 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     blocks = decoder_layers(model)
     gguf = isinstance(recipe, GGUFWeights)
     uses_gptq = gguf or (isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq"))
-    uses_awq = isinstance(recipe, (WeightOnly, GGUFWeights)) and recipe.algorithm in ("awq", "awq-gptq")
-    uses_signround = isinstance(recipe, WeightOnly) and recipe.algorithm == "signround"
+    uses_awq = isinstance(recipe, (WeightOnly, GGUFWeights)) and recipe.algorithm in ("awq", "awq-gptq", "awq-signround")
+    uses_signround = isinstance(recipe, WeightOnly) and recipe.algorithm in ("signround", "awq-signround")
     float_state = [hidden.clone() for hidden, _ in state] if uses_signround else []  # the float model's own hidden states
     chosen_alphas: list[float] = []
     rounded: list[BlockRounding] = []
@@ -305,6 +305,10 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
         load_block(index)  # deferred loading: only this block's float weights are resident
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
         if uses_signround:
+            if uses_awq:  # scales first (function-preserving in float); SignRound then learns the rounding and the clipping
+                stats = _collect_stats(block, linears, state, hessian=False, samples=True)
+                _awq_block(block, stats, grid, clip=False)
+                del stats
             rounded.append(_signround_block(block, linears, state, float_state, grid, recipe, index))
             for name, module in linears.items():
                 quant = rounded[-1].layers[name]
@@ -335,6 +339,8 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
         _next_state(block, state, linears)
     if rounded:
         notes.append(_signround_note(rounded, recipe))
+        if uses_awq:
+            notes.append("AWQ scales folded into the RMSNorm weights (q/k/v, gate/up) and the up projection (down) before SignRound")
     if chosen_alphas:
         counts = {a: chosen_alphas.count(a) for a in sorted(set(chosen_alphas))}
         notes.append("SmoothQuant alpha chosen per layer group: " + ", ".join(f"{a:g} x{c}" for a, c in counts.items()))
