@@ -119,7 +119,7 @@ def debug(r: DebugRequest) -> None:
     from quantwise.report.debug_table import print_debug
 
     _refuse_text_options(r.text)
-    parsed = parse_recipe(r.recipe)
+    parsed = parse_recipe(r.recipe or "static-fx")
     check_recipe(parsed)
     options = DebugOptions(samples=r.samples or 32, batch_size=r.batch_size, layer=r.layer)
     bundle = load_bundle(r.model, r.data, r.n_calibration, options.samples)

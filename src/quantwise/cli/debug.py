@@ -11,7 +11,7 @@ from quantwise.cli.common import ContextOpt, DataOpt, ModelArg, NCalOpt, TextOpt
 
 def debug(
     model: str = ModelArg,
-    recipe: str = typer.Option("static-fx", "--recipe", "-r", help="Preset name, recipe file, or kind:key=value,... (classic recipes: dynamic, static, qat)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Preset name, recipe file, or kind:key=value,... (default: static-fx; for a language model int4-rtn)."),
     samples: Optional[int] = typer.Option(None, "--samples", "-n", help="Evaluation samples to run (default 32; language models: windows, default 2). Each runs every layer several times."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer whose raw weights and inputs are kept for histograms (default: worst propagated SQNR)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write every number (and the histogram data) as JSON."),

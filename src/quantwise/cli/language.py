@@ -32,14 +32,13 @@ def quantize(r: QuantizeRequest) -> None:
     from quantwise.artifact.store import check_replaceable
     from quantwise.llm.model import load_language_model
     from quantwise.llm.perplexity import perplexity
+    from quantwise.llm.quantize import check_recipe_fits
 
     _refuse(data=r.data, n_calibration=r.n_calibration, n_evaluation=r.n_evaluation)
     parsed = _recipe(r.recipe)
     check_replaceable(r.output, r.force)
     lm = load_language_model(r.model, r.text, defer_blocks=not r.evaluate)  # blocks read as quantization reaches them
     lm.check_context(r.context)
-    from quantwise.llm.quantize import check_recipe_fits
-
     check_recipe_fits(lm.model, parsed)  # before any slow work
     metrics: dict[str, Any] = {}
     ids = lm.evaluation_windows(r.context, r.eval_tokens) if r.evaluate else None
@@ -115,7 +114,7 @@ def debug(r: DebugRequest) -> None:
 
     _refuse(data=r.data, n_calibration=r.n_calibration)
     options = DebugOptions(samples=r.samples or 2, batch_size=1, layer=r.layer)
-    report = debug_language_model(r.model, r.recipe, options, r.context, r.text, progress)
+    report = debug_language_model(r.model, r.recipe or "int4-rtn", options, r.context, r.text, progress)
     print_debug(report, out)
     write_outputs(report.to_dict(), lambda: debug_document(report), r.json_path, r.html_path, out)
 

@@ -52,7 +52,7 @@ class CompareRequest(DataOptions):
 @dataclass(frozen=True, kw_only=True)
 class DebugRequest(DataOptions):
     model: str
-    recipe: str
+    recipe: Optional[str] = None  # None: the kind's default
     samples: Optional[int] = None  # None: the kind's default
     layer: Optional[str] = None
     batch_size: int = 4
