@@ -207,7 +207,8 @@ class WeightOnly:
     ``int4-signround``: per decoder block, the rounding of every weight and two clipping
     factors per group learned together by signed gradient steps so that the block, fed what
     the quantized earlier blocks produce, reproduces the float model's hidden states;
-    ``iterations`` steps of 4 windows per block, ``seed``; see ``llm/block_rounding.py``;
+    ``iterations`` steps of 4 windows per block, in the ``activations`` dtype (bfloat16
+    autocast or float32: the recipe decides, not the CPU), ``seed``; see ``llm/block_rounding.py``;
     needs at least 8 calibration windows), or ``awq-signround`` (AWQ's scales folded in first,
     then SignRound on the scaled block; SignRound learns the clipping). GPTQ over-fits a small
     calibration set (measured on SmolLM2: with 8 windows of 512 tokens its held-out layer

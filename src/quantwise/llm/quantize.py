@@ -44,7 +44,6 @@ from quantwise.llm.memory import large_frees_to_os, older_objects_frozen, releas
 from quantwise.llm.model import LanguageModel
 from quantwise.llm.blocks import block_linears, calibration_batches, decoder_layers
 from quantwise.progress import ProgressFn, no_progress
-from quantwise.versions import native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +385,8 @@ def _signround_block(block: nn.Module, linears: dict[str, nn.Linear], state: lis
         targets[at : at + len(hidden)] = block(hidden, **kwargs)
         float_state[i] = targets[at : at + len(hidden)]
         at += len(hidden)
-    result = round_block(block, linears, kwargs, inputs, targets, grid, iterations=recipe.iterations, seed=recipe.seed + index, bf16=native_bf16())
+    result = round_block(block, linears, kwargs, inputs, targets, grid, iterations=recipe.iterations, seed=recipe.seed + index,
+                        bf16=recipe.activations == "bfloat16")  # the recipe (resolved for the machine, and stored) decides, not the CPU
     if result.fallback:
         log.warning("block %d keeps round-to-nearest: %s", index, result.fallback)
     return result
@@ -395,7 +395,7 @@ def _signround_block(block: nn.Module, linears: dict[str, nn.Linear], state: lis
 def _signround_note(rounded: list[BlockRounding], recipe: WeightOnly) -> str:
     ratios = sorted(r.ratio for r in rounded if r.fallback is None)
     note = (f"SignRound: rounding and clipping learned per decoder block ({recipe.iterations} steps of {SIGNROUND_BATCH} windows"
-            f"{', bfloat16 autocast' if native_bf16() else ', float32: this CPU has no native bfloat16'}) "
+            f"{', bfloat16 autocast, as the model runs' if recipe.activations == 'bfloat16' else ', float32, as the model runs'}) "
             f"on the quantized earlier blocks' outputs, to match the float model's")
     if ratios:
         note += f"; block output error vs nearest rounding on the calibration windows: median x{ratios[len(ratios) // 2]:.2f} (x{ratios[0]:.2f}-x{ratios[-1]:.2f})"
