@@ -31,7 +31,6 @@ STATE: dict[str, Any] = {"debug": False}
 NOISE = Capture()
 
 
-
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks, and other libraries' warnings as they happen (default: one count at the end)."),
