@@ -37,7 +37,7 @@ def quantize(r: QuantizeRequest) -> None:
     _refuse(data=r.data, n_calibration=r.n_calibration, n_evaluation=r.n_evaluation)
     parsed = _recipe(r.recipe)
     check_replaceable(r.output, r.force)
-    lm = load_language_model(r.model, r.text, defer_blocks=not r.evaluate)  # blocks read as quantization reaches them
+    lm = load_language_model(r.model, r.text, defer_blocks=not r.evaluate, progress=progress)  # blocks read as quantization reaches them
     lm.check_context(r.context)
     check_recipe_fits(lm.model, parsed)  # before any slow work
     metrics: dict[str, Any] = {}
@@ -70,7 +70,7 @@ def evaluate(r: EvalRequest) -> None:
         loaded = artifact.load(r.target)
         model, tokenizer, label = loaded.model, loaded.tokenizer, r.target
     else:
-        lm = load_language_model(r.target, r.text)
+        lm = load_language_model(r.target, r.text, progress=progress)
         lm.check_context(r.context)
         model, tokenizer, label = lm.model, lm.tokenizer, f"{r.target} float"
     split = text_split(r.text)

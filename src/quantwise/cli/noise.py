@@ -8,6 +8,7 @@ the hint that ``--debug`` shows it all as it happens.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 import weakref
@@ -35,6 +36,9 @@ class Capture:
             handler.addFilter(self._filter)
         for name in CHATTY:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # other libraries' own tqdm bars (transformers' GGUF conversion): quantwise shows its own; tqdm
+        # reads this when it is imported, which the line below does first (through torch and transformers)
+        os.environ.setdefault("TQDM_DISABLE", "1")
         route_library_logs()
 
     def uninstall(self) -> None:
@@ -82,7 +86,9 @@ def route_library_logs() -> None:
     if "torch" not in sys.modules:
         import torch  # noqa: F401  (now, so that its logging setup happens before ours, not after)
     try:
-        import transformers.utils.logging  # noqa: F401  (creates the 'transformers' logger and its handler)
+        import transformers.utils.logging  # creates the 'transformers' logger and its handler
+
+        transformers.utils.logging.disable_progress_bar()  # its own tqdm bars (GGUF conversion, weight loading): quantwise shows its own
     except ImportError:
         pass
     libraries = {*CHATTY, "torch"}

@@ -116,7 +116,7 @@ def debug_language_model(spec: str, recipe: str, options: DebugOptions, context:
     parsed = parse_recipe(recipe)
     if not isinstance(parsed, (WeightOnly, DynamicActivation)):
         raise QuantwiseError(f"recipe {recipe} is not for language models", f"use one of: {', '.join(LLM_PRESETS)}")
-    lm = load_language_model(spec, text)
+    lm = load_language_model(spec, text, progress=progress)
     lm.check_context(context)
     check_recipe_fits(lm.model, parsed)
     ids = lm.evaluation_windows(context, options.samples * context)

@@ -100,7 +100,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
         check_language_recipe(recipe, name)
     in_llamacpp = opts.target == cpp.RUNTIME or any(isinstance(r, GGUFWeights) for _, r in recipes)
     source, arch = cpp.check_available(spec) if in_llamacpp else (None, None)
-    lm = load_language_model(spec, opts.text)
+    lm = load_language_model(spec, opts.text, progress=opts.progress)
     lm.check_context(opts.context)
     ids = token_ids(lm.tokenizer, lm.text.evaluation, max(opts.eval_tokens, opts.context + PROMPT_TOKENS))
     eval_windows = windows(ids, opts.context, opts.eval_tokens)

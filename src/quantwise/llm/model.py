@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from quantwise.data.cache import cache_dir
+from quantwise.progress import ProgressFn, no_progress
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.files import staged_dir
 from quantwise.llm.text import TextSplit, text_split
@@ -94,20 +95,20 @@ def zoo_gguf_path(spec: str) -> Path:
     return Path(next(iter(found.submodule_search_locations))) / filename
 
 
-def load_language_model(spec: str, text: str | None = None, defer_blocks: bool = False) -> LanguageModel:
+def load_language_model(spec: str, text: str | None = None, defer_blocks: bool = False, progress: ProgressFn = no_progress) -> LanguageModel:
     """The model, tokenizer and text split. ``defer_blocks`` leaves the decoder blocks' weights in
     the file until ``quantize_lm`` reaches each block (lower peak memory); such a model runs only
-    after ``lm.deferred.load_all()``."""
+    after ``lm.deferred.load_all()``. ``progress`` shows a GGUF file's one-time conversion."""
     split = text_split(text)
     if spec in ZOO_LLMS:
         gguf = zoo_gguf_path(spec)
-        model, tokenizer, deferred = _from_gguf(gguf, defer_blocks)
+        model, tokenizer, deferred = _from_gguf(gguf, defer_blocks, progress)
         return LanguageModel(spec, model, tokenizer, split, ZOO_LLMS[spec][2], gguf, deferred, spec)
     path = Path(spec)
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise QuantwiseError(f"GGUF file not found: {path}", "check the path")
-        model, tokenizer, deferred = _from_gguf(path, defer_blocks)
+        model, tokenizer, deferred = _from_gguf(path, defer_blocks, progress)
         return LanguageModel(path.stem, model, tokenizer, split, f"{path.name} (GGUF, dequantized to float32)", path, deferred, spec)
     if path.is_dir() and (path / "config.json").is_file():
         model, tokenizer, deferred = _from_directory(path, defer_blocks)
@@ -149,7 +150,7 @@ def _gguf_architecture(path: Path) -> str:
         raise QuantwiseError(f"{path} is not a readable GGUF file ({type(err).__name__}: {first_line(err)})", "give a valid .gguf model file") from err
 
 
-def _from_gguf(path: Path, defer_blocks: bool = False) -> tuple[nn.Module, Any, DeferredBlocks | None]:
+def _from_gguf(path: Path, defer_blocks: bool = False, progress: ProgressFn = no_progress) -> tuple[nn.Module, Any, DeferredBlocks | None]:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     stat = path.stat()
@@ -159,7 +160,8 @@ def _from_gguf(path: Path, defer_blocks: bool = False) -> tuple[nn.Module, Any, 
         arch = _gguf_architecture(path)
         if arch not in GGUF_SUPPORTED_ARCHITECTURES:
             raise QuantwiseError(f"GGUF architecture '{arch}' is not supported by transformers' GGUF loader", f"use a GGUF of one of: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES)[:12])}, ... or a Hugging Face directory")
-        _convert_gguf(path, cached)
+        for _ in progress(f"dequantizing {path.name} to float32 (once; cached)", range(1), 1):
+            _convert_gguf(path, cached)
     return _from_directory(cached, defer_blocks)
 
 
