@@ -41,7 +41,7 @@ MIN_CONTEXT = 16  # tokens in a perplexity or calibration window, at least
 class LanguageModel:
     """A causal LM ready to quantize: float32 model in eval mode, tokenizer and text split."""
 
-    kind: ClassVar[str] = "language"  # which methods take it (``methods.base.model_kind``)
+    kind: ClassVar[str] = "language"  # which methods take it (``methods.base.method_for``)
 
     name: str
     model: nn.Module

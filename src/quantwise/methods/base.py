@@ -88,8 +88,8 @@ def register(*recipe_types: type) -> Callable[[type], type]:
 
 
 def method_for(recipe: Recipe, kind: str | None = None) -> Method:
-    """The method for ``recipe``; with ``kind`` (a model's, "classic" or "language": see
-    ``model_kind``), refuse a recipe meant for another kind of model, listing the presets that fit."""
+    """The method for ``recipe``; with ``kind`` (a model's ``kind``, "classic" or "language"),
+    refuse a recipe meant for another kind of model, listing the presets that fit."""
     import quantwise.methods  # noqa: F401  (registers the methods)
     from quantwise.config import check_language_recipe, preset_names, recipe_name
     from quantwise.errors import QuantwiseError
@@ -103,11 +103,6 @@ def method_for(recipe: Recipe, kind: str | None = None) -> Method:
                              f"(smollm2-135m, a .gguf file, a Hugging Face directory) with {', '.join(preset_names('language')[:3])}, ...")
     check_language_recipe(recipe, recipe_name(recipe))  # refuses it, naming the recipes that fit
     raise AssertionError(recipe)
-
-
-def model_kind(bundle: Any) -> str:
-    """'classic' for a ``ModelBundle``, 'language' for a ``LanguageModel`` (their ``kind``)."""
-    return bundle.kind
 
 
 def dynamic_batch_shapes(example: Inputs) -> tuple[dict[int, Any], ...]:

@@ -30,7 +30,7 @@ class ModelBundle:
       is the largest acceptable drop of it versus float (absolute units).
     """
 
-    kind: ClassVar[str] = "classic"  # which methods take it (``methods.base.model_kind``)
+    kind: ClassVar[str] = "classic"  # which methods take it (``methods.base.method_for``)
     name: str
     model: nn.Module
     calibration: TensorSet
