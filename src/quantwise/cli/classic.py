@@ -9,6 +9,7 @@ from typing import Any
 from quantwise.cli.common import load_bundle, out, progress
 from quantwise.cli.requests import AutoRequest, CompareRequest, DebugRequest, EvalRequest, QuantizeRequest, SensitivityRequest
 from quantwise.errors import QuantwiseError, choice_error
+from quantwise.fanout import ClusterOptions, open_tasks
 
 MAX_BATCH = 4096  # the largest batch the exported programs accept (methods.base.dynamic_batch_shapes)
 
@@ -136,10 +137,12 @@ def sensitivity(r: SensitivityRequest) -> None:
     from quantwise.report.mixed_html import sensitivity_document
 
     parsed = parse_recipe(r.recipe)
+    cluster = ClusterOptions(r.workers, r.ray_address)
     bundle = load_bundle(r.model, r.data, r.n_calibration, r.n_evaluation)
     opts = SensitivityOptions(proxy_samples=r.proxy_samples, top_k=r.top_k, controls=r.controls, use_cache=r.use_cache,
                               confirm_alone=r.confirm_alone, progress=progress)
-    report = analyse(bundle, parsed, opts)
+    with open_tasks(cluster) as tasks:
+        report = analyse(bundle, parsed, opts, tasks)
     print_sensitivity(report, out, limit=None if r.all_layers else 20)
     write_outputs(report.to_dict(), lambda: sensitivity_document(report), r.json_path, r.html_path, out)
 
@@ -155,9 +158,11 @@ def auto(r: AutoRequest) -> None:
     opts = AutoOptions(max_drop=r.max_drop, objective=r.objective, batch=r.batch, compile=r.compile, max_float=r.max_float, proxy_samples=r.proxy_samples,
                        workflows=tuple(w.strip() for w in workflows.split(",") if w.strip()), target=r.target, progress=progress)
     check_options(opts)
+    cluster = ClusterOptions(r.workers, r.ray_address)
     recipe_path = auto_outputs(r.model, r.out_dir, r.recipe_out, r.force)
     bundle = load_bundle(r.model, r.data, r.n_calibration, r.n_evaluation)
-    report, result = search(bundle, opts)
+    with open_tasks(cluster) as tasks:
+        report, result = search(bundle, opts, tasks)
     write_outputs(report, bundle, result, recipe_path, r.out_dir, overwrite=r.force)
     print_auto(report, out)
     if report.recipe_path:

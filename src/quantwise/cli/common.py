@@ -25,6 +25,8 @@ TextOpt = typer.Option(None, "--text", help="Language models: a plain-text file 
 ArchOpt = typer.Option(None, "--model", help="The float model an artifact of a user model was quantized from ('file.py:factory' or 'package.module:factory'): an artifact never names code to run. Not needed for zoo models.")
 ContextOpt = typer.Option(512, "--context", help="Language models: tokens per evaluation window (stride = window).")
 EvalTokensOpt = typer.Option(24576, "--eval-tokens", help="Language models: evaluation tokens for perplexity.")
+WorkersOpt = typer.Option(None, "--workers", help="Run the sweep's units (one layer, one candidate) on a local Ray instance with N worker processes of one thread each (needs ray installed). Latency is still timed in this process, alone.")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Run the sweep's units on an existing Ray cluster (the HOST:PORT 'ray start --head' printed); every node needs the same quantwise, torch and torchao.")
 JsonOpt = typer.Option(None, "--json", help="Also write every number as JSON.")
 HtmlOpt = typer.Option(None, "--html", help="Also write a self-contained HTML report (figures, the same numbers as --json).")
 # wide when piped or captured, so tables stay readable in logs and files

@@ -167,6 +167,9 @@ def auto(r: AutoRequest) -> None:
 
     if r.target != "pytorch":
         raise QuantwiseError(f"--target {r.target} is not available for language models", "leave --target at pytorch (LLM candidates are timed in PyTorch)")
+    if not r.in_process:
+        raise QuantwiseError("--workers and --ray-address fan out the sweeps of classic models; a language model's auto runs in this process",
+                             f"drop them: quantwise auto {r.model}")
     given = [flag for flag, used in (("--batch", r.batch != 1), ("--max-float", r.max_float is not None), ("--proxy-samples", r.proxy_samples != 32),
                                      ("--n-calibration", r.n_calibration is not None), ("--n-evaluation", r.n_evaluation is not None)) if used]
     if given:

@@ -266,7 +266,13 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def _run_app() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # outside standalone mode typer turns Ctrl-C into a *returned* 130 (and typer.Exit into its code):
+        # ignoring it made an interrupted run exit 0, as if it had succeeded
+        if code == 130:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     finally:
         NOISE.uninstall()
         said = NOISE.summary()

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from quantwise.cli.common import DataOpt, HtmlOpt, JsonOpt, ModelArg, NCalOpt, NEvalOpt
+from quantwise.cli.common import DataOpt, HtmlOpt, JsonOpt, ModelArg, NCalOpt, NEvalOpt, RayAddressOpt, WorkersOpt
 from quantwise.config import preset_names
 from quantwise.errors import QuantwiseError
 
@@ -28,6 +28,8 @@ def sensitivity(
     confirm_alone: Optional[bool] = typer.Option(None, "--confirm-alone/--no-confirm-alone", help="Also measure 'only this layer int8' with the real metric (default: for dynamic recipes; for static ones it doubles the cost)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute even when a cached result exists."),
     all_layers: bool = typer.Option(False, "--all", help="Print every layer, not the 20 most sensitive."),
+    workers: Optional[int] = WorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
 ) -> None:
     """Per-layer sensitivity: the metric when only one layer is quantized, and when only one is kept float.
 
@@ -40,6 +42,7 @@ def sensitivity(
       quantwise sensitivity efficientnet-lite0 --recipe static-pt2e
       quantwise sensitivity minilm-l6 --recipe dynamic --top-k 8 --json out/minilm-sens.json --html out/minilm-sens.html
       quantwise sensitivity mnist-cnn --recipe static-fx --no-cache
+      quantwise sensitivity efficientnet-lite0 --top-k 10 --controls 10 --workers 2
     """
     from quantwise.cli.common import commands_for
     from quantwise.cli.outputs import check_outputs
@@ -51,7 +54,7 @@ def sensitivity(
     commands_for(model).sensitivity(SensitivityRequest(model=model, recipe=recipe, top_k=top_k, controls=controls, proxy_samples=proxy_samples,
                                                        json_path=json_path, html_path=html_path, data=data, n_calibration=n_calibration,
                                                        n_evaluation=n_evaluation, confirm_alone=confirm_alone, use_cache=not no_cache,
-                                                       all_layers=all_layers))
+                                                       all_layers=all_layers, workers=workers, ray_address=ray_address))
 
 
 def auto(
@@ -72,6 +75,8 @@ def auto(
     n_calibration: Optional[int] = NCalOpt,
     n_evaluation: Optional[int] = NEvalOpt,
     force: bool = typer.Option(False, "--force", help="Replace an existing --out artifact."),
+    workers: Optional[int] = WorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
 ) -> None:
     """Find the fastest (or smallest) recipe whose metric loss stays within a budget.
 
@@ -88,6 +93,7 @@ def auto(
       quantwise auto minilm-l6 --workflows dynamic --target onnxruntime
       quantwise auto resemblyzer-lstm --max-drop 0.02 --json out/auto.json --html out/auto.html
       quantwise auto smollm2-135m --max-drop 2 --out smol-auto
+      quantwise auto efficientnet-lite0 --ray-address 10.0.0.5:6379
     """
     from quantwise.cli.common import commands_for
     from quantwise.cli.outputs import check_outputs
@@ -97,4 +103,4 @@ def auto(
     commands_for(model).auto(AutoRequest(model=model, max_drop=max_drop, objective=objective, out_dir=out_dir, recipe_out=recipe_out, batch=batch,
                                          compile=compile_, max_float=max_float, proxy_samples=proxy_samples, workflows=workflows, target=target,
                                          json_path=json_path, html_path=html_path, data=data, n_calibration=n_calibration, n_evaluation=n_evaluation,
-                                         force=force))
+                                         force=force, workers=workers, ray_address=ray_address))

@@ -24,6 +24,18 @@ class DataOptions:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FanOutOptions:
+    """Where a sweep's units run: in process (neither given), a local Ray instance, or a cluster."""
+
+    workers: Optional[int] = None
+    ray_address: Optional[str] = None
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers is None and self.ray_address is None
+
+
+@dataclass(frozen=True, kw_only=True)
 class QuantizeRequest(DataOptions):
     model: str
     recipe: str
@@ -59,7 +71,7 @@ class DebugRequest(DataOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SensitivityRequest(DataOptions):
+class SensitivityRequest(DataOptions, FanOutOptions):
     model: str
     recipe: str
     top_k: int = 5
@@ -71,7 +83,7 @@ class SensitivityRequest(DataOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AutoRequest(DataOptions):
+class AutoRequest(DataOptions, FanOutOptions):
     model: str
     max_drop: Optional[float] = None
     objective: str = "latency"

@@ -35,6 +35,7 @@ from quantwise.errors import QuantwiseError, choice_error, first_line
 from quantwise.evaluate.latency import batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, outputs
 from quantwise.evaluate.runtime import RUNTIMES
+from quantwise.fanout import InProcess, Tasks
 from quantwise.progress import ProgressFn, no_progress
 from quantwise.methods.layers import quantizable_layers
 from quantwise.mixed.sensitivity import SensitivityOptions, SensitivityReport, analyse, cached_report, primary_metric
@@ -88,6 +89,7 @@ class AutoReport:
     seconds: dict[str, float] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)
     target: str = "pytorch"  # where candidates were timed
+    ran: str = "in process"  # where the candidates' units ran (quantwise.fanout)
 
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
@@ -142,15 +144,60 @@ def check_options(opts: AutoOptions, bundle: ModelBundle | None = None) -> float
     return budget
 
 
+@dataclass
+class _Measured:
+    """What one candidate's unit measured (everything but latency, which is timed in the driving process)."""
+
+    name: str
+    metric: float | None = None
+    quantize_s: float | None = None
+    size_mb: float | None = None
+    compiled: bool = False
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class _AutoInputs:
+    """What a candidate's unit reads (shared once)."""
+
+    bundle: ModelBundle
+    reference: torch.Tensor
+    batch_size: int
+    keep_result: bool  # in process: hand the quantized model back, so timing it needs no second quantization
+
+
+def _accuracy_unit(inp: _AutoInputs, recipe: Recipe) -> tuple[_Measured, Any]:
+    """Quantize with ``recipe`` and measure the primary metric and the stored size. A candidate that
+    fails becomes a row with the reason: one broken candidate must not end the search."""
+    m = _Measured(recipe_name(recipe))
+    log.info("auto: %s", m.name)
+    try:
+        result = api.quantize(inp.bundle, recipe, batch_size=inp.batch_size)
+        q = result.quantized
+        m.quantize_s = result.seconds
+        m.metric = primary_metric(q.module, inp.bundle, inp.reference, inp.batch_size)
+    except QuantwiseError as err:
+        m.error = str(err)
+        return m, None
+    except Exception as err:
+        log.debug("auto candidate %s failed", m.name, exc_info=True)
+        m.error = f"failed: {type(err).__name__}: {first_line(err)}"
+        return m, None
+    m.size_mb, m.compiled, m.notes = _bytes(q.tensors), bool(q.compiled), list(q.notes)
+    return m, (result if inp.keep_result else None)
+
+
 class _Search:
-    def __init__(self, bundle: ModelBundle, opts: AutoOptions, budget: float, workdir: Path) -> None:
-        self.bundle, self.opts, self.budget, self.workdir = bundle, opts, budget, workdir
+    def __init__(self, bundle: ModelBundle, opts: AutoOptions, budget: float, workdir: Path, tasks: Tasks) -> None:
+        self.bundle, self.opts, self.budget, self.workdir, self.tasks = bundle, opts, budget, workdir, tasks
         self.higher = HIGHER_IS_BETTER.get(bundle.primary, True)
         self.reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
         self.float_metric = primary_metric(bundle.model, bundle, self.reference, opts.batch_size)
         self.candidates: list[Candidate] = []
         self.results: dict[str, Any] = {}  # name -> QuantizeResult, for candidates within budget
         self.example = batch_of(bundle.example_inputs(1), opts.batch)
+        self.shared = tasks.share(_AutoInputs(bundle, self.reference, opts.batch_size, keep_result=isinstance(tasks, InProcess)))
 
     def drop(self, metric: float) -> float:
         return (self.float_metric - metric) if self.higher else (metric - self.float_metric)
@@ -184,41 +231,47 @@ class _Search:
         self.candidates.append(c)
 
     def run(self, recipe: Recipe, stage: str, timed: bool = False, time_within: bool = True) -> Candidate:
-        """Quantize, measure the metric and size; time it when ``timed``, or when within budget and ``time_within``."""
-        name = recipe_name(recipe)
-        known = next((c for c in self.candidates if c.name == name), None)
-        if known is not None:
-            return known
-        c = Candidate(name, stage, recipe_to_dict(recipe), kept_float=list(getattr(recipe, "keep_float", ())))
-        self.candidates.append(c)
-        log.info("auto: %s", name)
-        try:
-            result = api.quantize(self.bundle, recipe, batch_size=self.opts.batch_size)
-            q = result.quantized
-            c.quantize_s = result.seconds
-            c.metric = primary_metric(q.module, self.bundle, self.reference, self.opts.batch_size)
-        except QuantwiseError as err:
-            c.error = str(err)
-            return c
-        except Exception as err:  # one broken candidate must not end the search
-            log.debug("auto candidate %s failed", name, exc_info=True)
-            c.error = f"failed: {type(err).__name__}: {first_line(err)}"
-            return c
-        c.drop = self.drop(c.metric)
-        c.within_budget = c.drop <= self.budget
-        log.info("auto: %s: %s %.4g (drop %.3g, %s budget)", name, self.bundle.primary, c.metric, c.drop, "within" if c.within_budget else "over")
-        c.size_mb = _bytes(q.tensors)
-        c.runtime = "compiled" if q.compiled and self.opts.compile else "eager"
-        c.notes = list(q.notes)
-        if c.within_budget:
-            self.results[c.name] = result
-        if timed or (c.within_budget and time_within):
-            self.time_candidate(c, result)
-        return c
+        return self.run_many([recipe], stage, timed, time_within)[0]
+
+    def run_many(self, recipes: list[Recipe], stage: str, timed: bool = False, time_within: bool = True) -> list[Candidate]:
+        """Quantize each recipe and measure its metric and size (the units, run by ``tasks``); then,
+        in this process and with no unit running, time those ``timed``, or within budget and ``time_within``."""
+        fresh = list({recipe_name(r): r for r in recipes if not any(c.name == recipe_name(r) for c in self.candidates)}.values())
+        measured = self.tasks.map(_accuracy_unit, fresh, self.shared, progress=self.opts.progress, label=f"auto: {stage}") if fresh else []
+        kept: dict[str, Any] = {}
+        for recipe, (m, result) in zip(fresh, measured):
+            c = Candidate(m.name, stage, recipe_to_dict(recipe), kept_float=list(getattr(recipe, "keep_float", ())))
+            self.candidates.append(c)
+            c.quantize_s, c.error = m.quantize_s, m.error
+            if m.error is not None:
+                continue
+            c.metric, c.drop = m.metric, self.drop(m.metric)
+            c.within_budget = c.drop <= self.budget
+            log.info("auto: %s: %s %.4g (drop %.3g, %s budget)", c.name, self.bundle.primary, c.metric, c.drop, "within" if c.within_budget else "over")
+            c.size_mb, c.notes = m.size_mb, list(m.notes)
+            c.runtime = "compiled" if m.compiled and self.opts.compile else "eager"
+            if result is not None:
+                kept[c.name] = result
+                if c.within_budget:
+                    self.results[c.name] = result
+        for c in (self.candidate(recipe_name(r)) for r in fresh):
+            if c.error is None and (timed or (c.within_budget and time_within)):
+                self.time_candidate(c, kept.get(c.name))
+        return [self.candidate(recipe_name(r)) for r in recipes]
+
+    def candidate(self, name: str) -> Candidate:
+        return next(c for c in self.candidates if c.name == name)
+
+    def result_of(self, c: Candidate) -> Any:
+        """The candidate's QuantizeResult: kept from its unit in process, else quantized again here
+        (quantization is deterministic: the same recipe gives the same model)."""
+        if c.name not in self.results:
+            self.results[c.name] = api.quantize(self.bundle, recipe_from_dict(c.recipe or {}), batch_size=self.opts.batch_size)
+        return self.results[c.name]
 
     def time_candidate(self, c: Candidate, result: Any = None) -> None:
-        result = result if result is not None else self.results[c.name]
         try:
+            result = result if result is not None else self.result_of(c)
             if self.opts.target == "onnxruntime":
                 self._time_in_onnxruntime(c, result)
             else:
@@ -320,34 +373,34 @@ def _pareto(cands: list[Candidate], objective: str) -> list[str]:
     return [c.name for c in sorted(front, key=lambda c: c.drop)]
 
 
-def search(bundle: ModelBundle, opts: AutoOptions | None = None) -> tuple[AutoReport, Any]:
-    """Run the search; returns the report and the winner's QuantizeResult (None when nothing fits)."""
+def search(bundle: ModelBundle, opts: AutoOptions | None = None, tasks: Tasks | None = None) -> tuple[AutoReport, Any]:
+    """Run the search; returns the report and the winner's QuantizeResult (None when nothing fits).
+    ``tasks``: where the candidates' units run (default: in this process; see ``quantwise.fanout``)."""
     opts = opts or AutoOptions()
+    tasks = tasks or InProcess()
     budget = check_options(opts, bundle)
     assert budget is not None
     clock = {"start": time.perf_counter()}
     with tempfile.TemporaryDirectory(prefix="quantwise-auto-") as workdir:
-        return _search(bundle, opts, budget, clock, Path(workdir))
+        return _search(bundle, opts, budget, clock, Path(workdir), tasks)
 
 
-def _search(bundle: ModelBundle, opts: AutoOptions, budget: float, clock: dict[str, float], workdir: Path) -> tuple[AutoReport, Any]:
-    s = _Search(bundle, opts, budget, workdir)
+def _search(bundle: ModelBundle, opts: AutoOptions, budget: float, clock: dict[str, float], workdir: Path, tasks: Tasks) -> tuple[AutoReport, Any]:
+    s = _Search(bundle, opts, budget, workdir, tasks)
     s.baselines()
-    starts = _workflows(bundle, opts.workflows)
-    stage1 = [s.run(r, "workflow", timed=True) for r in opts.progress("auto: workflows", starts, len(starts))]
+    stage1 = s.run_many(_workflows(bundle, opts.workflows), "workflow", timed=True)
     clock["workflows"] = time.perf_counter()
-    # stage 2: observers / granularity for static paths that miss the budget but could win
+    # stage 2: observers / granularity for static paths that miss the budget but could win (all variants as one batch)
+    searched = [(c, recipe_from_dict(c.recipe)) for c in stage1 if c.recipe and not c.within_budget and s.promising(c)]
+    searched = [(c, r) for c, r in searched if not isinstance(r, BF16)]
+    variants = {c.name: _variants(r) if isinstance(r, StaticInt8) else [] for c, r in searched}
+    s.run_many([v for vs in variants.values() for v in vs], "observer")
     bases: list[tuple[Recipe, Candidate]] = []
-    for c in stage1:
-        recipe = recipe_from_dict(c.recipe) if c.recipe else None
-        if recipe is None or isinstance(recipe, BF16) or c.within_budget or not s.promising(c):
-            continue
+    for c, _ in searched:
         best = c
-        if isinstance(recipe, StaticInt8):
-            for variant in _variants(recipe):
-                v = s.run(variant, "observer")
-                if v.metric is not None and (best.metric is None or s.drop(v.metric) < s.drop(best.metric)):
-                    best = v
+        for v in (s.candidate(recipe_name(r)) for r in variants[c.name]):
+            if v.metric is not None and (best.metric is None or s.drop(v.metric) < s.drop(best.metric)):
+                best = v
         if not best.within_budget:
             bases.append((recipe_from_dict(best.recipe), best))
     clock["observers"] = time.perf_counter()
@@ -361,7 +414,7 @@ def _search(bundle: ModelBundle, opts: AutoOptions, budget: float, clock: dict[s
             continue
         # a full report from 'quantwise sensitivity' with the same proxy size is reused; else the proxy alone
         sens = cached_report(bundle, recipe, SensitivityOptions(proxy_samples=opts.proxy_samples)) or analyse(bundle, recipe, SensitivityOptions(
-            proxy_samples=opts.proxy_samples, top_k=1, controls=0, batch_size=opts.batch_size, progress=opts.progress, confirm=False))
+            proxy_samples=opts.proxy_samples, top_k=1, controls=0, batch_size=opts.batch_size, progress=opts.progress, confirm=False), tasks)
         sens_reports.append(sens)
         _fallback(s, recipe, sens, min(max_float, len(layers)))
         for name in sens.ranking()[:max_float]:
@@ -376,6 +429,9 @@ def _search(bundle: ModelBundle, opts: AutoOptions, budget: float, clock: dict[s
         if getattr(fastest, key) < getattr(chosen, key):
             notes.append(f"the {fastest.name} baseline is {'faster' if key == 'latency_ms' else 'smaller'} than every candidate within budget "
                          f"({getattr(fastest, key):.4g} vs {getattr(chosen, key):.4g}); keeping the model float is a valid answer")
+    if not isinstance(tasks, InProcess):
+        notes.append(f"candidates quantized and measured on a {tasks.description}; every latency timed in this process on this machine, "
+                     "one at a time, while no candidate ran")
     if opts.objective == "size":
         notes.append("size = bytes of the stored tensors; bf16 autocast keeps float32 weights, so it never wins on size")
     report = AutoReport(
@@ -383,14 +439,14 @@ def _search(bundle: ModelBundle, opts: AutoOptions, budget: float, clock: dict[s
         objective=opts.objective, batch=opts.batch, threads=torch.get_num_threads(), evaluation=bundle.evaluation.description,
         candidates=s.candidates, chosen=chosen.name if chosen else None, tradeoffs=[] if chosen else _pareto(s.candidates, opts.objective),
         why_float={n: why[n] for n in (chosen.kept_float if chosen else []) if n in why},
-        sensitivity=[r.to_dict() for r in sens_reports], notes=notes, machine=machine(), target=opts.target,
+        sensitivity=[r.to_dict() for r in sens_reports], notes=notes, machine=machine(), target=opts.target, ran=tasks.description,
     )
     t = clock["start"]
     for stage in ("workflows", "observers", "fallback"):
         report.seconds[stage] = clock[stage] - t
         t = clock[stage]
     report.seconds["total"] = time.perf_counter() - clock["start"]
-    return report, (s.results[chosen.name] if chosen else None)
+    return report, (s.result_of(chosen) if chosen else None)
 
 
 def write_outputs(report: AutoReport, bundle: ModelBundle, result: Any, recipe_path: Path, out: Path | None, overwrite: bool = False) -> None:

@@ -42,6 +42,7 @@ from quantwise.config import Recipe, recipe_name, recipe_to_dict
 from quantwise.data.base import TensorSet
 from quantwise.data.cache import cache_dir
 from quantwise.errors import QuantwiseError
+from quantwise.fanout import InProcess, Tasks
 from quantwise.files import atomic_write_text
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, fidelity, outputs, sqnr_db
 from quantwise.progress import ProgressFn, no_progress
@@ -101,6 +102,7 @@ class SensitivityReport:
     tied: int = 0  # confirmed layers whose ranking-metric gain equals another's (then ordered by the full-split SQNR)
     ranking_metric: str = ""  # what the real ranking orders by (see the module docstring)
     quantized_ranked: float | None = None  # the ranking metric with every layer quantized
+    ran: str = "in process"  # where the per-layer units ran (quantwise.fanout)
 
     def improvement(self, layer: LayerSensitivity) -> float | None:
         """Gain of the primary metric (in its better direction) from keeping ``layer`` float."""
@@ -252,11 +254,53 @@ def _finite(x: float) -> float:
     return min(x, 200.0)  # an exact layer gives inf dB; cap it so gains stay comparable
 
 
-def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None = None) -> SensitivityReport:
-    """Per-layer sensitivity of ``recipe`` on ``bundle`` (see the module docstring)."""
+@dataclass
+class _ProxyInputs:
+    """What a proxy unit reads (shared once): the stand-in model and the evaluation subset."""
+
+    sim: Any
+    subset: TensorSet
+    reference: torch.Tensor
+    layers: list[str]
+    batch_size: int
+
+
+def _proxy_unit(inp: _ProxyInputs, name: str) -> tuple[float, float]:
+    """One layer's proxy: (SQNR with only it quantized, SQNR with only it kept float)."""
+    def proxy(quantized: list[str]) -> float:
+        return _finite(sqnr_db(inp.reference, outputs(inp.sim.set_quantized(quantized), inp.subset, inp.batch_size)))
+
+    return proxy([name]), proxy([m for m in inp.layers if m != name])
+
+
+@dataclass
+class _RealInputs:
+    """What a confirmation unit reads (shared once): the model and data, the recipe, float's outputs."""
+
+    bundle: ModelBundle
+    recipe: Recipe
+    sim: Any  # the exact stand-in (dynamic recipes), else None: the recipe is applied for real
+    layers: list[str]
+    reference: torch.Tensor
+    batch_size: int
+
+
+def _real_unit(inp: _RealInputs, keep: tuple[str, ...]) -> tuple[float, float, float]:
+    """The recipe with ``keep`` left float, measured on the whole evaluation split (see ``_measured``)."""
     from quantwise import api
 
+    if inp.sim is not None:  # the swapped model is the recipe's model with these layers float
+        module = inp.sim.set_quantized([n for n in inp.layers if n not in keep])
+    else:
+        module = api.quantize(inp.bundle, dataclasses.replace(inp.recipe, keep_float=keep), batch_size=inp.batch_size).quantized.module
+    return _measured(module, inp.bundle, inp.reference, inp.batch_size)
+
+
+def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None = None, tasks: Tasks | None = None) -> SensitivityReport:
+    """Per-layer sensitivity of ``recipe`` on ``bundle`` (see the module docstring). ``tasks``: where
+    the per-layer units run (default: in this process; ``quantwise.fanout`` for a Ray cluster)."""
     opts = opts or SensitivityOptions()
+    tasks = tasks or InProcess()
     if opts.top_k < 1 or opts.controls < 0 or opts.proxy_samples < 1:
         raise QuantwiseError("sensitivity needs top_k >= 1, controls >= 0 and proxy_samples >= 1", "e.g. --top-k 5")
     recipe = dataclasses.replace(recipe, keep_float=()) if hasattr(recipe, "keep_float") else recipe
@@ -271,13 +315,11 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
         raise QuantwiseError(f"the {recipe.kind} recipe quantizes no layer of this model", "pick a recipe that applies (see 'quantwise compare')")
     subset: TensorSet = bundle.evaluation.take(opts.proxy_samples)
     ref_subset = outputs(bundle.model, subset, opts.batch_size)
-
-    def proxy(quantized: list[str] | set[str]) -> float:
-        return _finite(sqnr_db(ref_subset, outputs(sim.set_quantized(quantized), subset, opts.batch_size)))
-
-    proxy_all = proxy(layers)
-    alone = {n: proxy([n]) for n in opts.progress("proxy: one layer quantized", layers, len(layers))}
-    kept = {n: proxy([m for m in layers if m != n]) for n in opts.progress("proxy: one layer kept float", layers, len(layers))}
+    proxy_all = _finite(sqnr_db(ref_subset, outputs(sim.set_quantized(layers), subset, opts.batch_size)))
+    pairs = tasks.map(_proxy_unit, layers, tasks.share(_ProxyInputs(sim, subset, ref_subset, layers, opts.batch_size)),
+                      progress=opts.progress, label="proxy: each layer quantized alone, and kept float alone")
+    alone = {n: a for n, (a, _) in zip(layers, pairs)}
+    kept = {n: k for n, (_, k) in zip(layers, pairs)}
     order = sorted(layers, key=lambda n: (-(kept[n] - proxy_all), alone[n]))
     rows = [
         LayerSensitivity(n, type(bundle.model.get_submodule(n)).__name__, alone[n], kept[n], kept[n] - proxy_all, rank + 1)
@@ -289,24 +331,21 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
     start = time.perf_counter()
     reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
     float_metric = primary_metric(bundle.model, bundle, reference, opts.batch_size)
-
-    def real(keep: list[str]) -> tuple[float, float, float]:
-        if sim.exact:  # the swapped model is the recipe's model with these layers float
-            module = sim.set_quantized([n for n in layers if n not in keep])
-        else:
-            module = api.quantize(bundle, dataclasses.replace(recipe, keep_float=tuple(keep)), batch_size=opts.batch_size).quantized.module
-        return _measured(module, bundle, reference, opts.batch_size)
-
-    quantized_metric, quantized_sqnr, quantized_ranked = real([]) if opts.confirm else (math.nan, None, None)
     top = order[: opts.top_k] if opts.confirm else []
     rest = order[opts.top_k:] if opts.confirm else []
     controls = [rest[round(i * (len(rest) - 1) / max(1, opts.controls - 1))] for i in range(opts.controls)] if rest and opts.controls else []
     confirmed = top + [c for c in dict.fromkeys(controls) if c not in top]
     both = sim.exact if opts.confirm_alone is None else opts.confirm_alone
-    for n in opts.progress("confirming with the real metric", confirmed, len(confirmed)):
+    # the units: all quantized, then each confirmed layer kept float, then (both) each quantized alone
+    units: list[tuple[str, ...]] = ([()] if opts.confirm else []) + [(n,) for n in confirmed]
+    units += [tuple(m for m in layers if m != n) for n in confirmed] if both else []
+    measured = tasks.map(_real_unit, units, tasks.share(_RealInputs(bundle, recipe, sim if sim.exact else None, layers, reference, opts.batch_size)),
+                         progress=opts.progress, label="confirming with the real metric") if units else []
+    quantized_metric, quantized_sqnr, quantized_ranked = measured[0] if opts.confirm else (math.nan, None, None)
+    for i, n in enumerate(confirmed):
         row = next(r for r in rows if r.name == n)
-        row.metric_float, row.sqnr_float, row.ranked_float = real([n])
-        row.metric_alone = real([m for m in layers if m != n])[0] if both else None
+        row.metric_float, row.sqnr_float, row.ranked_float = measured[1 + i]
+        row.metric_alone = measured[1 + len(confirmed) + i][0] if both else None
         row.control = n not in top
     report = SensitivityReport(
         model=bundle.name, recipe=recipe_to_dict(recipe), recipe_name=recipe_name(recipe), primary=bundle.primary,
@@ -315,7 +354,7 @@ def analyse(bundle: ModelBundle, recipe: Recipe, opts: SensitivityOptions | None
         proxy_samples=len(subset), proxy_exact=sim.exact, evaluation=bundle.evaluation.description, n_evaluation=len(bundle.evaluation),
         float_metric=float_metric, quantized_metric=quantized_metric, proxy_all=proxy_all, layers=rows, confirmed=confirmed,
         top5_agreement=None, rank_correlation=None, seconds={}, quantized_sqnr=quantized_sqnr,
-        ranking_metric=ranking_metric(bundle), quantized_ranked=quantized_ranked,
+        ranking_metric=ranking_metric(bundle), quantized_ranked=quantized_ranked, ran=tasks.description,
     )
     _rank_confirmed(report)
     report.seconds = {"proxy": proxy_seconds, "confirm": time.perf_counter() - start}

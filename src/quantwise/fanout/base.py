@@ -1,0 +1,97 @@
+"""The ``Tasks`` interface, its in-process implementation, and the options that choose one."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from quantwise.errors import QuantwiseError
+from quantwise.progress import ProgressFn, no_progress
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """``workers``: a local Ray instance with that many one-thread worker processes;
+    ``address``: an existing Ray cluster (``ray start --head`` prints it). Neither: in process."""
+
+    workers: int | None = None
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.address is not None:
+            raise QuantwiseError("--workers and --ray-address both given", "use --workers N for a local Ray instance, or --ray-address for an existing cluster")
+        if self.workers is not None and self.workers < 1:
+            raise QuantwiseError(f"--workers {self.workers} is not a number of worker processes", "use --workers 1 or more")
+        cores = os.cpu_count() or 1
+        if self.workers is not None and self.workers > cores:
+            raise QuantwiseError(f"--workers {self.workers} is more than this machine's {cores} cores (each worker runs one thread)",
+                                 f"use --workers {cores} or fewer here, or --ray-address to spread the work over a cluster")
+        if self.address is not None and not self.address.strip():
+            raise QuantwiseError("--ray-address is empty", "give the address 'ray start --head' printed, e.g. --ray-address 10.0.0.5:6379")
+
+    @property
+    def in_process(self) -> bool:
+        return self.workers is None and self.address is None
+
+
+@dataclass(frozen=True)
+class UnitTime:
+    """How long one unit ran, measured where it ran (the cluster benchmark projects from these)."""
+
+    label: str
+    seconds: float
+
+
+class Tasks(Protocol):
+    """Runs independent units of work. ``fn`` must be a module-level function (a cluster's
+    workers import it by name from their own quantwise); it is called as ``fn(*shared, item)``."""
+
+    description: str  # where the work ran, for reports
+    timings: list[UnitTime]  # every unit run so far
+
+    def share(self, value: Any) -> Any:
+        """A handle for a large input (the float model, the data) that many units read: stored once."""
+
+    def map(self, fn: Callable[..., R], items: Sequence[T], *shared: Any, progress: ProgressFn = no_progress, label: str = "") -> list[R]:
+        """``[fn(*shared, item) for item in items]``, possibly in parallel; an error in one unit is raised."""
+
+
+class InProcess:
+    """Everything in this process, one unit after another: what runs without a cluster."""
+
+    description = "in process"
+
+    def __init__(self) -> None:
+        self.timings: list[UnitTime] = []
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(self, fn: Callable[..., R], items: Sequence[T], *shared: Any, progress: ProgressFn = no_progress, label: str = "") -> list[R]:
+        out = []
+        for item in progress(label, items, len(items)):
+            start = time.perf_counter()
+            out.append(fn(*shared, item))
+            self.timings.append(UnitTime(label, time.perf_counter() - start))
+        return out
+
+
+@contextlib.contextmanager
+def open_tasks(options: ClusterOptions | None = None) -> Iterator[Tasks]:
+    """The ``Tasks`` the options ask for, closed (the local Ray instance stopped) on the way out."""
+    if options is None or options.in_process:
+        yield InProcess()
+        return
+    from quantwise.fanout.ray_tasks import RayTasks
+
+    tasks = RayTasks.connect(options)
+    try:
+        yield tasks
+    finally:
+        tasks.close()
