@@ -5,6 +5,26 @@ The sweeps (``sensitivity``, ``auto``) keep their search logic and hand a ``Task
 (one layer, one candidate recipe) to run; results come back as the values the in-process run
 computes, in the order submitted. Ray is imported only when a cluster is asked for.
 """
-from quantwise.fanout.base import ClusterOptions, InProcess, Tasks, open_tasks
+from __future__ import annotations
 
-__all__ = ["ClusterOptions", "InProcess", "Tasks", "open_tasks"]
+import contextlib
+from collections.abc import Iterator
+
+from quantwise.fanout.base import ClusterOptions, InProcess, Tasks, UnitTime
+
+__all__ = ["ClusterOptions", "InProcess", "Tasks", "UnitTime", "open_tasks"]
+
+
+@contextlib.contextmanager
+def open_tasks(options: ClusterOptions | None = None) -> Iterator[Tasks]:
+    """The ``Tasks`` the options ask for, closed (a local Ray instance stopped) on the way out."""
+    if options is None or options.in_process:
+        yield InProcess()
+        return
+    from quantwise.fanout.ray_tasks import RayTasks
+
+    tasks = RayTasks.connect(options)
+    try:
+        yield tasks
+    finally:
+        tasks.close()

@@ -1,10 +1,9 @@
 """The ``Tasks`` interface, its in-process implementation, and the options that choose one."""
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -80,18 +79,3 @@ class InProcess:
             out.append(fn(*shared, item))
             self.timings.append(UnitTime(label, time.perf_counter() - start))
         return out
-
-
-@contextlib.contextmanager
-def open_tasks(options: ClusterOptions | None = None) -> Iterator[Tasks]:
-    """The ``Tasks`` the options ask for, closed (the local Ray instance stopped) on the way out."""
-    if options is None or options.in_process:
-        yield InProcess()
-        return
-    from quantwise.fanout.ray_tasks import RayTasks
-
-    tasks = RayTasks.connect(options)
-    try:
-        yield tasks
-    finally:
-        tasks.close()
