@@ -1,4 +1,7 @@
-"""``compare``: float baselines and every applicable workflow, side by side, in one process.
+"""``compare``: float baselines and every applicable workflow, side by side, timed in one process.
+
+Each recipe is quantized, evaluated and saved by a unit (``quantwise.fanout``: here, or on a Ray
+worker that hands its artifact back); every row is then timed here, one at a time.
 
 Baselines are the ones a user could pick instead of quantizing: float eager, float
 under torch.compile and bf16 autocast. Every quantized row is judged against the
@@ -22,6 +25,7 @@ from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate.latency import Latency, batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
 from quantwise.evaluate.runtime import RUNTIMES
+from quantwise.fanout import InProcess, Tasks
 from quantwise.findings import Finding, Kind, within_budget
 from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
@@ -62,6 +66,7 @@ class CompareReport:
     best: dict[int, str]
     versions: dict[str, str]
     machine: dict[str, str]
+    ran: str = "in process"  # where the recipes were quantized and evaluated (quantwise.fanout); timing is always here
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -198,26 +203,67 @@ def _exported_row(name: str, artifact: Path, bundle: ModelBundle, reference: tor
     return _runtime_row(row, target.load(result.path, torch.get_num_threads()), result.path, bundle, reference, opts)
 
 
-def _quantized_row(bundle: ModelBundle, recipe: Recipe, reference: torch.Tensor, workdir: Path, opts: CompareOptions) -> tuple[Row, Path | None]:
+@dataclass
+class _RowInputs:
+    """What a recipe's unit reads (shared once)."""
+
+    bundle: ModelBundle
+    reference: torch.Tensor
+    batch_size: int
+    workdir: str | None  # in process: save the artifact here; on a worker: into a temporary folder, handed back as bytes
+    progress: ProgressFn = no_progress
+
+
+def _measure_unit(inp: _RowInputs, recipe: Recipe) -> tuple[Row, dict[str, bytes] | Path | None, Any]:
+    """Quantize with ``recipe``, evaluate on the whole split and save the artifact. Returns the row
+    (not timed), the artifact (its path here, or its files from a worker) and, here, the result."""
     name = recipe_name(recipe)
     row = Row(name, "quantized", "eager")
     log.info("quantizing with %s", name)
     try:
-        result = api.quantize(bundle, recipe, progress=opts.progress, batch_size=opts.batch_size)
+        result = api.quantize(inp.bundle, recipe, progress=inp.progress, batch_size=inp.batch_size)
     except Exception as err:  # not applicable, or broken on this model: say why, keep the other rows
-        return _failed(row, err), None
+        return _failed(row, err), None, None
     q = result.quantized
     row.quantize_s = result.seconds
     row.notes = list(q.notes)
-    row.metrics = evaluate(q.module, bundle, reference, opts.batch_size)
-    path = api.save(result, workdir / name.replace(":", "_").replace(",", "_"), metrics=row.metrics)
-    row.size_mb = _dir_mb(path)
-    row.runtime = "compiled" if (q.compiled and opts.compile) else "eager"
-    if q.compiled and not opts.compile:
+    row.metrics = evaluate(q.module, inp.bundle, inp.reference, inp.batch_size)
+    row.runtime = "compiled" if q.compiled else "eager"
+    folder = _artifact_name(name)
+    if inp.workdir is not None:
+        path = api.save(result, Path(inp.workdir) / folder, metrics=row.metrics)
+        row.size_mb = _dir_mb(path)
+        return row, path, result
+    with tempfile.TemporaryDirectory(prefix="quantwise-unit-") as tmp:
+        path = api.save(result, Path(tmp) / folder, metrics=row.metrics)
+        row.size_mb = _dir_mb(path)
+        return row, {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}, None
+
+
+def _artifact_name(name: str) -> str:
+    return name.replace(":", "_").replace(",", "_")
+
+
+def _timed_row(bundle: ModelBundle, row: Row, artifact: dict[str, bytes] | Path | None, result: Any, workdir: Path, opts: CompareOptions) -> tuple[Row, Path | None]:
+    """Time a measured row in this process (its model as quantized here, or restored from the
+    artifact a worker made); returns the row and the artifact's path here."""
+    if artifact is None:
+        return row, None
+    if isinstance(artifact, dict):
+        path = workdir / _artifact_name(row.name)
+        for rel, data in artifact.items():
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (path / rel).write_bytes(data)
+    else:
+        path = artifact
+    compiled = row.runtime == "compiled"
+    row.runtime = "compiled" if (compiled and opts.compile) else "eager"
+    if compiled and not opts.compile:
         row.notes.append("needs torch.compile to be fast; timed in eager mode because compilation was turned off")
-    log.info("timing %s (%s)", name, row.runtime)
+    log.info("timing %s (%s)", row.name, row.runtime)
     try:
-        _time(row, RUNTIMES[row.runtime](q.module), bundle.example_inputs(1), opts)
+        module = result.quantized.module if result is not None else api.load(path, bundle.build_arch() if bundle.build_arch else None).module
+        _time(row, RUNTIMES[row.runtime](module), bundle.example_inputs(1), opts)
     except Exception as err:  # e.g. a graph this runtime cannot compile: keep the other rows
         row.latency.clear()
         return _failed(row, err), path
@@ -254,8 +300,12 @@ def _judge(report_rows: list[Row], bundle: ModelBundle, opts: CompareOptions) ->
     return best
 
 
-def compare(bundle: ModelBundle, opts: CompareOptions | None = None) -> CompareReport:
+def compare(bundle: ModelBundle, opts: CompareOptions | None = None, tasks: Tasks | None = None) -> CompareReport:
+    """Every row measured and timed (see the module docstring). ``tasks``: where each recipe is
+    quantized and evaluated (default: in this process; ``quantwise.fanout`` for Ray); timing
+    always happens here, one row at a time, with no unit running."""
     opts = opts or CompareOptions()
+    tasks = tasks or InProcess()
     recipes = [parse_recipe(r) for r in opts.recipes]
     log.info("float reference outputs on %d evaluation samples", len(bundle.evaluation))
     reference = outputs(bundle.model, bundle.evaluation, opts.batch_size)
@@ -263,11 +313,17 @@ def compare(bundle: ModelBundle, opts: CompareOptions | None = None) -> CompareR
     with tempfile.TemporaryDirectory(prefix="quantwise-compare-") as tmp:
         if opts.peers:
             rows += _peer_rows(bundle, reference, Path(tmp), opts)
-        for recipe in recipes:
-            if isinstance(recipe, QAT) and bundle.train is None and opts.recipes == DEFAULT_RECIPES:
+        skipped = {id(r) for r in recipes if isinstance(r, QAT) and bundle.train is None and opts.recipes == DEFAULT_RECIPES}
+        runnable = [r for r in recipes if id(r) not in skipped]
+        here = isinstance(tasks, InProcess)
+        shared = tasks.share(_RowInputs(bundle, reference, opts.batch_size, tmp if here else None, opts.progress if here else no_progress))
+        measured = iter(tasks.map(_measure_unit, runnable, shared, progress=opts.progress if not here else no_progress,
+                                  label="compare: quantize and evaluate each recipe"))
+        for recipe in recipes:  # timed here, one at a time, after every unit has finished
+            if id(recipe) in skipped:
                 rows.append(Row(recipe_name(recipe), "quantized", "eager", error="skipped by default: this model has no training split (name --recipes qat to distil the float model)"))
                 continue
-            row, artifact = _quantized_row(bundle, recipe, reference, Path(tmp), opts)
+            row, artifact = _timed_row(bundle, *next(measured), Path(tmp), opts)
             rows.append(row)
             for runtime in (t for t in opts.targets if t in RUNTIME_TARGETS):
                 rows.append(_exported_row(row.name, artifact, bundle, reference, opts, runtime) if artifact
@@ -287,4 +343,5 @@ def compare(bundle: ModelBundle, opts: CompareOptions | None = None) -> CompareR
         best=best,
         versions=versions(),
         machine=machine(),
+        ran=tasks.description,
     )

@@ -97,6 +97,41 @@ def test_auto_on_two_workers_equals_the_in_process_run(cluster, model, options):
     print(model, [(c.name, c.stage, c.metric, c.within_budget) for c in there.candidates])
 
 
+@pytest.mark.slow
+def test_compare_on_two_workers_equals_the_in_process_run(mnist_small, cluster):
+    from quantwise.compare import CompareOptions, compare
+
+    opts = CompareOptions(recipes=("dynamic", "static-pt2e", "static-fx", "int4-rtn"), batches=(1,), compile=False, repeats=3, max_seconds=1.0)
+    here = compare(mnist_small, opts, InProcess())
+    there = compare(mnist_small, opts, cluster)
+
+    def measured(report) -> list[tuple]:
+        return [(r.name, r.kind, r.runtime, r.metrics, r.size_mb, r.error) for r in report.rows]
+
+    assert measured(there) == measured(here)
+    assert there.rows[-1].error and "language" in there.rows[-1].error  # a recipe that fails is a row with the reason, on a worker too
+    assert all(r.latency for r in there.rows if not r.error)  # every row timed here, from the worker's artifact
+    assert there.ran.startswith("local Ray")
+
+
+@pytest.mark.slow
+def test_language_model_compare_on_two_workers_equals_the_in_process_run(cluster):
+    from quantwise.llm.compare import LLMCompareOptions, compare_lm
+
+    opts = LLMCompareOptions(recipes=("int8-weight-only", "int4-rtn", "int4-hqq"), context=128, eval_tokens=512, decode_tokens=4, repeats=1, compile=False)
+    here = compare_lm("smollm2-135m", opts, InProcess())
+    there = compare_lm("smollm2-135m", opts, cluster)
+
+    def scored(report) -> list[tuple]:
+        return [(r.method, r.runtime, r.bits, r.group, r.size_mb, r.perplexity, r.delta_pct, r.error) for r in report.rows]
+
+    assert scored(there) == scored(here)
+    rows = {r.method: r for r in there.rows}
+    assert rows["int4-rtn"].decode_tokens_per_s and rows["int8-weight-only"].decode_tokens_per_s  # timed here, from the workers' artifacts
+    assert any("timed once there" in n for n in rows["int4-hqq"].notes)  # same kernel as int4-rtn: timed once
+    assert there.ran.startswith("local Ray")
+
+
 def _unit_pids() -> list[int]:
     """Ray worker processes running a unit right now (Ray titles them ray::<function>)."""
     pids = []

@@ -103,10 +103,12 @@ def compare(r: CompareRequest) -> None:
     for t in targets:
         if t not in ("pytorch", *RUNTIME_TARGETS):
             raise choice_error("--target", t, ("pytorch", *RUNTIME_TARGETS))
+    cluster = ClusterOptions(r.workers, r.ray_address)
     bundle = load_bundle(r.model, r.data, r.n_calibration, r.n_evaluation)
     opts = CompareOptions(recipes=recipe_list, batches=batch_list, compile=r.compile, repeats=r.repeats or DEFAULT_REPEATS, progress=progress,
                           targets=targets, peers=r.peers)
-    report = run_compare(bundle, opts)
+    with open_tasks(cluster) as tasks:
+        report = run_compare(bundle, opts, tasks)
     print_compare(report, out)
     write_outputs(report.to_dict(), lambda: compare_document(report), r.json_path, r.html_path, out)
 

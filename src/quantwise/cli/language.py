@@ -8,6 +8,7 @@ from typing import Any
 from quantwise.cli.common import out, progress
 from quantwise.cli.requests import AutoRequest, CompareRequest, DebugRequest, EvalRequest, QuantizeRequest, SensitivityRequest
 from quantwise.errors import QuantwiseError
+from quantwise.fanout import ClusterOptions, open_tasks
 
 
 def _recipe(recipe: str):
@@ -100,7 +101,8 @@ def compare(r: CompareRequest) -> None:
         raise QuantwiseError(f"--eval-tokens {r.eval_tokens} is less than one window of {r.context}", "use --eval-tokens >= --context (20000+ for a stable perplexity)")
     opts = LLMCompareOptions(recipes=names, context=r.context, eval_tokens=r.eval_tokens, compile=r.compile, repeats=r.repeats or DEFAULT_REPEATS,
                              text=r.text, progress=progress, target=r.target)
-    report = compare_lm(r.model, opts)
+    with open_tasks(ClusterOptions(r.workers, r.ray_address)) as tasks:
+        report = compare_lm(r.model, opts, tasks)
     print_llm_compare(report, out)
     write_outputs(report.to_dict(), lambda: llm_compare_document(report), r.json_path, r.html_path, out)
 
@@ -167,9 +169,6 @@ def auto(r: AutoRequest) -> None:
 
     if r.target != "pytorch":
         raise QuantwiseError(f"--target {r.target} is not available for language models", "leave --target at pytorch (LLM candidates are timed in PyTorch)")
-    if not r.in_process:
-        raise QuantwiseError("--workers and --ray-address fan out the sweeps of classic models; a language model's auto runs in this process",
-                             f"drop them: quantwise auto {r.model}")
     given = [flag for flag, used in (("--batch", r.batch != 1), ("--max-float", r.max_float is not None), ("--proxy-samples", r.proxy_samples != 32),
                                      ("--n-calibration", r.n_calibration is not None), ("--n-evaluation", r.n_evaluation is not None)) if used]
     if given:
@@ -178,9 +177,11 @@ def auto(r: AutoRequest) -> None:
     names = tuple(x.strip() for x in r.workflows.split(",") if x.strip()) if r.workflows else DEFAULT_CANDIDATES
     for name in names:
         _recipe(name)
+    cluster = ClusterOptions(r.workers, r.ray_address)
     recipe_path = auto_outputs(r.model, r.out_dir, r.recipe_out, r.force)
-    report = auto_lm(r.model, 2.0 if r.max_drop is None else r.max_drop, r.objective,
-                     LLMCompareOptions(recipes=names, compile=r.compile, text=r.data, progress=progress))
+    with open_tasks(cluster) as tasks:
+        report = auto_lm(r.model, 2.0 if r.max_drop is None else r.max_drop, r.objective,
+                         LLMCompareOptions(recipes=names, compile=r.compile, text=r.data, progress=progress), tasks)
     write_winner(report, r.model, recipe_path, r.out_dir, r.data, overwrite=r.force)
     print_llm_auto(report, out)
     write_outputs(report.to_dict(), lambda: llm_compare_document(report.compare), r.json_path, r.html_path, out)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.logging import RichHandler
 
-from quantwise.cli.common import ArchOpt, ContextOpt, DataOpt, EvalTokensOpt, ModelArg, NCalOpt, NEvalOpt, TextOpt, commands_for, err, out
+from quantwise.cli.common import ArchOpt, ContextOpt, DataOpt, EvalTokensOpt, ModelArg, NCalOpt, NEvalOpt, RayAddressOpt, TextOpt, WorkersOpt, commands_for, err, out
 from quantwise.cli.requests import CompareRequest, EvalRequest, QuantizeRequest
 from quantwise.cli.debug import debug as debug_command
 from quantwise.cli.noise import Capture
@@ -153,6 +153,8 @@ def compare(
     eval_tokens: int = EvalTokensOpt,
     target: str = typer.Option("pytorch", "--target", help="Where quantized models run: pytorch, onnxruntime (exported, parity-checked, timed in ONNX Runtime), executorch (.pte with XNNPACK, batch 1 per call; recipes static-xnnpack, dynamic-xnnpack), or several: pytorch,onnxruntime. For a language model: pytorch, or llama.cpp (the float model and the gguf recipes' files run and timed in llama.cpp; default recipes gguf-q8_0, gguf-q4_0, gguf-q4_k_m)."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Add ONNX Runtime float and ONNX Runtime's own static/dynamic int8 quantizers as rows."),
+    workers: Optional[int] = WorkersOpt,
+    ray_address: Optional[str] = RayAddressOpt,
 ) -> None:
     """Float baselines and every applicable workflow, side by side: size, latency, accuracy.
 
@@ -176,7 +178,8 @@ def compare(
         raise QuantwiseError("--recipes is empty", "name recipes, e.g. --recipes dynamic,static-pt2e, or leave the option out for the defaults")
     request = CompareRequest(model=model, recipes=recipes_, batches=batches, json_path=json_path, html_path=html_path, data=data, compile=compile_,
                              repeats=repeats, n_calibration=n_calibration, n_evaluation=n_evaluation, text=text, context=context,
-                             eval_tokens=eval_tokens, target=target, peers=peers)
+                             eval_tokens=eval_tokens, target=target, peers=peers,
+                             workers=workers, ray_address=ray_address)
     commands_for(model).compare(request)
 
 

@@ -51,7 +51,7 @@ class EvalRequest(DataOptions):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CompareRequest(DataOptions):
+class CompareRequest(DataOptions, FanOutOptions):
     model: str
     recipes: Optional[str] = None  # None: the kind's defaults
     batches: str = "1,32"

@@ -17,6 +17,7 @@ from typing import Any
 
 from quantwise.config import LLM_PRESETS, WeightOnly, parse_recipe, preset_names, recipe_name, recipe_to_dict, write_recipe
 from quantwise.errors import QuantwiseError
+from quantwise.fanout import Tasks
 from quantwise.llm.compare import BASELINES, LLMCompareOptions, LLMCompareReport, LLMRow, compare_lm
 
 DEFAULT_CANDIDATES = preset_names("language", auto=True)
@@ -41,7 +42,8 @@ class LLMAutoReport:
         return asdict(self)
 
 
-def auto_lm(spec: str, max_drop_pct: float, objective: str, opts: LLMCompareOptions) -> LLMAutoReport:
+def auto_lm(spec: str, max_drop_pct: float, objective: str, opts: LLMCompareOptions, tasks: Tasks | None = None) -> LLMAutoReport:
+    """``tasks``: where the candidates are quantized and scored (see ``compare_lm``)."""
     if max_drop_pct < 0:
         raise QuantwiseError(f"--max-drop {max_drop_pct} is negative", "give the largest acceptable perplexity increase in percent, e.g. --max-drop 2")
     if objective not in OBJECTIVES:
@@ -52,7 +54,7 @@ def auto_lm(spec: str, max_drop_pct: float, objective: str, opts: LLMCompareOpti
         if isinstance(parse_recipe(name), GGUFWeights):
             raise QuantwiseError(f"candidate {name} is a llama.cpp file type, which auto does not weigh against PyTorch recipes",
                                  "compare GGUF types with: quantwise compare MODEL --target llama.cpp (type=auto picks the types within a size)")
-    report = compare_lm(spec, dataclasses.replace(opts, tolerance_pct=max_drop_pct))
+    report = compare_lm(spec, dataclasses.replace(opts, tolerance_pct=max_drop_pct), tasks)
     return choose(report, max_drop_pct, objective, opts.recipes)
 
 

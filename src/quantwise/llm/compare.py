@@ -21,6 +21,7 @@ import torch
 
 from quantwise.config import LLM_COMPARE_DEFAULTS, LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, check_language_recipe, parse_recipe, recipe_name
 from quantwise.errors import QuantwiseError, first_line
+from quantwise.fanout import InProcess, Tasks
 from quantwise.findings import Finding, Kind
 from quantwise.llm import artifact
 from quantwise.llm.decode import Speed, measure_speed
@@ -87,14 +88,18 @@ class LLMCompareReport:
     versions: dict[str, str]
     best_index: int | None = None  # the row named by ``best``; None when no row qualifies
     tied_embeddings: bool = False  # the model's token table is its output layer
+    ran: str = "in process"  # where the recipes were quantized and scored (quantwise.fanout); speeds are timed here
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
+def compare_lm(spec: str, opts: LLMCompareOptions, tasks: Tasks | None = None) -> LLMCompareReport:
+    """``tasks``: where each PyTorch recipe is loaded, quantized and scored (default: in this process;
+    ``quantwise.fanout`` for Ray); every speed is timed here, one row at a time."""
     from quantwise.llm import compare_llamacpp as cpp
 
+    tasks = tasks or InProcess()
     recipes = [(name, parse_recipe(name)) for name in opts.recipes]
     for name, recipe in recipes:
         check_language_recipe(recipe, name)
@@ -142,6 +147,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
     tied = bool(getattr(lm.model.config, "tie_word_embeddings", False))
     del lm
     gc.collect()
+    scored = _scored(spec, [(n, r) for n, r in recipes if not isinstance(r, GGUFWeights)], eval_windows, reference.perplexity, opts, tasks)
 
     timed: dict[tuple, LLMRow] = {}
     for name, recipe in recipes:
@@ -149,7 +155,7 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
             if isinstance(recipe, GGUFWeights):
                 rows.append(_llamacpp_row(spec, name, recipe, opts, source, arch, eval_windows, prompt, prefill, llama_float))
             else:
-                rows.append(_quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference))
+                rows.append(_timed_row(*next(scored), recipe, opts, speed, timed))
         except QuantwiseError:
             raise
         except Exception as err:  # one recipe failing must not lose the others' results
@@ -161,8 +167,17 @@ def compare_lm(spec: str, opts: LLMCompareOptions) -> LLMCompareReport:
         model=spec, description=description, text=text, perplexity_setting=reference.setting,
         decode_setting=f"batch 1, greedy, {opts.decode_tokens - 1} tokens after a {PROMPT_TOKENS}-token prompt, static KV cache, median of {opts.repeats}; prefill: one {opts.context}-token forward",
         threads=torch.get_num_threads(), float_mb=float_mb, rows=rows, best=best, machine=machine(), versions=versions(), best_index=best_index,
-        tied_embeddings=tied,
+        tied_embeddings=tied, ran=tasks.description,
     )
+
+
+def _scored(spec: str, recipes: list[tuple[str, Any]], eval_windows: list[torch.Tensor], reference: float, opts: LLMCompareOptions, tasks: Tasks):
+    """The PyTorch recipes' units, in order. In process each runs when its row is reached (one
+    quantized model in memory at a time); on Ray all are submitted at once and run in parallel."""
+    here = isinstance(tasks, InProcess)
+    shared = tasks.share(_LMInputs(spec, opts.text, eval_windows, reference, keep_model=here, progress=opts.progress if here else no_progress))
+    for batch in ([[item] for item in recipes] if here else [recipes] if recipes else []):
+        yield from tasks.map(_quantize_unit, batch, shared, progress=no_progress if here else opts.progress, label="quantize and score each recipe")
 
 
 def _kernel(recipe: WeightOnly | DynamicActivation) -> tuple:
@@ -177,39 +192,80 @@ def _bits(recipe: WeightOnly | DynamicActivation) -> tuple[str, str]:
     return f"w{recipe.weight_bits}a8", str(recipe.group_size or "row")
 
 
-def _quantized_row(spec, name, recipe, opts, ppl, speed, timed, reference) -> LLMRow:
+@dataclass
+class _LMInputs:
+    """What a recipe's unit reads (shared once): where the model comes from and the scored windows."""
+
+    spec: str
+    text: str | None
+    eval_windows: list[torch.Tensor]
+    reference: float  # float32 perplexity
+    keep_model: bool  # in process: hand the quantized model back for timing; on a worker: its artifact's files
+    progress: ProgressFn = no_progress
+
+
+def _quantize_unit(inp: _LMInputs, item: tuple[str, WeightOnly | DynamicActivation]) -> tuple[LLMRow, Any]:
+    """Load, quantize, save (verified) and score one recipe. Returns the row (not timed) and the
+    quantized model (in process) or its artifact's files (on a worker), None when it failed.
+    A recipe that fails for its own reasons is a row with the reason; a QuantwiseError ends the run."""
+    name, recipe = item
+    try:
+        return _quantize_and_score(inp, name, recipe)
+    except QuantwiseError:
+        raise
+    except Exception as err:  # one recipe failing must not lose the others' results
+        log.exception("recipe %s failed", name)
+        return LLMRow(name, "-", "-", "-", error=f"{type(err).__name__}: {first_line(err)}"), None
+
+
+def _quantize_and_score(inp: _LMInputs, name: str, recipe: WeightOnly | DynamicActivation) -> tuple[LLMRow, Any]:
     release_free_memory()
     with track_peak_rss() as mem:  # loading the float model + quantizing it, as `quantwise quantize` does
-        lm = load_language_model(spec, opts.text, defer_blocks=True)
-        q = quantize_lm(lm, recipe, opts.progress)
+        lm = load_language_model(inp.spec, inp.text, defer_blocks=True)
+        q = quantize_lm(lm, recipe, inp.progress)
     model = materialize(q.model, q.layers, q.recipe)
     bits, group = _bits(recipe)
-    label = "compiled" if opts.compile else "eager"
-    row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), label, bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=list(q.notes))
+    row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), "-", bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=list(q.notes))
     if recipe.needs_calibration:
         hidden = q.model.config.hidden_size
         row.block_input_mb = 4 * recipe.calibration_samples * recipe.calibration_context * hidden / 1e6
     workdir = Path(tempfile.mkdtemp(prefix="quantwise-llm-"))
     try:
-        path = artifact.save(q, lm.tokenizer, spec, workdir / "artifact")  # verifies an identical reload
+        path = artifact.save(q, lm.tokenizer, inp.spec, workdir / "artifact")  # verifies an identical reload
         row.size_mb = (path / "model.safetensors").stat().st_size / 1e6
+        files = None if inp.keep_model else {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result = ppl(model)
-    row.perplexity, row.delta_pct = result.perplexity, _delta(result.perplexity, reference.perplexity)
-    key = _kernel(recipe)
-    if key in timed:
-        source = timed[key]
-        row.decode_tokens_per_s, row.prefill_tokens_per_s = source.decode_tokens_per_s, source.prefill_tokens_per_s
-        row.notes.append(f"speed: same kernel and shapes as {source.method}, timed once there")
-    else:
-        s = speed(model, opts.compile, name)
-        row.decode_tokens_per_s, row.prefill_tokens_per_s, row.compile_s = s.decode_tokens_per_s, s.prefill_tokens_per_s, s.compile_s
-        timed[key] = row
+    result = perplexity(model, inp.eval_windows, progress=inp.progress)
+    row.perplexity, row.delta_pct = result.perplexity, _delta(result.perplexity, inp.reference)
     row.activations = str(run_dtype(recipe)).removeprefix("torch.")
     row.notes.append(f"runs with {row.activations} activations")
     if run_dtype(recipe) == torch.bfloat16 and not native_bf16():
         row.warnings.append(Finding(Kind.PLATFORM, "this CPU has no native bfloat16: the bf16 activations this recipe's kernels need are emulated, and slow here"))
+    return row, (model if inp.keep_model else files)
+
+
+def _timed_row(row: LLMRow, made: Any, recipe: WeightOnly | DynamicActivation, opts: LLMCompareOptions, speed, timed: dict[tuple, LLMRow]) -> LLMRow:
+    """Time a scored row here (one at a time, nothing else running): its model as quantized in this
+    process, or restored from the artifact a worker made. Rows sharing a kernel are timed once."""
+    if made is None:
+        return row
+    row.runtime = "compiled" if opts.compile else "eager"
+    key = _kernel(recipe)
+    if key in timed:
+        source = timed[key]
+        row.decode_tokens_per_s, row.prefill_tokens_per_s = source.decode_tokens_per_s, source.prefill_tokens_per_s
+        row.notes.insert(len(row.notes) - 1, f"speed: same kernel and shapes as {source.method}, timed once there")
+        return row
+    if isinstance(made, dict):
+        with tempfile.TemporaryDirectory(prefix="quantwise-llm-") as tmp:
+            for rel, data in made.items():
+                (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / rel).write_bytes(data)
+            made = artifact.load(tmp).model
+    s = speed(made, opts.compile, row.method)
+    row.decode_tokens_per_s, row.prefill_tokens_per_s, row.compile_s = s.decode_tokens_per_s, s.prefill_tokens_per_s, s.compile_s
+    timed[key] = row
     return row
 
 

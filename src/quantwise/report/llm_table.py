@@ -53,6 +53,7 @@ def llm_settings(report: LLMCompareReport) -> list[tuple[str, str]]:
         ("size", "model.safetensors of the saved artifact (float rows: weights x dtype size; llama.cpp rows: the .gguf file); peak MB quantizing: "
                  "growth of resident memory while loading the float model and quantizing it (freed memory trimmed first)"),
         ("threads", str(report.threads)),
+        *([("quantized and scored on", f"{report.ran}; every speed timed in this process, one at a time")] if report.ran != "in process" else []),
     ]
 
 

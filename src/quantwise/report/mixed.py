@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 def print_sensitivity(report: SensitivityReport, console: Console, limit: int | None = 20) -> None:
     console.print(f"[bold]{report.model}[/] · {report.recipe_name}" + ("  [dim](from cache)[/]" if report.cached else ""))
     console.print(f"evaluation: {report.evaluation}")
+    if report.ran != "in process":
+        console.print(f"per-layer units ran on: {report.ran}")
     console.print(f"proxy: {report.proxy}; {report.primary} measured on all {report.n_evaluation} evaluation samples for the confirmed layers")
     console.print(f"{report.primary}: float {_fmt(report.float_metric, 5)}, every layer quantized {_fmt(report.quantized_metric, 5)} "
                   f"(proxy SQNR {_fmt(report.proxy_all, 4)} dB)")

@@ -72,6 +72,7 @@ def compare_settings(report: CompareReport) -> list[tuple[str, str]]:
         ("evaluation data", report.evaluation),
         ("threads", str(report.threads)),
         ("batch sizes", ", ".join(str(b) for b in report.batches)),
+        *([("quantized and evaluated on", f"{report.ran}; every row timed in this process, one at a time")] if report.ran != "in process" else []),
     ]
 
 
