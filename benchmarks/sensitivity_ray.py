@@ -70,7 +70,10 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--controls", type=int, default=10)
     ap.add_argument("--nodes", type=int, default=16, help="nodes like this one in the projection")
+    ap.add_argument("--markdown-only", action="store_true", help="rewrite RAY_RESULTS.md from the recorded JSON, run nothing")
     args = ap.parse_args()
+    if args.markdown_only:
+        return write_markdown(json.loads((HERE / "results" / f"sensitivity-ray-{args.model}.json").read_text()), args.model)
 
     bundle = api.load_model(args.model)
     recipe = parse_recipe(args.recipe)
@@ -136,6 +139,12 @@ def write_markdown(r: dict, model: str) -> None:
         f"| `--workers 2` (local Ray, one thread each; Ray start {ray['ray_start_s']:.1f} s included) | {ray['seconds']:.0f} s | {ray['phases']['proxy']:.0f} s | {ray['phases']['confirm']:.0f} s |",
         "",
         f"**Speed-up with `--workers 2`: {r['speedup']:.2f}x** (target: at least 1.5x).",
+        "",
+        f"Why: the units' one-thread times add up to {sum(u['sum_s'] for u in ray['units'].values()):.0f} s, "
+        f"{sum(u['sum_s'] for u in ray['units'].values()) / r['in_process']['seconds']:.2f}x the whole in-process run on "
+        f"{r['in_process']['threads']} threads: torch already spreads one unit over both cores almost fully, so two one-thread "
+        f"workers can gain at most about {r['in_process']['threads'] * r['in_process']['seconds'] / sum(u['sum_s'] for u in ray['units'].values()):.2f}x here. "
+        "The gain is in adding machines (the projection below).",
         "",
         "Units (seconds measured inside the workers):",
         "",
