@@ -222,7 +222,7 @@ def test_unusable_html_path_is_refused_before_any_work(capsys, tmp_path, target,
 # only inputs here, not claims) with:
 #   quantwise --threads 1 compare smollm2-135m --recipes int8-weight-only,int4-rtn --no-compile \
 #     --eval-tokens 2048 --context 512 --repeats 2 --json smollm2_compare.json
-# (tied_embeddings and each row's activations, fields added to the report later, set by hand: SmolLM2 ties its table; activations
+# (tied_embeddings, ran and each row's activations, fields added to the report later, set by hand: SmolLM2 ties its table; activations
 # from each row's "runs with ... activations" note; warnings as {kind, text})
 LLM_JSON = Path(__file__).parent / "data" / "smollm2_compare.json"
 
