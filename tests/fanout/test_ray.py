@@ -114,13 +114,28 @@ def test_compare_on_two_workers_equals_the_in_process_run(mnist_small, cluster):
     assert there.ran.startswith("local Ray")
 
 
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    """A tiny random Llama saved as a Hugging Face folder with its text: the plumbing, not accuracy."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from tests.llm.test_api_presets import WIDE
+    from tests.llm.test_architectures import _save_model
+
+    folder = _save_model("llama-tied", tmp_path_factory.mktemp("tiny"))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(LlamaConfig(**WIDE, tie_word_embeddings=True)).eval().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 @pytest.mark.slow
-def test_language_model_compare_on_two_workers_equals_the_in_process_run(cluster):
+def test_language_model_compare_on_two_workers_equals_the_in_process_run(cluster, tiny_lm):
     from quantwise.llm.compare import LLMCompareOptions, compare_lm
 
-    opts = LLMCompareOptions(recipes=("int8-weight-only", "int4-rtn", "int4-hqq"), context=128, eval_tokens=512, decode_tokens=4, repeats=1, compile=False)
-    here = compare_lm("smollm2-135m", opts, InProcess())
-    there = compare_lm("smollm2-135m", opts, cluster)
+    opts = LLMCompareOptions(recipes=("int8-weight-only", "int4-rtn", "int4-hqq"), context=64, eval_tokens=256, decode_tokens=4, repeats=1,
+                             compile=False, text=str(tiny_lm / "text"))
+    here = compare_lm(str(tiny_lm), opts, InProcess())
+    there = compare_lm(str(tiny_lm), opts, cluster)
 
     def scored(report) -> list[tuple]:
         return [(r.method, r.runtime, r.bits, r.group, r.size_mb, r.perplexity, r.delta_pct, r.error) for r in report.rows]
