@@ -116,16 +116,10 @@ def test_compare_on_two_workers_equals_the_in_process_run(mnist_small, cluster):
 
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory):
-    """A tiny random Llama saved as a Hugging Face folder with its text: the plumbing, not accuracy."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    """Random weights: this checks the plumbing (the same numbers both ways), not accuracy."""
+    from tests.llm.test_api_presets import wide_tiny_llama
 
-    from tests.llm.test_api_presets import WIDE
-    from tests.llm.test_architectures import _save_model
-
-    folder = _save_model("llama-tied", tmp_path_factory.mktemp("tiny"))
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(LlamaConfig(**WIDE, tie_word_embeddings=True)).eval().save_pretrained(folder, safe_serialization=True)
-    return folder
+    return wide_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.slow

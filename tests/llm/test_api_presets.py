@@ -18,14 +18,19 @@ WIDE = {**COMMON, "hidden_size": 256, "intermediate_size": 512, "head_dim": 64}
 SHORT = {"calibration_samples": 8, "calibration_context": 256, "iterations": 4}
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def wide_tiny_llama(root):
+    """A tiny random Llama (tied table, rows of 256) saved as a Hugging Face folder with its text."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    folder = _save_model("llama-tied", tmp_path_factory.mktemp("tiny"))
+    folder = _save_model("llama-tied", root)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(LlamaConfig(**WIDE, tie_word_embeddings=True)).eval().save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return wide_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
 def _short(recipe):
