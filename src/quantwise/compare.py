@@ -25,7 +25,7 @@ from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate.latency import Latency, batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
 from quantwise.evaluate.runtime import RUNTIMES
-from quantwise.fanout import InProcess, Tasks
+from quantwise.fanout import InProcess, Tasks, in_order
 from quantwise.findings import Finding, Kind, within_budget
 from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
@@ -317,9 +317,8 @@ def compare(bundle: ModelBundle, opts: CompareOptions | None = None, tasks: Task
         runnable = [r for r in recipes if id(r) not in skipped]
         here = isinstance(tasks, InProcess)
         shared = tasks.share(_RowInputs(bundle, reference, opts.batch_size, tmp if here else None, opts.progress if here else no_progress))
-        measured = iter(tasks.map(_measure_unit, runnable, shared, progress=opts.progress if not here else no_progress,
-                                  label="compare: quantize and evaluate each recipe"))
-        for recipe in recipes:  # timed here, one at a time, after every unit has finished
+        measured = in_order(tasks, _measure_unit, runnable, shared, progress=opts.progress, label="compare: quantize and evaluate each recipe")
+        for recipe in recipes:  # timed here, one at a time, with no unit running
             if id(recipe) in skipped:
                 rows.append(Row(recipe_name(recipe), "quantized", "eager", error="skipped by default: this model has no training split (name --recipes qat to distil the float model)"))
                 continue

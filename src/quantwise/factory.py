@@ -10,6 +10,8 @@ from typing import Any
 
 from quantwise.errors import QuantwiseError, first_line
 
+USER_MODULE_PREFIX = "quantwise_user_"  # the module name a user's file.py is imported under
+
 
 def load_callable(spec: str, what: str) -> Any:
     """``path/to/file.py:name`` or ``package.module:name`` -> the named object."""
@@ -20,7 +22,7 @@ def load_callable(spec: str, what: str) -> Any:
         path = Path(target)
         if not path.is_file():
             raise QuantwiseError(f"{what} file {target} does not exist", "check the path")
-        module_name = f"quantwise_user_{abs(hash(path.resolve()))}"
+        module_name = f"{USER_MODULE_PREFIX}{abs(hash(path.resolve()))}"
         loader_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
         sys.modules[module_name] = module

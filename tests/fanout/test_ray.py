@@ -190,7 +190,7 @@ def test_an_unreachable_cluster_is_one_line():
 def test_versions_that_differ_from_a_node_are_named():
     from quantwise.fanout.ray_tasks import mismatch
 
-    mine = {"quantwise": "0.1.0", "torch": "2.13.0", "torchao": "0.18.0"}
+    mine = {"quantwise": "0.1.0", "torch": "2.13.0", "torchao": "0.18.0", "transformers": "5.25.0"}
     assert mismatch(dict(mine), mine) is None
     said = mismatch({**mine, "torchao": "0.17.0", "quantwise": "not installed"}, mine)
     assert said == "quantwise not installed (here 0.1.0), torchao 0.17.0 (here 0.18.0)"

@@ -1,7 +1,7 @@
 """Where a sweep's independent units of work run: in this process (the default), or as tasks on
 a Ray cluster (``--workers N`` starts a local one, ``--ray-address`` joins an existing one).
 
-The sweeps (``sensitivity``, ``auto``) keep their search logic and hand a ``Tasks`` the units
+The sweeps (``compare``, ``sensitivity``, ``auto``) keep their search logic and hand a ``Tasks`` the units
 (one layer, one candidate recipe) to run; results come back as the values the in-process run
 computes, in the order submitted. Ray is imported only when a cluster is asked for.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from quantwise.fanout.base import ClusterOptions, InProcess, Tasks, UnitTime
+from quantwise.fanout.base import ClusterOptions, InProcess, Tasks, UnitTime, in_order
 
-__all__ = ["ClusterOptions", "InProcess", "Tasks", "UnitTime", "open_tasks"]
+__all__ = ["ClusterOptions", "InProcess", "Tasks", "UnitTime", "in_order", "open_tasks"]
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -79,3 +79,17 @@ class InProcess:
             out.append(fn(*shared, item))
             self.timings.append(UnitTime(label, time.perf_counter() - start))
         return out
+
+
+def in_order(tasks: Tasks, fn: Callable[..., R], items: Sequence[T], *shared: Any, progress: ProgressFn = no_progress, label: str = "") -> Iterator[R]:
+    """``fn(*shared, item)`` for each item, yielded in order. In process each runs only when the
+    caller asks for it (one result alive at a time, as a loop would); on a cluster all run at once
+    and each result is handed over, and let go, in turn."""
+    if isinstance(tasks, InProcess):
+        for item in items:
+            yield from tasks.map(fn, [item], *shared)
+        return
+    results = tasks.map(fn, items, *shared, progress=progress, label=label)
+    results.reverse()
+    while results:
+        yield results.pop()

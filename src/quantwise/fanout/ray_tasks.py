@@ -16,19 +16,22 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from quantwise.errors import QuantwiseError, first_line
+from quantwise.factory import USER_MODULE_PREFIX
 from quantwise.fanout.base import ClusterOptions, UnitTime
 from quantwise.progress import ProgressFn, no_progress
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
+CANCEL_GRACE_S = 5.0  # after Ctrl-C, how long units get to clean up before their processes are killed
 MAX_RETRIES = 3  # a worker killed mid-task: its unit runs again on a fresh worker process
-MATCHED = ("quantwise", "torch", "torchao")  # every node must run these exact versions
+MATCHED = ("quantwise", "torch", "torchao", "transformers")  # every node must run these exact versions
 _SHARED: dict[str, Any] = {}  # in a worker process: shared inputs by object id, read once
 
 
@@ -52,6 +55,8 @@ def _unit(fn: Callable[..., R], refs: list[Any], item: Any, threads: int) -> tup
     import torch
 
     torch.set_num_threads(threads)
+    for key in set(_SHARED) - {r.hex() for r in refs}:  # an earlier sweep's inputs: let them go
+        del _SHARED[key]
     shared = [_shared(r) for r in refs]
     start = time.perf_counter()
     return fn(*shared, item), time.perf_counter() - start
@@ -85,6 +90,7 @@ class RayTasks:
     def __init__(self, ray: Any, description: str) -> None:
         self._ray, self.description = ray, description
         self.timings: list[UnitTime] = []
+        self._by_value: set[str] = set()
         self._unit = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_unit)
 
     @classmethod
@@ -120,7 +126,16 @@ class RayTasks:
         return cls(ray, where)
 
     def share(self, value: Any) -> Any:
-        return self._ray.put(value)
+        # a user's model file (file.py:factory) is imported under a name no worker has: ship its code by value
+        for name, module in list(sys.modules.items()):
+            if name.startswith(USER_MODULE_PREFIX) and name not in self._by_value:
+                self._ray.cloudpickle.register_pickle_by_value(module)
+                self._by_value.add(name)
+        try:
+            return self._ray.put(value)
+        except self._ray.exceptions.RayError as err:
+            raise QuantwiseError(f"could not store the model and data in Ray's object store: {first_line(err)}",
+                                 "give Ray more memory or disk ('ray start --object-store-memory'), or use a smaller evaluation split") from None
 
     def map(self, fn: Callable[..., R], items: Sequence[Any], *shared: Any, progress: ProgressFn = no_progress, label: str = "") -> list[R]:
         ray = self._ray
@@ -138,6 +153,9 @@ class RayTasks:
             for ref in progress(label, finished(), len(refs)):
                 results[index[ref.hex()]] = self._result(ref, label)
         except BaseException:  # an error, or Ctrl-C: nothing of this sweep keeps running
+            for ref in refs:  # first as an interrupt, so the units' own clean-up (temporary folders) runs
+                ray.cancel(ref)
+            ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
             for ref in refs:
                 ray.cancel(ref, force=True)
             raise
@@ -160,6 +178,9 @@ class RayTasks:
             if isinstance(cause, BaseException):
                 raise cause from None
             raise
+        except ray.exceptions.RayError as err:  # lost objects, a dead raylet or owner: the cluster, not the unit
+            raise QuantwiseError(f"Ray failed during {label or 'a task'}: {type(err).__name__}: {first_line(err)}",
+                                 "check the cluster ('ray status', /tmp/ray/session_latest/logs), then run again") from None
 
     def close(self) -> None:
         self._ray.shutdown()
@@ -167,8 +188,8 @@ class RayTasks:
 
 @contextlib.contextmanager
 def _own_signals() -> Iterator[None]:
-    """Keep this process's Ctrl-C and SIGTERM handling: Ray's driver replaces both (SIGINT then
-    exits 0 at once, leaving no chance to cancel tasks or remove partial output)."""
+    """Keep this process's SIGTERM (and SIGINT) handling: Ray's driver installs its own SIGTERM
+    handler, which exits at once, leaving no chance to cancel tasks or remove partial output."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -212,7 +233,8 @@ def _check_nodes(ray: Any) -> list[dict[str, Any]]:
 
 def mismatch(found: dict[str, str], mine: dict[str, str]) -> str | None:
     """How a node's versions differ from this process's, or None."""
-    differ = [f"{k} {found.get(k, 'not installed')} (here {mine[k]})" for k in MATCHED if found.get(k, "not installed") != mine[k]]
+    differ = [f"{k} {found.get(k, 'not installed')} (here {mine.get(k, 'not installed')})" for k in MATCHED
+              if found.get(k, "not installed") != mine.get(k, "not installed")]
     return ", ".join(differ) or None
 
 

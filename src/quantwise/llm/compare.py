@@ -21,7 +21,7 @@ import torch
 
 from quantwise.config import LLM_COMPARE_DEFAULTS, LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, check_language_recipe, parse_recipe, recipe_name
 from quantwise.errors import QuantwiseError, first_line
-from quantwise.fanout import InProcess, Tasks
+from quantwise.fanout import InProcess, Tasks, in_order
 from quantwise.findings import Finding, Kind
 from quantwise.llm import artifact
 from quantwise.llm.decode import Speed, measure_speed
@@ -151,11 +151,13 @@ def compare_lm(spec: str, opts: LLMCompareOptions, tasks: Tasks | None = None) -
 
     timed: dict[tuple, LLMRow] = {}
     for name, recipe in recipes:
+        # the unit catches its recipe's own failures; what escapes it (the cluster failing) ends the run, not just this row
+        made = None if isinstance(recipe, GGUFWeights) else next(scored)
         try:
-            if isinstance(recipe, GGUFWeights):
+            if made is None:
                 rows.append(_llamacpp_row(spec, name, recipe, opts, source, arch, eval_windows, prompt, prefill, llama_float))
             else:
-                rows.append(_timed_row(*next(scored), recipe, opts, speed, timed))
+                rows.append(_timed_row(*made, recipe, opts, speed, timed))
         except QuantwiseError:
             raise
         except Exception as err:  # one recipe failing must not lose the others' results
@@ -174,10 +176,16 @@ def compare_lm(spec: str, opts: LLMCompareOptions, tasks: Tasks | None = None) -
 def _scored(spec: str, recipes: list[tuple[str, Any]], eval_windows: list[torch.Tensor], reference: float, opts: LLMCompareOptions, tasks: Tasks):
     """The PyTorch recipes' units, in order. In process each runs when its row is reached (one
     quantized model in memory at a time); on Ray all are submitted at once and run in parallel."""
+    from quantwise.llm.runtime import for_this_machine
+
     here = isinstance(tasks, InProcess)
-    shared = tasks.share(_LMInputs(spec, opts.text, eval_windows, reference, keep_model=here, progress=opts.progress if here else no_progress))
-    for batch in ([[item] for item in recipes] if here else [recipes] if recipes else []):
-        yield from tasks.map(_quantize_unit, batch, shared, progress=no_progress if here else opts.progress, label="quantize and score each recipe")
+    if not here:  # a worker finds a local model or text by the absolute path
+        spec = str(Path(spec).resolve()) if Path(spec).exists() else spec
+    text = str(Path(opts.text).resolve()) if opts.text and Path(opts.text).exists() else opts.text
+    shared = tasks.share(_LMInputs(spec, text, eval_windows, reference, keep_model=here, progress=opts.progress if here else no_progress))
+    # the activation dtype is chosen for the machine that times the rows (this one), not for a worker's CPU
+    items = [(name, recipe, *for_this_machine(recipe)) for name, recipe in recipes]
+    yield from in_order(tasks, _quantize_unit, items, shared, progress=opts.progress, label="quantize and score each recipe")
 
 
 def _kernel(recipe: WeightOnly | DynamicActivation) -> tuple:
@@ -204,13 +212,13 @@ class _LMInputs:
     progress: ProgressFn = no_progress
 
 
-def _quantize_unit(inp: _LMInputs, item: tuple[str, WeightOnly | DynamicActivation]) -> tuple[LLMRow, Any]:
+def _quantize_unit(inp: _LMInputs, item: tuple[str, Any, Any, str | None]) -> tuple[LLMRow, Any]:
     """Load, quantize, save (verified) and score one recipe. Returns the row (not timed) and the
     quantized model (in process) or its artifact's files (on a worker), None when it failed.
     A recipe that fails for its own reasons is a row with the reason; a QuantwiseError ends the run."""
-    name, recipe = item
+    name, recipe, resolved, machine_note = item  # resolved: activations=auto made concrete where the rows are timed
     try:
-        return _quantize_and_score(inp, name, recipe)
+        return _quantize_and_score(inp, name, recipe, resolved, machine_note)
     except QuantwiseError:
         raise
     except Exception as err:  # one recipe failing must not lose the others' results
@@ -218,14 +226,16 @@ def _quantize_unit(inp: _LMInputs, item: tuple[str, WeightOnly | DynamicActivati
         return LLMRow(name, "-", "-", "-", error=f"{type(err).__name__}: {first_line(err)}"), None
 
 
-def _quantize_and_score(inp: _LMInputs, name: str, recipe: WeightOnly | DynamicActivation) -> tuple[LLMRow, Any]:
+def _quantize_and_score(inp: _LMInputs, name: str, recipe: WeightOnly | DynamicActivation, resolved: WeightOnly | DynamicActivation,
+                        machine_note: str | None) -> tuple[LLMRow, Any]:
     release_free_memory()
     with track_peak_rss() as mem:  # loading the float model + quantizing it, as `quantwise quantize` does
         lm = load_language_model(inp.spec, inp.text, defer_blocks=True)
-        q = quantize_lm(lm, recipe, inp.progress)
+        q = quantize_lm(lm, resolved, inp.progress)
     model = materialize(q.model, q.layers, q.recipe)
     bits, group = _bits(recipe)
-    row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), "-", bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=list(q.notes))
+    notes = ([machine_note] if machine_note else []) + list(q.notes)
+    row = LLMRow(name if name in LLM_PRESETS else recipe_name(recipe), "-", bits, group, quantize_s=q.seconds, peak_quantize_mb=mem.growth / 1e6, notes=notes)
     if recipe.needs_calibration:
         hidden = q.model.config.hidden_size
         row.block_input_mb = 4 * recipe.calibration_samples * recipe.calibration_context * hidden / 1e6
@@ -238,9 +248,9 @@ def _quantize_and_score(inp: _LMInputs, name: str, recipe: WeightOnly | DynamicA
         shutil.rmtree(workdir, ignore_errors=True)
     result = perplexity(model, inp.eval_windows, progress=inp.progress)
     row.perplexity, row.delta_pct = result.perplexity, _delta(result.perplexity, inp.reference)
-    row.activations = str(run_dtype(recipe)).removeprefix("torch.")
+    row.activations = str(run_dtype(resolved)).removeprefix("torch.")
     row.notes.append(f"runs with {row.activations} activations")
-    if run_dtype(recipe) == torch.bfloat16 and not native_bf16():
+    if run_dtype(resolved) == torch.bfloat16 and not native_bf16():
         row.warnings.append(Finding(Kind.PLATFORM, "this CPU has no native bfloat16: the bf16 activations this recipe's kernels need are emulated, and slow here"))
     return row, (model if inp.keep_model else files)
 

@@ -48,6 +48,7 @@ TARGETS = ("pytorch", "onnxruntime")
 FRACTION_METRICS = ("top1", "agreement", "cosine", "cosine_min")
 OBSERVER_VARIANTS = ("mse", "percentile", "minmax")
 WORKFLOWS = preset_names("classic", auto=True)
+STAGE_LABELS = {"workflow": "auto: workflows", "observer": "auto: observers and granularity", "fallback": "auto: float fallback"}
 
 
 @dataclass
@@ -237,7 +238,7 @@ class _Search:
         """Quantize each recipe and measure its metric and size (the units, run by ``tasks``); then,
         in this process and with no unit running, time those ``timed``, or within budget and ``time_within``."""
         fresh = list({recipe_name(r): r for r in recipes if not any(c.name == recipe_name(r) for c in self.candidates)}.values())
-        measured = self.tasks.map(_accuracy_unit, fresh, self.shared, progress=self.opts.progress, label=f"auto: {stage}") if fresh else []
+        measured = self.tasks.map(_accuracy_unit, fresh, self.shared, progress=self.opts.progress, label=STAGE_LABELS[stage]) if fresh else []
         kept: dict[str, Any] = {}
         for recipe, (m, result) in zip(fresh, measured):
             c = Candidate(m.name, stage, recipe_to_dict(recipe), kept_float=list(getattr(recipe, "keep_float", ())))
@@ -250,13 +251,15 @@ class _Search:
             log.info("auto: %s: %s %.4g (drop %.3g, %s budget)", c.name, self.bundle.primary, c.metric, c.drop, "within" if c.within_budget else "over")
             c.size_mb, c.notes = m.size_mb, list(m.notes)
             c.runtime = "compiled" if m.compiled and self.opts.compile else "eager"
-            if result is not None:
+            will_time = timed or (c.within_budget and time_within)
+            if result is not None and (will_time or c.within_budget):
                 kept[c.name] = result
                 if c.within_budget:
                     self.results[c.name] = result
-        for c in (self.candidate(recipe_name(r)) for r in fresh):
-            if c.error is None and (timed or (c.within_budget and time_within)):
-                self.time_candidate(c, kept.get(c.name))
+        del measured  # results neither timed nor within budget are let go here
+        to_time = [c for c in (self.candidate(recipe_name(r)) for r in fresh) if c.error is None and (timed or (c.within_budget and time_within))]
+        for c in self.opts.progress(f"{STAGE_LABELS[stage]}: timing", to_time, len(to_time)) if to_time else []:
+            self.time_candidate(c, kept.pop(c.name, None))
         return [self.candidate(recipe_name(r)) for r in recipes]
 
     def candidate(self, name: str) -> Candidate:
@@ -265,9 +268,12 @@ class _Search:
     def result_of(self, c: Candidate) -> Any:
         """The candidate's QuantizeResult: kept from its unit in process, else quantized again here
         (quantization is deterministic: the same recipe gives the same model)."""
-        if c.name not in self.results:
-            self.results[c.name] = api.quantize(self.bundle, recipe_from_dict(c.recipe or {}), batch_size=self.opts.batch_size)
-        return self.results[c.name]
+        if c.name in self.results:
+            return self.results[c.name]
+        result = api.quantize(self.bundle, recipe_from_dict(c.recipe or {}), batch_size=self.opts.batch_size)
+        if c.within_budget:  # a candidate that can win is kept; the others are timed and let go
+            self.results[c.name] = result
+        return result
 
     def time_candidate(self, c: Candidate, result: Any = None) -> None:
         try:
