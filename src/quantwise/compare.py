@@ -10,6 +10,7 @@ the stated tolerance allows.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import tempfile
@@ -262,7 +263,8 @@ def _timed_row(bundle: ModelBundle, row: Row, artifact: dict[str, bytes] | Path 
         row.notes.append("needs torch.compile to be fast; timed in eager mode because compilation was turned off")
     log.info("timing %s (%s)", row.name, row.runtime)
     try:
-        module = result.quantized.module if result is not None else api.load(path, bundle.build_arch() if bundle.build_arch else None).module
+        arch = bundle.build_arch() if bundle.build_arch else copy.deepcopy(bundle.model)  # a user's model: its own architecture
+        module = result.quantized.module if result is not None else api.load(path, arch).module
         _time(row, RUNTIMES[row.runtime](module), bundle.example_inputs(1), opts)
     except Exception as err:  # e.g. a graph this runtime cannot compile: keep the other rows
         row.latency.clear()

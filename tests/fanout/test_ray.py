@@ -141,6 +141,43 @@ def test_language_model_compare_on_two_workers_equals_the_in_process_run(cluster
     assert there.ran.startswith("local Ray")
 
 
+USER_MODEL = """
+import torch
+from torch import nn
+from quantwise.data.base import TensorSet
+from quantwise.models.base import ModelBundle
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def build():
+    torch.manual_seed(0)
+    data = torch.randn(64, 16, generator=torch.Generator().manual_seed(1))
+    return ModelBundle("my-model", Net().eval(), TensorSet((data[:16],), description="calibration"),
+                       TensorSet((data[16:],), description="evaluation"), task="embedding", primary="cosine", tolerance=0.05)
+"""
+
+
+@pytest.mark.slow
+def test_a_user_model_file_reaches_the_workers(cluster, tmp_path):
+    # the file is imported here under a name no worker has: its code travels with the model
+    from quantwise.compare import CompareOptions, compare
+
+    (tmp_path / "my_model.py").write_text(USER_MODEL)
+    bundle = api.load_model(f"{tmp_path / 'my_model.py'}:build")
+    opts = CompareOptions(recipes=("dynamic", "static-pt2e"), batches=(1,), compile=False, repeats=3, max_seconds=1.0)
+    here, there = compare(bundle, opts, InProcess()), compare(bundle, opts, cluster)
+    assert [(r.name, r.metrics, r.error) for r in there.rows] == [(r.name, r.metrics, r.error) for r in here.rows]
+    assert all(r.latency and not r.error for r in there.rows if r.kind == "quantized")
+
+
 def _unit_pids() -> list[int]:
     """Ray worker processes running a unit right now (Ray titles them ray::<function>)."""
     pids = []
