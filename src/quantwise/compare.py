@@ -26,7 +26,7 @@ from quantwise.errors import QuantwiseError, first_line
 from quantwise.evaluate.latency import Latency, batch_of, measure
 from quantwise.evaluate.metrics import HIGHER_IS_BETTER, evaluate, outputs
 from quantwise.evaluate.runtime import RUNTIMES
-from quantwise.fanout import InProcess, Tasks, in_order
+from quantwise.fanout import InProcess, Tasks, folder_files, in_order, write_files
 from quantwise.findings import Finding, Kind, within_budget
 from quantwise.progress import ProgressFn, no_progress
 from quantwise.models.base import ModelBundle
@@ -238,7 +238,7 @@ def _measure_unit(inp: _RowInputs, recipe: Recipe) -> tuple[Row, dict[str, bytes
     with tempfile.TemporaryDirectory(prefix="quantwise-unit-") as tmp:
         path = api.save(result, Path(tmp) / folder, metrics=row.metrics)
         row.size_mb = _dir_mb(path)
-        return row, {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}, None
+        return row, folder_files(path), None
 
 
 def _artifact_name(name: str) -> str:
@@ -250,13 +250,7 @@ def _timed_row(bundle: ModelBundle, row: Row, artifact: dict[str, bytes] | Path 
     artifact a worker made); returns the row and the artifact's path here."""
     if artifact is None:
         return row, None
-    if isinstance(artifact, dict):
-        path = workdir / _artifact_name(row.name)
-        for rel, data in artifact.items():
-            (path / rel).parent.mkdir(parents=True, exist_ok=True)
-            (path / rel).write_bytes(data)
-    else:
-        path = artifact
+    path = write_files(artifact, workdir / _artifact_name(row.name)) if isinstance(artifact, dict) else artifact
     compiled = row.runtime == "compiled"
     row.runtime = "compiled" if (compiled and opts.compile) else "eager"
     if compiled and not opts.compile:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from quantwise.fanout.base import ClusterOptions, InProcess, Tasks, UnitTime, in_order
+from quantwise.fanout.base import ClusterOptions, InProcess, Tasks, UnitTime, folder_files, in_order, write_files
 
-__all__ = ["ClusterOptions", "InProcess", "Tasks", "UnitTime", "in_order", "open_tasks"]
+__all__ = ["ClusterOptions", "InProcess", "Tasks", "UnitTime", "folder_files", "in_order", "open_tasks", "write_files"]
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -93,3 +94,16 @@ def in_order(tasks: Tasks, fn: Callable[..., R], items: Sequence[T], *shared: An
     results.reverse()
     while results:
         yield results.pop()
+
+
+def folder_files(path: Path) -> dict[str, bytes]:
+    """A folder's files by relative path: how a worker hands an artifact it wrote back to this process."""
+    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+
+def write_files(files: dict[str, bytes], path: Path) -> Path:
+    """``folder_files`` written out again under ``path``."""
+    for rel, data in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_bytes(data)
+    return path

@@ -21,7 +21,7 @@ import torch
 
 from quantwise.config import LLM_COMPARE_DEFAULTS, LLM_PRESETS, DynamicActivation, GGUFWeights, WeightOnly, check_language_recipe, parse_recipe, recipe_name
 from quantwise.errors import QuantwiseError, first_line
-from quantwise.fanout import InProcess, Tasks, in_order
+from quantwise.fanout import InProcess, Tasks, folder_files, in_order, write_files
 from quantwise.findings import Finding, Kind
 from quantwise.llm import artifact
 from quantwise.llm.decode import Speed, measure_speed
@@ -243,7 +243,7 @@ def _quantize_and_score(inp: _LMInputs, name: str, recipe: WeightOnly | DynamicA
     try:
         path = artifact.save(q, lm.tokenizer, inp.spec, workdir / "artifact")  # verifies an identical reload
         row.size_mb = (path / "model.safetensors").stat().st_size / 1e6
-        files = None if inp.keep_model else {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+        files = None if inp.keep_model else folder_files(path)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = perplexity(model, inp.eval_windows, progress=inp.progress)
@@ -269,10 +269,7 @@ def _timed_row(row: LLMRow, made: Any, recipe: WeightOnly | DynamicActivation, o
         return row
     if isinstance(made, dict):
         with tempfile.TemporaryDirectory(prefix="quantwise-llm-") as tmp:
-            for rel, data in made.items():
-                (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / rel).write_bytes(data)
-            made = artifact.load(tmp).model
+            made = artifact.load(write_files(made, Path(tmp))).model
     s = speed(made, opts.compile, row.method)
     row.decode_tokens_per_s, row.prefill_tokens_per_s, row.compile_s = s.decode_tokens_per_s, s.prefill_tokens_per_s, s.compile_s
     timed[key] = row
