@@ -25,7 +25,7 @@ def test_inline_recipe_parses_types():
     [
         ("static:observer=minmx", "unknown observer 'minmx'"),
         ("static:colour=red", "unknown key(s) colour"),
-        ("static:path=pt2e,weight_bits=4", "4-bit weights are not available on the pt2e path"),
+        ("static:path=pt2e,backend=xnnpack,weight_bits=4", "implemented for backend x86, not xnnpack"),
         ("static:path=pt2e,backend=qnnpack", "no qnnpack quantizer"),
         ("static:weight_bits=3", "weight_bits=3 is not supported"),
         ("qat:steps=0", "qat needs steps >= 1"),

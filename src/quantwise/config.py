@@ -65,6 +65,9 @@ class StaticInt8:
     most CNNs); ``path="pt2e"`` goes through torch.export and torchao's PT2E
     quantizer (fast only under torch.compile).
 
+    ``weight_bits=4``: codes in [-8, 7] on a per-channel grid, stored and run as int8 values
+    (fx: the legacy kernels; pt2e, backend x86: the same int8 kernels and exports).
+
     ``rounding="adaround"`` (pt2e path): on the same per-channel grid, each conv/linear
     weight's rounding is learned (AdaRound, ``rounding_iterations`` steps per layer, seeded by
     ``rounding_seed``) to reproduce the layer's float output on calibration data, layer by
@@ -80,14 +83,19 @@ class StaticInt8:
     percentile: float = 99.99
     calibration_batches: int | None = None
     keep_float: tuple[str, ...] = ()
+    keep_int8: tuple[str, ...] = ()
     rounding: str = "nearest"
     rounding_iterations: int = 200
     rounding_seed: int = 0
 
     def __post_init__(self) -> None:
         _check_keep_float(self)
+        _check_patterns(self, "keep_int8")
         _check_choice("observer", self.observer, OBSERVERS)
         _check_choice("rounding", self.rounding, ROUNDINGS)
+        if self.keep_int8 and (self.weight_bits != 4 or self.path != "pt2e"):
+            raise QuantwiseError("keep_int8 names layers that keep 8-bit weights in a 4-bit pt2e recipe",
+                                 "use static:path=pt2e,weight_bits=4,keep_int8=..., or drop keep_int8")
         if self.rounding_iterations < 1:
             raise QuantwiseError(f"rounding_iterations={self.rounding_iterations} is not a number of steps", "use 1 or more, e.g. rounding_iterations=200")
         if self.rounding == "adaround" and self.path != "pt2e":
@@ -95,7 +103,7 @@ class StaticInt8:
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("static path", self.path, STATIC_PATHS)
-        _check_weight_bits(self.weight_bits, self.path)
+        _check_weight_bits(self.weight_bits, self.path, self.backend)
         if self.calibration_batches is not None and self.calibration_batches < 1:
             raise QuantwiseError(f"calibration_batches={self.calibration_batches} is not a number of batches", "use 1 or more, or omit it for all of the calibration split")
         if not 50.0 < self.percentile <= 100.0:
@@ -143,24 +151,33 @@ class QAT:
 KEEP_FLOAT_SEPARATOR = "|"
 
 
+# recipe fields holding layer-name patterns: a list in files, ``|``-separated inline
+LAYER_PATTERN_FIELDS = ("keep_float", "keep_int8")
+
+
 def _check_keep_float(recipe: Any) -> None:
+    _check_patterns(recipe, "keep_float")
+
+
+def _check_patterns(recipe: Any, field: str) -> None:
     """Accept a list (recipe files), a tuple or one string; store a tuple of non-empty patterns."""
-    value = recipe.keep_float
+    value = getattr(recipe, field)
     if isinstance(value, str):
         value = value.split(KEEP_FLOAT_SEPARATOR)
     if not isinstance(value, (list, tuple)) or not all(isinstance(p, str) for p in value):
-        raise QuantwiseError(f"keep_float must be a list of layer-name patterns (got {value!r})", 'e.g. keep_float: ["features.0.*", "classifier"]')
+        raise QuantwiseError(f"{field} must be a list of layer-name patterns (got {value!r})", f'e.g. {field}: ["features.0.*", "classifier"]')
     patterns = tuple(p.strip() for p in value)
     if any(not p for p in patterns):
-        raise QuantwiseError("keep_float holds an empty pattern", f"write module names or fnmatch patterns separated by '{KEEP_FLOAT_SEPARATOR}'")
-    object.__setattr__(recipe, "keep_float", patterns)
+        raise QuantwiseError(f"{field} holds an empty pattern", f"write module names or fnmatch patterns separated by '{KEEP_FLOAT_SEPARATOR}'")
+    object.__setattr__(recipe, field, patterns)
 
 
-def _check_weight_bits(bits: int, path: str) -> None:
+def _check_weight_bits(bits: int, path: str, backend: str = "x86") -> None:
     if bits not in (4, 8):
         raise QuantwiseError(f"weight_bits={bits} is not supported", "use 8, or 4 (stored as int8 values in [-8, 7])")
-    if bits == 4 and path == "pt2e":
-        raise QuantwiseError("4-bit weights are not available on the pt2e path", "use path=fx with weight_bits=4")
+    if bits == 4 and path == "pt2e" and backend != "x86":
+        raise QuantwiseError(f"4-bit weights on the pt2e path are implemented for backend x86, not {backend}",
+                             "use static:path=pt2e,weight_bits=4 (backend x86), or weight_bits=8 for ExecuTorch's XNNPACK")
 
 
 @dataclass(frozen=True)
@@ -417,6 +434,7 @@ PRESET_TABLE: dict[str, Preset] = {
     "static-qnnpack": Preset(StaticInt8(path="fx", backend="qnnpack", granularity="per-tensor"), "static int8 for ARM (QNNPACK, per-tensor)", "classic"),
     "qat": Preset(QAT(), "quantization-aware training from the float weights", "classic", compare=True),
     "static-w4": Preset(StaticInt8(path="fx", weight_bits=4, observer="minmax"), "4-bit weights, int8 activations (simulated)", "classic"),
+    "static-w4-adaround": Preset(StaticInt8(path="pt2e", weight_bits=4, rounding="adaround"), "4-bit weights (int8 storage) with learned rounding, int8 activations, pt2e (exports to ONNX)", "classic"),
     "qat-w4": Preset(QAT(weight_bits=4), "quantization-aware training with 4-bit weights", "classic"),
     "int8-weight-only": Preset(WeightOnly(bits=8, group_size=None), "int8 per-row weights, float activations", "language", compare=True, auto=True),
     "int4-rtn": Preset(WeightOnly(algorithm="rtn"), "int4 group 64, round to nearest", "language", compare=True),
@@ -458,8 +476,9 @@ def check_language_recipe(recipe: Recipe, name: str) -> None:
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     data = dataclasses.asdict(recipe)
-    if "keep_float" in data:
-        data["keep_float"] = list(data["keep_float"])  # a list in JSON/YAML; recipe_from_dict takes it back
+    for field in LAYER_PATTERN_FIELDS:
+        if field in data:
+            data[field] = list(data[field])  # a list in JSON/YAML; recipe_from_dict takes it back
     return {"version": RECIPE_VERSION, "kind": recipe.kind, **data}
 
 
@@ -525,7 +544,7 @@ def _type_word(annotation: Any) -> str:
 def parse_recipe(spec: str) -> Recipe:
     """A preset name, a JSON/YAML file, or ``kind:key=value,...`` (e.g. ``static:observer=mse,path=pt2e``).
 
-    ``keep_float`` takes layer-name patterns separated by ``|``: ``static:keep_float=_fc|_blocks.0.*``.
+    ``keep_float`` (and ``keep_int8``) take layer-name patterns separated by ``|``: ``static:keep_float=_fc|_blocks.0.*``.
     """
     if spec in PRESETS:
         return PRESETS[spec]
@@ -546,7 +565,7 @@ def parse_recipe(spec: str) -> Recipe:
         if not eq:
             raise QuantwiseError(f"recipe option {item!r} has no value", "write key=value, e.g. observer=mse")
         key = key.strip().replace("-", "_")
-        data[key] = value.strip() if key == "keep_float" else _coerce(value.strip())
+        data[key] = value.strip() if key in LAYER_PATTERN_FIELDS else _coerce(value.strip())
     return recipe_from_dict(data)
 
 

@@ -122,9 +122,6 @@ def test_deterministic_under_the_seed():
 
 def test_codes_survive_artifact_save_load_and_onnx_export(mnist, tmp_path):
     pytest.importorskip("onnxruntime")
-    import onnx
-    from onnx import numpy_helper
-
     from quantwise import api
     from quantwise.export import export_artifact
 
@@ -138,10 +135,20 @@ def test_codes_survive_artifact_save_load_and_onnx_export(mnist, tmp_path):
     assert loaded.quantized.meta["rounding"]["layers"] == 4
     exported = export_artifact(path, "onnx", bundle=mnist, samples=256)
     assert exported.parity.passed
-    graph = onnx.load(str(exported.path)).graph
+    weights = onnx_weight_codes(exported.path)
+    assert len(weights) == 4
+    for key, c in codes.items():
+        assert any(w.shape == c.shape and torch.equal(w, c.long()) for w in weights), key
+
+
+def onnx_weight_codes(path) -> list[torch.Tensor]:
+    """The integer weights an ONNX file computes with, zero point removed (ORT's layout stores them as
+    uint8 + 128; a Linear's as [in, out] for MatMulIntegerToFloat, with one zero point per column)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
     inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).astype("int64")) for t in graph.initializer}
-    # the integer weights the ONNX file computes with, zero point removed (ORT's layout stores them as uint8 + 128;
-    # a Linear's as [in, out] for MatMulIntegerToFloat, with one zero point per column)
     weights = []
     for node in graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in inits and inits[node.input[0]].dim() >= 2:
@@ -149,9 +156,7 @@ def test_codes_survive_artifact_save_load_and_onnx_export(mnist, tmp_path):
             weights.append(q - zp.reshape(-1, *[1] * (q.dim() - 1)))
         elif node.op_type == "MatMulIntegerToFloat" and node.input[1] in inits:
             weights.append((inits[node.input[1]] - inits[node.input[5]].reshape(1, -1)).T)
-    assert len(weights) == 4
-    for key, c in codes.items():
-        assert any(w.shape == c.shape and torch.equal(w, c.long()) for w in weights), key
+    return weights
 
 
 def test_bad_settings_fail_with_one_line():

@@ -1,4 +1,5 @@
-"""Which layers a recipe quantizes, and which of them its ``keep_float`` patterns keep float.
+"""Which layers a recipe quantizes, which of them its ``keep_float`` patterns keep float, and
+which its ``keep_int8`` patterns keep at 8-bit weights in a 4-bit recipe.
 
 Names are the float model's ``named_modules()`` names. A pattern (fnmatch: ``*``, ``?``,
 ``[...]``) keeps a layer float when it matches the layer's name or the name of a module
@@ -38,7 +39,18 @@ def _matches(pattern: str, name: str) -> bool:
 
 def kept_float(model: nn.Module, recipe: Recipe) -> list[str]:
     """The quantizable layers the recipe keeps float; every pattern must keep at least one."""
-    patterns = getattr(recipe, "keep_float", ())
+    return matched_layers(model, recipe, "keep_float")
+
+
+def kept_int8(model: nn.Module, recipe: Recipe) -> list[str]:
+    """The layers a 4-bit recipe keeps at 8-bit weights (``keep_int8``); every pattern must match one."""
+    return matched_layers(model, recipe, "keep_int8")
+
+
+def matched_layers(model: nn.Module, recipe: Recipe, field: str) -> list[str]:
+    """The quantizable layers the recipe's ``field`` patterns name, in model order; a pattern that
+    names none is an error listing names that would work."""
+    patterns = getattr(recipe, field, ())
     if not patterns:
         return []
     layers = quantizable_layers(model, recipe)
@@ -48,7 +60,7 @@ def kept_float(model: nn.Module, recipe: Recipe) -> list[str]:
         if not hits:
             shown = ", ".join(layers[:4]) + (f", ... ({len(layers)} in all)" if len(layers) > 4 else "")
             raise QuantwiseError(
-                f"keep_float pattern {pattern!r} matches no layer this {recipe.kind} recipe quantizes",
+                f"{field} pattern {pattern!r} matches no layer this {recipe.kind} recipe quantizes",
                 f"use module names such as {shown or '(none: the model has no quantizable layer)'}",
             )
         kept += [n for n in hits if n not in kept]

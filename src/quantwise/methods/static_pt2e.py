@@ -19,11 +19,12 @@ from quantwise.config import DynamicInt8, StaticInt8
 from quantwise.data.base import Inputs
 from quantwise.errors import QuantwiseError, first_line
 from quantwise.methods.base import QuantData, Quantized, calibrate, dynamic_batch_shapes, load_state
-from quantwise.methods.layers import kept_float, kept_scopes
+from quantwise.methods.layers import kept_float, kept_int8, kept_scopes
 from quantwise.methods.xnnpack_quantizer import dynamic_config, symmetric_config, xnnpack_quantizer
 from quantwise.observers import histogram_variant
 
 WEIGHT_SUFFIX = ".int8"
+INT4_MIN, INT4_MAX = -8, 7  # weight_bits=4: signed 4-bit codes, stored and run as int8 values
 
 
 def activation_observer(observer: str, percentile: float) -> tuple[Any, dict[str, Any]]:
@@ -40,10 +41,12 @@ def activation_observer(observer: str, percentile: float) -> tuple[Any, dict[str
     return observers[observer]
 
 
-def _quantizer(recipe: StaticInt8 | DynamicInt8, restoring: bool = False, keep_float: list[str] | None = None) -> Any:
+def _quantizer(recipe: StaticInt8 | DynamicInt8, restoring: bool = False, keep_float: list[str] | None = None,
+               keep_int8: list[str] | None = None) -> Any:
     """The x86 (or XNNPACK) quantizer with the recipe's activation observer; when ``restoring``, plain
     min/max observers that take the stored ranges (they compute the same qparams).
-    Layers named in ``keep_float`` get no annotation and stay float."""
+    Layers named in ``keep_float`` get no annotation and stay float; with 4-bit weights, those
+    named in ``keep_int8`` get the 8-bit weight spec."""
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
@@ -58,10 +61,15 @@ def _quantizer(recipe: StaticInt8 | DynamicInt8, restoring: bool = False, keep_f
     config = symmetric_config() if recipe.backend == "xnnpack" else get_default_x86_inductor_quantization_config()
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=cls.with_args(eps=2**-12, **kwargs))
     config = dataclasses.replace(config, input_activation=act, output_activation=act if config.output_activation else None)
+    eight_bit = config
+    if recipe.weight_bits == 4:  # the same per-channel symmetric spec on 16 levels: codes in [-8, 7], run by the int8 kernels
+        config = dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=INT4_MIN, quant_max=INT4_MAX))
     if recipe.backend == "xnnpack":
         return xnnpack_quantizer(config, keep_float or [])
     quantizer = X86InductorQuantizer()
     quantizer.set_global(config)
+    for name in keep_int8 or ():
+        quantizer.set_module_name_qconfig(name, eight_bit)
     for name in keep_float or ():
         quantizer.set_module_name_qconfig(name, None)
     return quantizer
@@ -87,7 +95,7 @@ def _prepare(model: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs
     graph_module = exported.module()
     _expose_layer_subclasses(graph_module, model)
     keep = list(dict.fromkeys(kept_float(model, recipe) + kept_scopes(model, recipe)))
-    return prepare_pt2e(graph_module, _quantizer(recipe, restoring, keep))
+    return prepare_pt2e(graph_module, _quantizer(recipe, restoring, keep, kept_int8(model, recipe)))
 
 
 _LAYER_OPS = {
@@ -222,7 +230,7 @@ def _convert(prepared: nn.Module) -> nn.Module:
 
 
 def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData) -> Quantized:
-    keep = kept_float(model, recipe)  # checks the patterns before the slow export
+    keep, eight = kept_float(model, recipe), kept_int8(model, recipe)  # checks the patterns before the slow export
     dynamic = isinstance(recipe, DynamicInt8)
     adaround = not dynamic and recipe.rounding == "adaround"
     if adaround:
@@ -253,9 +261,15 @@ def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData
         how = f"pt2e path (torch.export + X86InductorQuantizer), {recipe.observer} observer; runs fast only under torch.compile"
     restored.notes = [
         how,
-        f"int8 weights in {observed} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
-    ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else []) + rounding_notes
+        f"{_weight_kind(recipe)} in {observed - len(eight)} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
+    ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else []) + ([f"8-bit weights kept ({len(eight)}): {', '.join(eight)}"] if eight else []) + rounding_notes
     return restored
+
+
+def _weight_kind(recipe: StaticInt8 | DynamicInt8) -> str:
+    if getattr(recipe, "weight_bits", 8) == 4:
+        return f"4-bit weights (codes in [{INT4_MIN}, {INT4_MAX}] stored and run as int8: the x86 kernels have no int4 convolution)"
+    return "int8 weights"
 
 
 def restore(arch: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
