@@ -1,5 +1,6 @@
 """Sweeps on a local two-worker Ray instance give the in-process run's figures exactly; a worker
-killed mid-task is retried and changes nothing; bad cluster input is one line."""
+killed mid-task is retried and changes nothing; a unit that kills its worker every time is a row
+(auto) or one line; bad cluster input is one line."""
 from __future__ import annotations
 
 import os
@@ -216,6 +217,29 @@ def test_a_worker_killed_mid_task_is_retried_and_the_results_do_not_change(mnist
         watcher.join()
     assert killed, "no unit was running to kill"
     assert _figures(there) == _figures(here)
+
+
+@pytest.mark.slow
+def test_a_unit_that_kills_its_worker_every_time_is_a_row_or_one_line(cluster):
+    def unit(item: int) -> str:  # defined here: shipped to the workers by value
+        if item == 1:
+            os._exit(1)  # a hard crash of the worker process, on every try
+        return f"ok {item}"
+
+    got = cluster.map(unit, [0, 1, 2], on_lost=lambda item, why: f"lost {item}: {why}")
+    assert got[0] == "ok 0" and got[2] == "ok 2"
+    assert got[1].startswith("lost 1: a Ray worker died 4 times running one task")
+    with pytest.raises(QuantwiseError, match="a Ray worker died 4 times running one task") as err:
+        cluster.map(unit, [1])
+    assert "\n" not in str(err.value)
+
+
+def test_auto_makes_a_lost_candidate_a_row():
+    from quantwise.mixed.auto import _lost_candidate
+
+    measured, result = _lost_candidate(StaticInt8(path="pt2e"), "a Ray worker ran out of memory (auto: workflows)")
+    assert result is None and measured.name == "static-pt2e"
+    assert measured.error == "failed: a Ray worker ran out of memory (auto: workflows)"
 
 
 def test_an_unreachable_cluster_is_one_line():

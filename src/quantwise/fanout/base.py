@@ -58,8 +58,13 @@ class Tasks(Protocol):
     def share(self, value: Any) -> Any:
         """A handle for a large input (the float model, the data) that many units read: stored once."""
 
-    def map(self, fn: Callable[..., R], items: Sequence[T], *shared: Any, progress: ProgressFn = no_progress, label: str = "") -> list[R]:
-        """``[fn(*shared, item) for item in items]``, possibly in parallel; an error in one unit is raised."""
+    def map(self, fn: Callable[..., R], items: Sequence[T], *shared: Any, progress: ProgressFn = no_progress, label: str = "",
+            on_lost: Callable[[T, str], R] | None = None) -> list[R]:
+        """``[fn(*shared, item) for item in items]``, possibly in parallel; an error in one unit is raised.
+
+        A unit whose worker process dies every time it is tried (a crash, out of memory) ends the
+        sweep with one line, or, with ``on_lost``, gives ``on_lost(item, why)`` as its result: for
+        sweeps where one failed unit is a row of the report, not the end of it."""
 
 
 class InProcess:
@@ -73,8 +78,9 @@ class InProcess:
     def share(self, value: Any) -> Any:
         return value
 
-    def map(self, fn: Callable[..., R], items: Sequence[T], *shared: Any, progress: ProgressFn = no_progress, label: str = "") -> list[R]:
-        out = []
+    def map(self, fn: Callable[..., R], items: Sequence[T], *shared: Any, progress: ProgressFn = no_progress, label: str = "",
+            on_lost: Callable[[T, str], R] | None = None) -> list[R]:
+        out = []  # in process, a unit that kills its process ends this one too: on_lost cannot apply
         for item in progress(label, items, len(items)):
             start = time.perf_counter()
             out.append(fn(*shared, item))

@@ -5,7 +5,8 @@
 - A unit is a task of one CPU; its worker runs torch on one thread.
 - A worker process that dies mid-task (killed, crashed) is retried by Ray (``max_retries``), so
   the sweep completes with the results it would have had. An error of the unit's own is raised in
-  this process as itself; a worker out of memory, or retries exhausted, ends in one readable line.
+  this process as itself; a worker out of memory, or retries exhausted, ends in one readable line,
+  or becomes that unit's row where the caller says how (``on_lost``: auto's candidates).
 - Before any work every node runs a probe: a node whose quantwise, torch or torchao differs from
   this process's (or that lacks quantwise) is refused with the fix.
 - Ctrl-C cancels every task in flight.
@@ -33,6 +34,14 @@ CANCEL_GRACE_S = 5.0  # after Ctrl-C, how long units get to clean up before thei
 MAX_RETRIES = 3  # a worker killed mid-task: its unit runs again on a fresh worker process
 MATCHED = ("quantwise", "torch", "torchao", "transformers")  # every node must run these exact versions
 _SHARED: dict[str, Any] = {}  # in a worker process: shared inputs by object id, read once
+
+
+class LostUnit(Exception):
+    """A unit whose worker process died on every try (crash, out of memory): the problem and its fix."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(problem)
+        self.problem, self.fix = problem, fix
 
 
 def _ray() -> Any:
@@ -137,7 +146,8 @@ class RayTasks:
             raise QuantwiseError(f"could not store the model and data in Ray's object store: {first_line(err)}",
                                  "give Ray more memory or disk ('ray start --object-store-memory'), or use a smaller evaluation split") from None
 
-    def map(self, fn: Callable[..., R], items: Sequence[Any], *shared: Any, progress: ProgressFn = no_progress, label: str = "") -> list[R]:
+    def map(self, fn: Callable[..., R], items: Sequence[Any], *shared: Any, progress: ProgressFn = no_progress, label: str = "",
+            on_lost: Callable[[Any, str], R] | None = None) -> list[R]:
         ray = self._ray
         refs = [self._unit.remote(fn, list(shared), item, 1) for item in items]
         index = {r.hex(): i for i, r in enumerate(refs)}
@@ -151,7 +161,13 @@ class RayTasks:
 
         try:
             for ref in progress(label, finished(), len(refs)):
-                results[index[ref.hex()]] = self._result(ref, label)
+                i = index[ref.hex()]
+                try:
+                    results[i] = self._result(ref, label)
+                except LostUnit as lost:
+                    if on_lost is None:
+                        raise QuantwiseError(lost.problem, lost.fix) from None
+                    results[i] = on_lost(items[i], lost.problem)
         except BaseException:  # an error, or Ctrl-C: nothing of this sweep keeps running
             for ref in refs:  # first as an interrupt, so the units' own clean-up (temporary folders) runs
                 ray.cancel(ref)
@@ -168,11 +184,11 @@ class RayTasks:
             self.timings.append(UnitTime(label, seconds))
             return value
         except ray.exceptions.OutOfMemoryError:
-            raise QuantwiseError(f"a Ray worker ran out of memory ({label or 'a task'})",
-                                 "run fewer workers per node (--workers, or 'ray start --num-cpus') or use nodes with more memory") from None
+            raise LostUnit(f"a Ray worker ran out of memory ({label or 'a task'})",
+                           "run fewer workers per node (--workers, or 'ray start --num-cpus') or use nodes with more memory") from None
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as err:
-            raise QuantwiseError(f"a Ray worker died {MAX_RETRIES + 1} times running one task ({label or 'a task'}): {first_line(err)}",
-                                 "check the nodes' memory and logs (/tmp/ray/session_latest/logs), then run again") from None
+            raise LostUnit(f"a Ray worker died {MAX_RETRIES + 1} times running one task ({label or 'a task'}): {first_line(err)}",
+                           "check the nodes' memory and logs (/tmp/ray/session_latest/logs), then run again") from None
         except ray.exceptions.RayTaskError as err:
             cause = err.cause
             if isinstance(cause, BaseException):

@@ -189,6 +189,11 @@ def _accuracy_unit(inp: _AutoInputs, recipe: Recipe) -> tuple[_Measured, Any]:
     return m, (result if inp.keep_result else None)
 
 
+def _lost_candidate(recipe: Recipe, why: str) -> tuple[_Measured, Any]:
+    """A candidate whose worker died on every try: a row that says so, and the search goes on."""
+    return _Measured(recipe_name(recipe), error=f"failed: {why}"), None
+
+
 class _Search:
     def __init__(self, bundle: ModelBundle, opts: AutoOptions, budget: float, workdir: Path, tasks: Tasks) -> None:
         self.bundle, self.opts, self.budget, self.workdir, self.tasks = bundle, opts, budget, workdir, tasks
@@ -238,7 +243,8 @@ class _Search:
         """Quantize each recipe and measure its metric and size (the units, run by ``tasks``); then,
         in this process and with no unit running, time those ``timed``, or within budget and ``time_within``."""
         fresh = list({recipe_name(r): r for r in recipes if not any(c.name == recipe_name(r) for c in self.candidates)}.values())
-        measured = self.tasks.map(_accuracy_unit, fresh, self.shared, progress=self.opts.progress, label=STAGE_LABELS[stage]) if fresh else []
+        measured = self.tasks.map(_accuracy_unit, fresh, self.shared, progress=self.opts.progress, label=STAGE_LABELS[stage],
+                                  on_lost=_lost_candidate) if fresh else []
         kept: dict[str, Any] = {}
         for recipe, (m, result) in zip(fresh, measured):
             c = Candidate(m.name, stage, recipe_to_dict(recipe), kept_float=list(getattr(recipe, "keep_float", ())))
