@@ -128,6 +128,41 @@ def test_efficientnet_pt2e_names_fold_batch_norm_and_activation():
     assert statistics.median(r.isolated.sqnr_db for r in report.layers) > 25
 
 
+def _tiny_conv_bn_bundle():
+    """A conv + BatchNorm (non-trivial statistics, folded by the quantizer) + ReLU, then a Linear."""
+    from quantwise.data.base import TensorSet
+    from quantwise.models.base import ModelBundle
+    from tests.methods.test_static_adaround import _images
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-0.5, 0.5)
+        model[1].running_var.uniform_(0.2, 3.0)
+        model[1].weight.uniform_(0.5, 2.0)
+    return ModelBundle("tiny-conv-bn", model, TensorSet((_images(48),)), TensorSet((_images(16),)), "classification", "kl", 0.05)
+
+
+def test_learned_rounding_debug_shows_nearest_rounding_on_the_same_grid():
+    """The "if nearest" column re-rounds each float weight (BatchNorm folded) on the layer's own grid: on a
+    model whose codes ARE nearest rounding it reproduces the isolated error exactly; on learned codes it differs."""
+    import dataclasses
+
+    bundle = _tiny_conv_bn_bundle()
+    nearest = api.quantize(bundle, "static:path=pt2e,weight_bits=4").quantized
+    posing = dataclasses.replace(nearest, recipe=dataclasses.replace(nearest.recipe, rounding="adaround"))
+    report = debug(bundle, posing, DebugOptions(samples=16))
+    assert len(report.layers) == 2
+    for r in report.layers:
+        assert r.nearest is not None and r.nearest.sqnr_db == pytest.approx(r.isolated.sqnr_db, abs=1e-4), r.name
+    assert all(r.nearest is None for r in debug(bundle, nearest, DebugOptions(samples=16)).layers)  # nothing learned: no column
+    learned = api.quantize(bundle, "static:path=pt2e,weight_bits=4,rounding=adaround").quantized
+    rows = debug(bundle, learned, DebugOptions(samples=16)).layers
+    assert all(r.nearest is not None for r in rows)
+    assert any(abs(r.nearest.sqnr_db - r.isolated.sqnr_db) > 0.05 for r in rows)
+
+
 # ---- CLI ----
 
 def test_cli_table_and_json(capsys, tmp_path):

@@ -76,6 +76,9 @@ def _module_of(node: fx.Node) -> str:
 class GraphBackend:
     def __init__(self, model: fx.GraphModule, chains: list[Chain]) -> None:
         self.model = model
+        # layer -> its float weight as the layer quantizes it (BatchNorm folded), set by the debugger when
+        # the codes were chosen by an algorithm (learned rounding): then :meth:`nearest` answers
+        self.float_weights: dict[Call, torch.Tensor] = {}
         self.placeholders = [n for n in model.graph.nodes if n.op == "placeholder"]
         known = {c.layer for c in chains}
         self.layers: list[QuantLayer] = []
@@ -143,6 +146,29 @@ class GraphBackend:
         values: dict[fx.Node, Any] = {layer.handle["cut"]: float_args[0]}
         values.update({p: t for p, t in zip(self.placeholders, inputs)})
         with torch.no_grad():
+            return self._evaluate(layer.handle["out"], values)
+
+    def nearest(self, layer: QuantLayer, float_args: tuple[Any, ...]) -> torch.Tensor | None:
+        """The layer's output on its float input had its float weight been rounded to nearest on the
+        same grid (same scales, zero points and code range) instead of by the recipe's algorithm."""
+        w = self.float_weights.get(layer.call)
+        if w is None:
+            return None
+        dq = layer.handle["node"].args[1]
+        with torch.no_grad():
+            if w.shape != self._evaluate(dq, {}).shape:
+                return None
+            args = [self._evaluate(a, {}) if isinstance(a, fx.Node) else a for a in dq.args[1:6]]
+            if _op(dq).startswith("quantized_decomposed.dequantize_per_channel"):
+                scales, zero_points, axis, qmin, qmax = args
+                shape = [1] * w.dim()
+                shape[axis] = -1
+                scale, zero = torch.as_tensor(scales).float().reshape(shape), torch.as_tensor(zero_points).float().reshape(shape)
+            else:
+                scale, zero, qmin, qmax = (torch.tensor(float(args[0])), torch.tensor(float(args[1])), *args[2:4])
+            # as the recipe's nearest rounding computes codes (torchao's reciprocal multiply)
+            rounded = (torch.clamp(torch.round(w * (1.0 / scale)) + zero, int(qmin), int(qmax)) - zero) * scale
+            values: dict[fx.Node, Any] = {layer.handle["cut"]: float_args[0], dq: rounded}
             return self._evaluate(layer.handle["out"], values)
 
     def weights(self, layer: QuantLayer) -> LayerWeights | None:

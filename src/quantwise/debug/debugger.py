@@ -224,6 +224,9 @@ def _measure(
         _check_selected(options.layer, plans)
     modules = dict(bundle.model.named_modules())
     meters = [_LayerMeter(p, _float_chain(p, modules), backend.weights(p.layer)) for p in plans]
+    if getattr(quantized.recipe, "rounding", "nearest") != "nearest" and hasattr(backend, "float_weights"):
+        # learned rounding: each layer's error is also measured with its float weight rounded to nearest
+        backend.float_weights = {p.layer.call: _float_weight(p, modules, "weight") for p in plans}
     batches = list(data.batches(options.batch_size))
     keep = math.ceil(options.histogram_values / max(len(batches), 1))
     generator = torch.Generator().manual_seed(options.seed)
@@ -277,12 +280,9 @@ def _weights(got: LayerWeights | None, plan: _Plan, modules: dict[str, nn.Module
     """(float weights as the layer quantizes them, dequantized weights, per-channel ranges), flattened per row."""
     if got is None:
         return None
-    module = modules[plan.layer.call[0]]
     floats, deqs = [], []
     for name, deq in got.dequantized.items():
-        weight = getattr(module, name).detach().float()
-        if name == "weight" and plan.layer.folds_batch_norm and plan.chain.batch_norm:
-            weight = _fold_batch_norm(weight, modules[plan.chain.batch_norm[0]])
+        weight = _float_weight(plan, modules, name)
         floats.append(weight.reshape(weight.shape[0], -1))
         deqs.append(deq.float().reshape(deq.shape[0], -1))
     if any(f.shape != d.shape for f, d in zip(floats, deqs)):
@@ -291,6 +291,14 @@ def _weights(got: LayerWeights | None, plan: _Plan, modules: dict[str, nn.Module
     same = all(f.shape[1] == width for f in floats)
     flat = (lambda ts: torch.cat(ts)) if same else (lambda ts: torch.cat([t.flatten() for t in ts]).reshape(-1, 1))
     return flat(floats), flat(deqs), got.channel_ranges
+
+
+def _float_weight(plan: _Plan, modules: dict[str, nn.Module], name: str) -> torch.Tensor:
+    """The float parameter ``name`` of the plan's layer as the layer quantizes it (BatchNorm folded into a weight)."""
+    weight = getattr(modules[plan.layer.call[0]], name).detach().float()
+    if name == "weight" and plan.layer.folds_batch_norm and plan.chain.batch_norm:
+        weight = _fold_batch_norm(weight, modules[plan.chain.batch_norm[0]])
+    return weight
 
 
 def _fold_batch_norm(weight: torch.Tensor, bn: nn.Module) -> torch.Tensor:
