@@ -232,6 +232,15 @@ def test_a_unit_that_kills_its_worker_every_time_is_a_row_or_one_line(cluster):
     with pytest.raises(QuantwiseError, match="a Ray worker died 4 times running one task") as err:
         cluster.map(unit, [1])
     assert "\n" not in str(err.value)
+    assert _quiet(), "a unit still runs after the sweep ended"
+
+
+def _quiet(seconds: float = 60) -> bool:
+    """True once no Ray unit runs on this machine (within ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while _unit_pids() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _unit_pids()
 
 
 def test_auto_makes_a_lost_candidate_a_row():
@@ -259,6 +268,7 @@ def test_versions_that_differ_from_a_node_are_named():
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
+    assert _quiet(), "a unit of an earlier test still runs"  # the units seen below must be this run's
     out = tmp_path / "sens.json"
     env = {**os.environ, "QUANTWISE_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "quantwise", "sensitivity", "mnist-cnn", "--recipe", "static-pt2e", "--no-cache",
