@@ -51,7 +51,7 @@ class DynamicInt8:
     backend: str = "torchao"
 
     def __post_init__(self) -> None:
-        _check_keep_float(self)
+        _check_patterns(self, "keep_float")
         _check_choice("dynamic backend", self.backend, DYNAMIC_BACKENDS)
         if not (self.linear or self.recurrent or self.embedding):
             raise QuantwiseError("dynamic recipe quantizes nothing", "enable at least one of linear, recurrent, embedding")
@@ -89,7 +89,7 @@ class StaticInt8:
     rounding_seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_keep_float(self)
+        _check_patterns(self, "keep_float")
         _check_patterns(self, "keep_int8")
         _check_choice("observer", self.observer, OBSERVERS)
         _check_choice("rounding", self.rounding, ROUNDINGS)
@@ -137,7 +137,7 @@ class QAT:
     keep_float: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_keep_float(self)
+        _check_patterns(self, "keep_float")
         _check_choice("granularity", self.granularity, GRANULARITIES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_weight_bits(self.weight_bits, "fx")
@@ -153,10 +153,6 @@ KEEP_FLOAT_SEPARATOR = "|"
 
 # recipe fields holding layer-name patterns: a list in files, ``|``-separated inline
 LAYER_PATTERN_FIELDS = ("keep_float", "keep_int8")
-
-
-def _check_keep_float(recipe: Any) -> None:
-    _check_patterns(recipe, "keep_float")
 
 
 def _check_patterns(recipe: Any, field: str) -> None:

@@ -267,13 +267,20 @@ def test_versions_that_differ_from_a_node_are_named():
 
 
 @pytest.mark.slow
+def _terminal_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal gives it. A child inherits an *ignored* SIGINT (this
+    test process can be left with one by an earlier test's library), and Python then installs no
+    KeyboardInterrupt handler at all, so the Ctrl-C below would be dropped and the run finish (exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_workers_and_writes_nothing(tmp_path):
     assert _quiet(), "a unit of an earlier test still runs"  # the units seen below must be this run's
     out = tmp_path / "sens.json"
     env = {**os.environ, "QUANTWISE_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "quantwise", "sensitivity", "mnist-cnn", "--recipe", "static-pt2e", "--no-cache",
                              "--top-k", "4", "--workers", "2", "--json", str(out)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, preexec_fn=_terminal_sigint)
     deadline = time.monotonic() + 240
     while not _unit_pids() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
