@@ -156,32 +156,33 @@ class GraphBackend:
             return None
         dq = layer.handle["node"].args[1]
         with torch.no_grad():
-            if w.shape != self._evaluate(dq, {}).shape:
+            weight, scales, zero_points, axis, qmin, qmax = self._weight_grid(dq)
+            if w.shape != weight.shape:
                 return None
-            args = [self._evaluate(a, {}) if isinstance(a, fx.Node) else a for a in dq.args[1:6]]
-            if _op(dq).startswith("quantized_decomposed.dequantize_per_channel"):
-                scales, zero_points, axis, qmin, qmax = args
-                shape = [1] * w.dim()
-                shape[axis] = -1
-                scale, zero = torch.as_tensor(scales).float().reshape(shape), torch.as_tensor(zero_points).float().reshape(shape)
-            else:
-                scale, zero, qmin, qmax = (torch.tensor(float(args[0])), torch.tensor(float(args[1])), *args[2:4])
+            shape = [1] * w.dim()
+            shape[axis] = -1
+            scale, zero = scales.float().reshape(shape), zero_points.float().reshape(shape)
             # as the recipe's nearest rounding computes codes (torchao's reciprocal multiply)
-            rounded = (torch.clamp(torch.round(w * (1.0 / scale)) + zero, int(qmin), int(qmax)) - zero) * scale
+            rounded = (torch.clamp(torch.round(w * (1.0 / scale)) + zero, qmin, qmax) - zero) * scale
             values: dict[fx.Node, Any] = {layer.handle["cut"]: float_args[0], dq: rounded}
             return self._evaluate(layer.handle["out"], values)
 
     def weights(self, layer: QuantLayer) -> LayerWeights | None:
-        dq = layer.handle["node"].args[1]
         with torch.no_grad():
-            weight = self._evaluate(dq, {})
-            args = [self._evaluate(a, {}) if isinstance(a, fx.Node) else a for a in dq.args[1:6]]
+            weight, scales, zero_points, _axis, qmin, qmax = self._weight_grid(layer.handle["node"].args[1])
+        return LayerWeights({"weight": weight}, grid_ranges(scales, zero_points, qmin, qmax))
+
+    def _weight_grid(self, dq: fx.Node) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int]:
+        """A weight's dequantize node read back: (dequantized weight, scales and zero points per channel
+        along ``axis`` (a per-tensor grid repeated per row, axis 0), qmin, qmax)."""
+        weight = self._evaluate(dq, {})
+        args = [self._evaluate(a, {}) if isinstance(a, fx.Node) else a for a in dq.args[1:6]]
         if _op(dq).startswith("quantized_decomposed.dequantize_per_channel"):
-            scales, zero_points, _axis, qmin, qmax = args
-        else:
-            scale, zero_point, qmin, qmax = args[:4]
-            scales, zero_points = torch.full((weight.shape[0],), float(scale)), torch.full((weight.shape[0],), float(zero_point))
-        return LayerWeights({"weight": weight}, grid_ranges(torch.as_tensor(scales), torch.as_tensor(zero_points), int(qmin), int(qmax)))
+            scales, zero_points, axis, qmin, qmax = args
+            return weight, torch.as_tensor(scales), torch.as_tensor(zero_points), int(axis), int(qmin), int(qmax)
+        scale, zero_point, qmin, qmax = args[:4]
+        rows = weight.shape[0]
+        return weight, torch.full((rows,), float(scale)), torch.full((rows,), float(zero_point)), 0, int(qmin), int(qmax)
 
     def _evaluate(self, target: fx.Node, values: dict[fx.Node, Any]) -> Any:
         """The value of ``target`` computed from ``values`` (overrides), constants and get_attr only."""
