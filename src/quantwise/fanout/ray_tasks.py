@@ -171,8 +171,11 @@ class RayTasks:
         except BaseException:  # an error, or Ctrl-C: nothing of this sweep keeps running
             for ref in refs:  # first as an interrupt, so the units' own clean-up (temporary folders) runs
                 ray.cancel(ref)
-            ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
-            for ref in refs:
+            _, stuck = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+            # only the units still running are killed: a forced cancel of a unit that has just ended
+            # races with its completion inside Ray 2.60 and aborts this process ("Tried to complete
+            # task that was not pending"), which made an interrupted run exit 1 instead of 130
+            for ref in stuck:
                 ray.cancel(ref, force=True)
             raise
         return results
