@@ -114,16 +114,16 @@ def test_force_refuses_a_directory_that_is_not_an_artifact(capsys, tmp_path):
 
 
 def test_force_keeps_the_old_artifact_when_the_new_one_fails_verification(capsys, tmp_path, monkeypatch):
-    from quantwise import api
+    from quantwise.methods import artifact as classic_artifact
 
     art = tmp_path / "art"
     assert invoke(capsys, "quantize", "mnist-cnn", "--recipe", "dynamic", "--out", str(art), "--no-eval")[0] == 0
     before = {p.name: p.read_bytes() for p in art.iterdir()}
 
-    def broken(result, path):
+    def broken(quantized, bundle, path):
         raise QuantwiseError("the saved artifact does not reproduce the quantized model's outputs exactly; nothing was written")
 
-    monkeypatch.setattr(api, "_verify", broken)
+    monkeypatch.setattr(classic_artifact, "_verify", broken)
     code, _, err = invoke(capsys, "quantize", "mnist-cnn", "--recipe", "static-fx", "--out", str(art), "--force", "--no-eval")
     assert code == 2 and "does not reproduce" in error_line(err)
     assert {p.name: p.read_bytes() for p in art.iterdir()} == before

@@ -8,13 +8,16 @@ on the evaluation split, never on calibration data.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from quantwise.data.base import TensorSet
-from quantwise.models.base import ModelBundle
+
+if TYPE_CHECKING:
+    from quantwise.models.base import ModelBundle
 
 HIGHER_IS_BETTER = {"top1": True, "agreement": True, "cosine": True, "cosine_min": True, "kl": False}
 

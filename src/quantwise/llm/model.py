@@ -74,6 +74,14 @@ class LanguageModel:
 
         return text_windows(self.tokenizer, self.text.evaluation, context, n_tokens)
 
+    def evaluate(self, model: nn.Module, reference: torch.Tensor | None = None, batch_size: int = 64,
+                 context: int = 512, eval_tokens: int = 24576) -> dict[str, float]:
+        """Perplexity on the first ``eval_tokens`` tokens of the evaluation text in windows of ``context``
+        (stride = window); ``reference`` and ``batch_size`` are a classic model's, unused here."""
+        from quantwise.llm.perplexity import perplexity
+
+        return {"perplexity": perplexity(model, self.evaluation_windows(context, eval_tokens)).perplexity}
+
     def float_bytes(self) -> int:
         if self.deferred is not None:
             raise RuntimeError("float_bytes() of a model whose decoder blocks are not read yet")

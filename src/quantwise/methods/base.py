@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -53,6 +54,16 @@ class Method(Protocol):
 
     def quantize_bundle(self, bundle: Any, recipe: Any, progress: ProgressFn, batch_size: int) -> Any: ...
 
+    def save(self, quantized: Any, bundle: Any, path: Path, metrics: dict[str, Any] | None, overwrite: bool, verify: bool) -> Path:
+        """Write the artifact of ``quantized`` (made from ``bundle``); with ``verify``, reload it and
+        require bit-identical outputs, else nothing is written."""
+        ...
+
+    def load(self, path: Path, arch: nn.Module | str | None) -> Any:
+        """The model of the artifact at ``path``, ready to run (``arch``: the architecture, where the
+        artifact does not describe its own)."""
+        ...
+
 
 class ClassicMethod:
     """A method for classic models (CNNs, encoders, LSTMs): it quantizes a copy of the bundle's
@@ -70,6 +81,17 @@ class ClassicMethod:
 
     def restore(self, arch: nn.Module, recipe: Any, example: Inputs, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Quantized:
         raise NotImplementedError
+
+    def save(self, quantized: Quantized, bundle: Any, path: Path, metrics: dict[str, Any] | None, overwrite: bool, verify: bool) -> Path:
+        from quantwise.methods import artifact
+
+        return artifact.save(quantized, bundle, path, metrics, overwrite, verify)
+
+    def load(self, path: Path, arch: nn.Module | str | None) -> Any:
+        """A ``methods.artifact.Loaded``: ``restore`` on ``arch`` (None: the zoo model the manifest names)."""
+        from quantwise.methods import artifact
+
+        return artifact.load(path, arch)
 
 
 METHODS: dict[type, Method] = {}

@@ -48,6 +48,14 @@ class ModelBundle:
     def example_inputs(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         return self.calibration.example(batch_size)
 
+    def evaluate(self, model: nn.Module, reference: torch.Tensor | None = None, batch_size: int = 64,
+                 context: int = 512, eval_tokens: int = 24576) -> dict[str, float]:
+        """``model``'s metrics on the evaluation split, against float ``reference`` outputs where given
+        (``context`` and ``eval_tokens`` are a language model's; a classic model has no use for them)."""
+        from quantwise.evaluate.metrics import evaluate
+
+        return evaluate(model, self, reference, batch_size)
+
 
 def zoo_bundle(name: str, build: Callable[[], nn.Module], calibration: TensorSet, evaluation: TensorSet, unit: str, **fields) -> ModelBundle:
     """A zoo model's bundle: the float model ``build`` makes (``build`` also rebuilds the

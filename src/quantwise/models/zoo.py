@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 
+from torch import nn
+
+from quantwise.errors import QuantwiseError
 from quantwise.models.base import ModelBundle
 
 # zoo name -> module in quantwise.models that defines load() and DESCRIPTION
@@ -53,3 +57,15 @@ def _lazy(module: str) -> Callable[..., ModelBundle]:
 
 
 ZOO: dict[str, Callable[..., ModelBundle]] = {name: _lazy(module) for name, module in _MODULES.items()}
+
+
+def architecture(name: str, path: Path | None = None) -> nn.Module:
+    """The architecture of zoo model ``name``, from this fixed table; any other name is a user
+    model, whose code an artifact cannot name (quantwise never runs code an artifact names)."""
+    if name in _MODULES:  # every zoo module has build(): the architecture without data
+        return importlib.import_module(f"quantwise.models.{_MODULES[name]}").build()
+    where = f"artifact {path}" if path is not None else "this artifact"
+    raise QuantwiseError(
+        f"{where} holds a quantized user model ({name!r}); quantwise never runs code that an artifact names",
+        "give the architecture yourself: --model file.py:factory (in Python: quantwise.load(path, arch=...))",
+    )
