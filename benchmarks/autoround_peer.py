@@ -318,7 +318,7 @@ def main() -> int:
             "autoround_tuning_seconds": loss_log.tuning_seconds,
             "torch_threads_after": torch.get_num_threads(),
             "note": "wall time of AutoRound(...) + quantize() (calibration caching included, model loading excluded) "
-                    "on a shared 2-core machine with one thread: indicative only",
+                    f"on a shared 2-core machine with {args.threads} thread(s): indicative only",
         }
         result["autoround_block_losses"] = loss_log.blocks
         result["autoround_warnings"] = loss_log.messages[-20:]

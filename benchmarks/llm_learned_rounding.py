@@ -102,8 +102,8 @@ def targets(data: dict) -> dict:
         out["better than every other int4 algorithm here"] = {"value": f"{sr['delta_pct']:.2f} % vs {best_other['method']} {best_other['delta_pct']:.2f} % (recorded)",
                                                              "met": sr["delta_pct"] < best_other["delta_pct"]}
     peer = data.get("peer")
-    if peer and peer.get("perplexity_quantwise_runtime") is not None:
-        p = peer["perplexity_quantwise_runtime"]
+    p = (peer or {}).get("perplexity", {}).get("autoround_quantwise_int4_runtime")
+    if p is not None:  # AutoRound's codes on quantwise's int4 runtime (its output layer float; quantwise's int8)
         out["at least as accurate as AutoRound (same bits, same runtime)"] = {"value": f"{sr['perplexity']:.3f} vs AutoRound {p:.3f}", "met": sr["perplexity"] <= p}
     return out
 
@@ -136,6 +136,11 @@ def markdown(data: dict, others: list[dict]) -> str:
                 lines.append(f"| {r['method']} (*run of {other['machine'].get('cpu', '?')}, {other['threads']} threads*) | {r['runtime']} | {fmt(r['size_mb'])} | "
                              f"{fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | {fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | "
                              f"{fmt(r['peak_quantize_mb'], 0)} |")
+    peer_ppl = (data.get("peer") or {}).get("perplexity", {})
+    float_ppl = peer_ppl.get("float32")
+    for key, runtime in (("autoround_quantwise_int4_runtime", "quantwise int4 runtime"), ("autoround_fake_quant_float32", "float32 fake-quant")):
+        if key in peer_ppl and float_ppl:
+            lines.append(f"| AutoRound 0.16.1 (*peer; output layer float*) | {runtime} | – | {peer_ppl[key]:.3f} | {100 * (peer_ppl[key] / float_ppl - 1):.2f} | – | – | – |")
     for r in data.get("recorded", []):
         lines.append(f"| {r['method']} (*recorded*) | {r['runtime']} | {fmt(r['size_mb'])} | {fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | "
                      f"{fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | {fmt(r['peak_quantize_mb'], 0)} |")
