@@ -94,8 +94,8 @@ def load(path: str | Path, arch: nn.Module | str | None = None) -> Any:
     ``package.module:factory`` spec that the caller chooses to run). The model named in the
     manifest is never imported or run."""
     path = Path(path)
-    recipe = recipe_from_dict(store.read_manifest(path)["recipe"])
-    return method_for(recipe).load(path, arch)
+    art = store.read(path)  # manifest, versions and weights checked first, then the recipe picks the method
+    return method_for(recipe_from_dict(art.recipe)).load(path, arch, art)
 
 
 def bundle_for_artifact(manifest: dict[str, Any], model: str | None, data: str | None = None, n_evaluation: int | None = None) -> ModelBundle:

@@ -131,10 +131,11 @@ class StoredLM:
     spec: str  # the model spec it was quantized from
 
 
-def read(path: str | Path) -> StoredLM:
+def read(path: str | Path, art: store.Artifact | None = None) -> StoredLM:
+    """The artifact at ``path`` (``art``: its contents, where the caller has read them already)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    art = store.read(Path(path))
+    art = art if art is not None else store.read(Path(path))
     meta = art.meta
     if meta.get("kind") != KIND:
         raise QuantwiseError(f"{path} does not hold a language model", "use 'quantwise eval' for other artifacts")
@@ -207,8 +208,8 @@ def _check_blocks(name: str, spec: dict[str, Any], blocks: torch.Tensor | None, 
         raise QuantwiseError(f"{path}: the {fmt.name} blocks of {name} do not fit the shape {[rows, cols]} the manifest's config makes", "re-create the artifact")
 
 
-def load(path: str | Path) -> LoadedLM:
-    stored = read(path)
+def load(path: str | Path, art: store.Artifact | None = None) -> LoadedLM:
+    stored = read(path, art)
     model = materialize(stored.model, stored.layers, stored.recipe)
     return LoadedLM(model, stored.tokenizer, stored.recipe, stored.metrics, stored.notes)
 

@@ -82,14 +82,14 @@ def _verify(q: Quantized, bundle: ModelBundle, path: Path) -> None:
         raise QuantwiseError("the saved artifact does not reproduce the quantized model's outputs exactly; nothing was written", "report this recipe as a bug")
 
 
-def load(path: Path, arch: nn.Module | str | None) -> Loaded:
+def load(path: Path, arch: nn.Module | str | None, art: store.Artifact | None = None) -> Loaded:
     """The artifact at ``path`` restored into ``arch``: a module, a model spec the caller chose to run
     (``file.py:factory``, a zoo name), or None for the zoo model the manifest names. A user model's
     code is never named by an artifact, so its architecture must be given."""
     from quantwise.methods import method_for
     from quantwise.models.zoo import architecture as zoo_architecture
 
-    art = store.read(path)
+    art = art if art is not None else store.read(path)
     recipe = recipe_from_dict(art.recipe)
     if isinstance(arch, str):
         arch = architecture_of_spec(arch)

@@ -59,9 +59,9 @@ class Method(Protocol):
         require bit-identical outputs, else nothing is written."""
         ...
 
-    def load(self, path: Path, arch: nn.Module | str | None) -> Any:
-        """The model of the artifact at ``path``, ready to run (``arch``: the architecture, where the
-        artifact does not describe its own)."""
+    def load(self, path: Path, arch: nn.Module | str | None, art: Any) -> Any:
+        """The model of the artifact at ``path`` (``art``: its contents, ``artifact.store.read``), ready to
+        run (``arch``: the architecture, where the artifact does not describe its own)."""
         ...
 
 
@@ -87,11 +87,11 @@ class ClassicMethod:
 
         return artifact.save(quantized, bundle, path, metrics, overwrite, verify)
 
-    def load(self, path: Path, arch: nn.Module | str | None) -> Any:
+    def load(self, path: Path, arch: nn.Module | str | None, art: Any) -> Any:
         """A ``methods.artifact.Loaded``: ``restore`` on ``arch`` (None: the zoo model the manifest names)."""
         from quantwise.methods import artifact
 
-        return artifact.load(path, arch)
+        return artifact.load(path, arch, art)
 
 
 METHODS: dict[type, Method] = {}

@@ -33,10 +33,10 @@ class LanguageModelMethod:
 
         return artifact.save(quantized, bundle.tokenizer, bundle.spec or bundle.name, path, metrics=metrics, overwrite=overwrite, verify=verify)
 
-    def load(self, path: Path, arch: nn.Module | str | None) -> Any:
+    def load(self, path: Path, arch: nn.Module | str | None, art: Any) -> Any:
         """An ``llm.artifact.LoadedLM``: the architecture is the transformers config the artifact stores as data."""
         from quantwise.llm import artifact
 
         if arch is not None:
             raise QuantwiseError(f"{path} holds a language model, whose architecture the artifact describes itself", "call load(path) without arch")
-        return artifact.load(path)
+        return artifact.load(path, art)
