@@ -4,6 +4,8 @@ recorded rows of the other int4 algorithms and, where it was run, AutoRound (the
 
     .venv/bin/python benchmarks/llm_learned_rounding.py                 # 2 threads, ~25 min (native bf16; ~55 without)
     .venv/bin/python benchmarks/llm_learned_rounding.py --recipes int4-rtn,int4-awq-signround   # AWQ scales, then SignRound
+    .venv/bin/python benchmarks/llm_learned_rounding.py --recipes int4-rtn,int4-awq-signround --float-head
+                                      # the learned recipe with its output layer left float (lm_head_bits=none), as AutoRound leaves it
     .venv/bin/python benchmarks/llm_learned_rounding.py --render        # only rewrite the markdown
 
 Writes benchmarks/results/smollm2-135m-<learned recipe>-t<threads>.json (e.g. ...-signround-t2.json) and
@@ -19,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from quantwise.config import parse_recipe, recipe_name
 from quantwise.findings import warning_text
 
 HERE = Path(__file__).resolve().parent
@@ -27,6 +30,7 @@ RECORDED = ("int4-hqq", "int4-gptq", "int4-awq", "int4-awq-gptq")  # from benchm
 LEARNED = ("int4-signround", "int4-awq-signround")
 TARGET_PCT = 6.0
 TARGET_MINUTES = 30.0
+FLOAT_HEAD = " (output layer float)"
 
 
 def main() -> None:
@@ -36,12 +40,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-tokens", type=int, default=24576)
     parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--float-head", action="store_true",
+                        help="leave the learned recipe's output layer float (lm_head_bits=none), as AutoRound does: the like-for-like peer comparison")
     parser.add_argument("--render", action="store_true", help="only rewrite the markdown from the stored JSON")
     args = parser.parse_args()
-    learned = [r for r in args.recipes.split(",") if r in LEARNED]
+    recipes = args.recipes.split(",")
+    learned = [r for r in recipes if r in LEARNED]
     if len(learned) != 1:
         parser.error(f"--recipes names one learned-rounding recipe ({', '.join(LEARNED)}), beside int4-rtn")
-    out = run_path(args.model, learned[0], args.threads)
+    out = run_path(args.model, learned[0], args.threads, args.float_head)
+    specs = [float_head_spec(r) if args.float_head and r in LEARNED else r for r in recipes]
     if args.render:
         data = json.loads(out.read_text())
     else:
@@ -52,22 +60,35 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         start = time.time()
-        report = compare_lm(args.model, LLMCompareOptions(recipes=tuple(args.recipes.split(",")), context=args.context, eval_tokens=args.eval_tokens))
+        report = compare_lm(args.model, LLMCompareOptions(recipes=tuple(specs), context=args.context, eval_tokens=args.eval_tokens))
         data = report.to_dict()
+        for row in data["rows"]:  # the float-head spec's row is named after its preset
+            if args.float_head and row["method"] == recipe_name(parse_recipe(float_head_spec(learned[0]))):
+                row["method"] = f"{learned[0]}{FLOAT_HEAD}"
         data["seconds"] = time.time() - start
     data["recorded"] = recorded_rows(args)
     data["peer"] = peer_row(args.model)
     data["targets"] = targets(data)
     RESULTS.mkdir(exist_ok=True)
     out.write_text(json.dumps(data, indent=2))
-    others = [json.loads(p.read_text()) for m in LEARNED if m != learned[0] and (p := run_path(args.model, m, args.threads)).is_file()]
+    others = [json.loads(p.read_text()) for m in LEARNED for head in (False, True)
+              if (m, head) != (learned[0], args.float_head) and (p := run_path(args.model, m, args.threads, head)).is_file()]
     (HERE / "LLM_ROUNDING_RESULTS.md").write_text(markdown(data, others))
     print(json.dumps(data["targets"], indent=2))
     print(f"wrote {out} and {HERE / 'LLM_ROUNDING_RESULTS.md'}")
 
 
-def run_path(model: str, recipe: str, threads: int) -> Path:
-    return RESULTS / f"{model}-{recipe.removeprefix('int4-')}-t{threads}.json"
+def run_path(model: str, recipe: str, threads: int, float_head: bool = False) -> Path:
+    return RESULTS / f"{model}-{recipe.removeprefix('int4-')}{'-floathead' if float_head else ''}-t{threads}.json"
+
+
+def float_head_spec(preset: str) -> str:
+    """The preset with its output layer float: ``weight-only:algorithm=...,lm_head_bits=none``."""
+    return f"weight-only:algorithm={parse_recipe(preset).algorithm},lm_head_bits=none"
+
+
+def is_learned(method: str) -> bool:
+    return method.removesuffix(FLOAT_HEAD) in LEARNED
 
 
 def recorded_rows(args) -> list[dict]:
@@ -87,7 +108,7 @@ def peer_row(model: str) -> dict | None:
 def targets(data: dict) -> dict:
     rows = {r["method"]: r for r in data["rows"] if not r.get("error")}
     out = {}
-    sr = next((rows[m] for m in LEARNED if m in rows), None)
+    sr = next((r for m, r in rows.items() if is_learned(m)), None)
     if sr is None:
         return out
     out[f"smollm2-135m int4 g64: perplexity increase <= {TARGET_PCT:g} %"] = {"value": f"{sr['delta_pct']:.2f} %", "met": sr["delta_pct"] <= TARGET_PCT}
@@ -96,15 +117,16 @@ def targets(data: dict) -> dict:
     limit = 1.5 * data["float_mb"] + (sr.get("block_input_mb") or 0)
     out["peak memory while loading + quantizing <= 1.5x float + one block's calibration input"] = {
         "value": f"{sr['peak_quantize_mb']:.0f} MB vs {limit:.0f} MB", "met": sr["peak_quantize_mb"] <= limit}
-    best_other = min((r for r in [*data.get("recorded", []), *rows.values()] if r["method"] not in (*LEARNED, "int4-rtn")
+    best_other = min((r for r in [*data.get("recorded", []), *rows.values()] if not is_learned(r["method"]) and r["method"] != "int4-rtn"
                       and r.get("delta_pct") is not None and r["method"].startswith("int4-")), key=lambda r: r["delta_pct"], default=None)
     if best_other is not None:
         out["better than every other int4 algorithm here"] = {"value": f"{sr['delta_pct']:.2f} % vs {best_other['method']} {best_other['delta_pct']:.2f} % (recorded)",
                                                              "met": sr["delta_pct"] < best_other["delta_pct"]}
     peer = data.get("peer")
     p = (peer or {}).get("perplexity", {}).get("autoround_quantwise_int4_runtime")
-    if p is not None:  # AutoRound's codes on quantwise's int4 runtime (its output layer float; quantwise's int8)
-        out["at least as accurate as AutoRound (same bits, same runtime)"] = {"value": f"{sr['perplexity']:.3f} vs AutoRound {p:.3f}", "met": sr["perplexity"] <= p}
+    if p is not None:  # AutoRound's codes on quantwise's int4 runtime (its output layer float; quantwise's int8 unless --float-head)
+        same = "output layers float in both" if sr["method"].endswith(FLOAT_HEAD) else "quantwise's output layer int8, AutoRound's float"
+        out[f"at least as accurate as AutoRound (same bits, same runtime; {same})"] = {"value": f"{sr['perplexity']:.3f} vs AutoRound {p:.3f}", "met": sr["perplexity"] <= p}
     return out
 
 
@@ -132,7 +154,7 @@ def markdown(data: dict, others: list[dict]) -> str:
                      f"{fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | {fmt(r['peak_quantize_mb'], 0)} |")
     for other in others:  # the other learned-rounding runs, each its own compare run on the same windows
         for r in other["rows"]:
-            if r["method"] in LEARNED and not r.get("error"):
+            if is_learned(r["method"]) and not r.get("error"):
                 lines.append(f"| {r['method']} (*run of {other['machine'].get('cpu', '?')}, {other['threads']} threads*) | {r['runtime']} | {fmt(r['size_mb'])} | "
                              f"{fmt(r['perplexity'], 3)} | {fmt(r['delta_pct'], 2)} | {fmt(r['decode_tokens_per_s'])} | {fmt(r['quantize_s'])} | "
                              f"{fmt(r['peak_quantize_mb'], 0)} |")
@@ -154,7 +176,7 @@ def markdown(data: dict, others: list[dict]) -> str:
                   f"- perplexity: {json.dumps(peer.get('perplexity'))}", f"- settings: {json.dumps(peer.get('autoround_settings'))}",
                   f"- full record: benchmarks/results/autoround-{data['model']}.json"]
     for run in [data, *others]:
-        learned = next((r["method"] for r in run["rows"] if r["method"] in LEARNED), "?")
+        learned = next((r["method"] for r in run["rows"] if is_learned(r["method"])), "?")
         lines += ["", f"## Targets, {learned}", ""]
         for name, t in run["targets"].items():
             lines.append(f"- {name}: {t['value']} — {'met' if t['met'] else '**not met**'}")
