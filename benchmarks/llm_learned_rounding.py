@@ -180,6 +180,7 @@ def markdown(data: dict, others: list[dict]) -> str:
         lines += ["", f"## Targets, {learned}", ""]
         for name, t in run["targets"].items():
             lines.append(f"- {name}: {t['value']} — {'met' if t['met'] else '**not met**'}")
+        lines += [f"- caveat: {c}" for c in run.get("caveats", [])]
     lines += ["", "## Notes", ""]
     for r in data["rows"]:
         for n in r.get("notes", []) + [warning_text(w) for w in r.get("warnings", [])]:

@@ -98,13 +98,32 @@ def load(path: str | Path, arch: nn.Module | str | None = None) -> Any:
     return method_for(recipe_from_dict(art.recipe)).load(path, arch, art)
 
 
-def bundle_for_artifact(manifest: dict[str, Any], model: str | None, data: str | None = None, n_evaluation: int | None = None) -> ModelBundle:
+def artifact_kind(manifest: dict[str, Any]) -> str:
+    """The kind of model an artifact holds ("classic" or "language"), as the method its recipe names
+    records it. A recipe that does not parse counts as classic: loading the artifact (``load``) then
+    checks it whole and names what is wrong (corrupt weights first, then the recipe)."""
+    try:
+        recipe = recipe_from_dict(manifest["recipe"])
+    except (QuantwiseError, KeyError, TypeError, ValueError, AttributeError):
+        return "classic"
+    return method_for(recipe).models
+
+
+def bundle_for_artifact(manifest: dict[str, Any], model: str | None, data: str | None = None, n_evaluation: int | None = None) -> ModelBundle | None:
     """The float model and data to judge an artifact by: the user's ``model`` spec if given (the user
-    chose to run it), else the zoo model the manifest names; never a spec read from the manifest."""
+    chose to run it), else the zoo model the manifest names; never a spec read from the manifest.
+    None for a language model, which is rebuilt from the artifact and judged on the evaluation articles
+    (giving it ``model`` or ``data`` is refused)."""
+    if artifact_kind(manifest) == "language":
+        for flag, value in (("data", data), ("model", model)):
+            if value:
+                raise QuantwiseError(f"--{flag} does not apply to a language-model artifact",
+                                     f"drop --{flag}: the model is rebuilt from the artifact and scored on the evaluation articles")
+        return None
     if model is None:
         zoo_architecture(manifest["model"])  # refuses a user model's name with the fix
         model = manifest["model"]
     return load_model(model, data, None, n_evaluation)
 
 
-__all__ = ["QuantizeResult", "Loaded", "load_model", "quantize", "save", "load", "evaluate", "architecture", "bundle_for_artifact"]
+__all__ = ["QuantizeResult", "Loaded", "load_model", "quantize", "save", "load", "evaluate", "architecture", "artifact_kind", "bundle_for_artifact"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from quantwise import api
+from quantwise.artifact.store import read_manifest
 from quantwise.config import PRESET_TABLE, preset_names
 from quantwise.errors import QuantwiseError
 from tests.llm.test_architectures import COMMON, _save_model
@@ -52,6 +53,10 @@ def test_every_language_preset_quantizes_saves_and_loads_through_the_api(name, f
     with torch.no_grad():
         assert torch.equal(loaded.module(ids).logits, logits)
     assert api.model_kind_of(path) == api.model_kind_of(str(folder)) == "language"
+    assert api.artifact_kind(read_manifest(path)) == "language"  # as the recipe's method records it: export reads this
+    assert api.bundle_for_artifact(read_manifest(path), None) is None  # rebuilt from the artifact itself
+    with pytest.raises(QuantwiseError, match="--data does not apply to a language-model artifact"):
+        api.bundle_for_artifact(read_manifest(path), None, data="x.pt")
 
 
 def test_a_classic_recipe_on_a_language_model_is_refused(folder):

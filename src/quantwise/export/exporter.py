@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,22 +32,29 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
     a language model evaluation windows of 512 tokens (default 8). ``vnni_only`` keeps ONNX Runtime's
     fast uint8 x int8 layout, which only CPUs with VNNI, AMX or ARM dot products compute correctly
     (default: a file every CPU computes the same, see export/portable.py)."""
-    from quantwise.llm.artifact import is_language_model_artifact
-
     artifact = Path(artifact)
-    if target_name == "gguf" and not is_language_model_artifact(artifact):
-        raise QuantwiseError("only language models export to GGUF (llama.cpp)", "quantize a language model with a gguf recipe (e.g. gguf-q4_k_m) first")
-    target = target_for(target_name) if target_name != "gguf" else None
-    if is_language_model_artifact(artifact):
-        from quantwise.export.lm_export import export_language_model
+    manifest = store.read_manifest(artifact)
+    export = _EXPORTS[api.artifact_kind(manifest)]  # the kind the recipe's method records
+    return export(artifact, manifest, target_name, bundle, out, overwrite, samples, threads, progress, vnni_only)
 
-        if bundle is not None:
-            raise QuantwiseError("--data does not apply to a language-model export", "drop --data: parity is scored on the evaluation articles")
-        return export_language_model(artifact, target_name, out, overwrite, windows=8 if samples is None else samples, threads=threads, progress=progress)
+
+def _export_language_model(artifact: Path, manifest: dict[str, Any], target_name: str, bundle: ModelBundle | None, out: str | Path | None,
+                           overwrite: bool, samples: int | None, threads: int | None, progress: ProgressFn, vnni_only: bool) -> ExportResult:
+    from quantwise.export.lm_export import export_language_model
+
+    if bundle is not None:
+        raise QuantwiseError("--data does not apply to a language-model export", "drop --data: parity is scored on the evaluation articles")
+    return export_language_model(artifact, target_name, out, overwrite, windows=8 if samples is None else samples, threads=threads, progress=progress)
+
+
+def _export_classic(artifact: Path, manifest: dict[str, Any], target_name: str, bundle: ModelBundle | None, out: str | Path | None,
+                    overwrite: bool, samples: int | None, threads: int | None, progress: ProgressFn, vnni_only: bool) -> ExportResult:
+    if target_name == "gguf":
+        raise QuantwiseError("only language models export to GGUF (llama.cpp)", "quantize a language model with a gguf recipe (e.g. gguf-q4_k_m) first")
+    target = target_for(target_name)
     samples = 256 if samples is None else samples
     if samples < 1:
         raise QuantwiseError(f"--samples {samples}: the parity check needs at least one held-out sample", "e.g. --samples 256")
-    manifest = store.read_manifest(artifact)
     built = Built.from_manifest(manifest)
     family = built.family if built is not None else recipe_family(manifest["recipe"])  # artifacts from before the record
     target.check(family)
@@ -85,3 +93,6 @@ def export_artifact(artifact: str | Path, target_name: str, bundle: ModelBundle 
                           portable=target.make_portable is None or not vnni_only)
     store.record_export(artifact, target.name, export.to_dict())
     return export
+
+
+_EXPORTS = {"classic": _export_classic, "language": _export_language_model}

@@ -46,6 +46,7 @@ class UnitTime:
 
     label: str
     seconds: float
+    node: str = "this process"  # on a cluster: the Ray node's id (its first 12 hex digits)
 
 
 class Tasks(Protocol):

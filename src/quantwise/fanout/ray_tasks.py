@@ -5,7 +5,8 @@
 - A unit is a task of one CPU; its worker runs torch on one thread.
 - A worker process that dies mid-task (killed, crashed) is retried by Ray (``max_retries``), so
   the sweep completes with the results it would have had. An error of the unit's own is raised in
-  this process as itself; a worker out of memory, or retries exhausted, ends in one readable line,
+  this process as itself; a worker out of memory (killed by Ray's memory monitor ``MAX_RETRIES`` + 1
+  times; Ray's own default would retry it forever), or retries exhausted, ends in one readable line,
   or becomes that unit's row where the caller says how (``on_lost``: auto's candidates).
 - Before any work every node runs a probe: a node whose quantwise, torch or torchao differs from
   this process's (or that lacks quantwise) is refused with the fix.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 CANCEL_GRACE_S = 5.0  # after Ctrl-C, how long units get to clean up before their processes are killed
 MAX_RETRIES = 3  # a worker killed mid-task: its unit runs again on a fresh worker process
+# Ray retries a task its memory monitor killed without end by default (task_oom_retries = -1):
+# a unit that does not fit in a node's memory would hang the sweep. This process owns the
+# sweep's tasks, and its Ray reads the limit from the environment at ray.init.
+OOM_RETRIES_ENV = "RAY_task_oom_retries"
 MATCHED = ("quantwise", "torch", "torchao", "transformers")  # every node must run these exact versions
 _SHARED: dict[str, Any] = {}  # in a worker process: shared inputs by object id, read once
 
@@ -59,8 +65,8 @@ def _shared(ref: Any) -> Any:
     return _SHARED[key]
 
 
-def _unit(fn: Callable[..., R], refs: list[Any], item: Any, threads: int) -> tuple[R, float]:
-    """What a task runs: ``fn(*shared, item)`` with torch on ``threads`` threads; also its seconds."""
+def _unit(fn: Callable[..., R], refs: list[Any], item: Any, threads: int) -> tuple[R, float, str]:
+    """What a task runs: ``fn(*shared, item)`` with torch on ``threads`` threads; also its seconds and node."""
     import torch
 
     torch.set_num_threads(threads)
@@ -68,7 +74,8 @@ def _unit(fn: Callable[..., R], refs: list[Any], item: Any, threads: int) -> tup
         del _SHARED[key]
     shared = [_shared(r) for r in refs]
     start = time.perf_counter()
-    return fn(*shared, item), time.perf_counter() - start
+    value = fn(*shared, item)
+    return value, time.perf_counter() - start, _ray().get_runtime_context().get_node_id()[:12]
 
 
 def _probe() -> dict[str, str]:
@@ -110,6 +117,7 @@ class RayTasks:
         if ray.is_initialized():
             raise QuantwiseError("Ray is already initialised in this process", "call ray.shutdown() first, or run one sweep at a time")
         quiet = {"include_dashboard": False, "configure_logging": False, "log_to_driver": False}
+        os.environ.setdefault(OOM_RETRIES_ENV, str(MAX_RETRIES))  # a value the user set is kept
         with _own_signals():
             return cls._init(ray, options, quiet)
 
@@ -183,8 +191,8 @@ class RayTasks:
     def _result(self, ref: Any, label: str) -> Any:
         ray = self._ray
         try:
-            value, seconds = ray.get(ref)
-            self.timings.append(UnitTime(label, seconds))
+            value, seconds, node = ray.get(ref)
+            self.timings.append(UnitTime(label, seconds, node))
             return value
         except ray.exceptions.OutOfMemoryError:
             raise LostUnit(f"a Ray worker ran out of memory ({label or 'a task'})",
@@ -239,6 +247,9 @@ def _check_nodes(ray: Any) -> list[dict[str, Any]]:
             found = ray.get(ref, timeout=120)
         except ray.exceptions.GetTimeoutError:
             raise QuantwiseError(f"Ray node {address} did not answer a probe within 2 minutes", "check that its raylet is running ('ray status')") from None
+        except ray.exceptions.OutOfMemoryError:
+            raise QuantwiseError(f"Ray node {address} is out of memory before any work (its memory monitor killed the version probe)",
+                                 "free memory on that node, or start it with a higher RAY_memory_usage_threshold") from None
         except ray.exceptions.RayError as err:
             raise QuantwiseError(f"Ray node {address} cannot run quantwise ({first_line(err.cause if isinstance(err, ray.exceptions.RayTaskError) else err)})",
                                  f"install the same quantwise, torch and torchao on every node ({_pins(mine)})") from None

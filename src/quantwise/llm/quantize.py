@@ -297,7 +297,7 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     uses_gptq = gguf or (isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq"))
     uses_awq = isinstance(recipe, (WeightOnly, GGUFWeights)) and recipe.algorithm in ("awq", "awq-gptq", "awq-signround")
     uses_signround = isinstance(recipe, WeightOnly) and recipe.algorithm in ("signround", "awq-signround")
-    float_state = [hidden.clone() for hidden, _ in state] if uses_signround else []  # the float model's own hidden states
+    hidden = _Hidden()  # SignRound's inputs and targets, each held once
     chosen_alphas: list[float] = []
     rounded: list[BlockRounding] = []
     for index, block in enumerate(progress("quantizing blocks", blocks, len(blocks))):
@@ -308,7 +308,7 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
                 stats = _collect_stats(block, linears, state, hessian=False, samples=True)
                 _awq_block(block, stats, grid, clip=False)
                 del stats
-            rounded.append(_signround_block(block, linears, state, float_state, grid, recipe, index))
+            rounded.append(_signround_block(block, linears, state, hidden, grid, recipe, index))
             for name, module in linears.items():
                 quant = rounded[-1].layers[name]
                 layers_out[f"model.layers.{index}.{name}"] = quant
@@ -368,24 +368,33 @@ def _next_state(block: nn.Module, state: list, linears: dict[str, nn.Linear]) ->
     release_free_memory()  # hand the block's temporaries back, or the heap keeps growing block after block
 
 
+@dataclass
+class _Hidden:
+    """SignRound's calibration hidden states, each held once for all blocks and updated in place:
+    ``inputs``, what the quantized earlier blocks produce (``state`` holds views of it), and
+    ``targets``, the float model's own. Two copies in all: a fresh pair per block would hold
+    four at its peak (SmolLM2, 128 x 512 tokens: 151 MB each)."""
+
+    inputs: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+
+
 @torch.no_grad()
-def _signround_block(block: nn.Module, linears: dict[str, nn.Linear], state: list, float_state: list[torch.Tensor],
+def _signround_block(block: nn.Module, linears: dict[str, nn.Linear], state: list, hidden: _Hidden,
                      grid: GroupGrid, recipe: WeightOnly, index: int) -> BlockRounding:
     """SignRound for one block: inputs are what the quantized earlier blocks produce (``state``),
-    targets the float model's hidden states after this block, which then advance ``float_state``."""
+    targets the float model's hidden states after this block, which advance in place."""
     kwargs = state[0][1]
-    inputs = torch.cat([hidden for hidden, _ in state])
-    at = 0
-    for i, (hidden, kw) in enumerate(state):  # views of one tensor: no second copy of the states
-        state[i] = (inputs[at : at + len(hidden)], kw)
-        at += len(hidden)
-    targets = torch.empty_like(inputs)
-    at = 0
-    for i, hidden in enumerate(float_state):  # the block is still float here
-        targets[at : at + len(hidden)] = block(hidden, **kwargs)
-        float_state[i] = targets[at : at + len(hidden)]
-        at += len(hidden)
-    result = round_block(block, linears, kwargs, inputs, targets, grid, iterations=recipe.iterations, seed=recipe.seed + index,
+    lengths = [len(h) for h, _ in state]
+    if hidden.inputs is None:  # the first block: join the windows once (views of one tensor from here on)
+        hidden.inputs = torch.cat([h for h, _ in state])
+        state[:] = [(view, kw) for view, (_, kw) in zip(hidden.inputs.split(lengths), state)]
+        hidden.targets = hidden.inputs.clone()  # the float model's input to the first block is the same
+    for window in hidden.targets.split(lengths):  # the block is still float here
+        out = block(window, **kwargs)
+        window.copy_(out[0] if isinstance(out, tuple) else out)
+        del out
+    result = round_block(block, linears, kwargs, hidden.inputs, hidden.targets, grid, iterations=recipe.iterations, seed=recipe.seed + index,
                         bf16=recipe.activations == "bfloat16")  # the recipe (resolved for the machine, and stored) decides, not the CPU
     if result.fallback:
         log.warning("block %d keeps round-to-nearest: %s", index, result.fallback)
