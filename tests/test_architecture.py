@@ -20,3 +20,31 @@ def test_import_contracts_hold():
     done = subprocess.run([lint, "--no-logo", "--no-cache"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
+
+
+def test_every_recipe_type_finds_its_method_from_its_own_file():
+    """The registry is the recipe catalogue: each recipe type (every one has a preset) names the
+    file of ``quantwise.methods`` that quantizes it, and that file registers a method for the kind
+    of model its presets are for. No list of method files is kept anywhere else."""
+    from quantwise.config import PRESET_TABLE, RECIPE_TYPES
+    from quantwise.methods import method_for
+
+    kinds = {type(p.recipe): ("classic" if p.models == "classic" else "language") for p in PRESET_TABLE.values()}
+    assert set(kinds) == set(RECIPE_TYPES.values())
+    for cls, models in kinds.items():
+        method = method_for(cls())
+        assert type(method).__module__ == f"quantwise.methods.{cls.method}", cls
+        assert method.models == models, cls
+
+
+def test_a_method_file_is_imported_only_when_its_recipe_is_used():
+    code = ("import sys\nfrom quantwise.config import DynamicInt8\nfrom quantwise.methods import method_for\n"
+            "assert 'quantwise.methods.static_fx' not in sys.modules\n"
+            "method_for(DynamicInt8())\n"
+            "print(sorted(m for m in sys.modules if m.startswith('quantwise.methods.')))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = done.stdout
+    assert "quantwise.methods.dynamic" in loaded
+    assert "quantwise.methods.static_fx" not in loaded and "quantwise.methods.language" not in loaded

@@ -44,6 +44,7 @@ class DynamicInt8:
     """
 
     kind: ClassVar[str] = "dynamic"
+    method: ClassVar[str] = "dynamic"  # the file in quantwise/methods/ that quantizes it
     linear: bool = True
     recurrent: bool = True
     embedding: bool = True
@@ -75,6 +76,7 @@ class StaticInt8:
     """
 
     kind: ClassVar[str] = "static"
+    method: ClassVar[str] = "static_fx"  # the file in quantwise/methods/ that quantizes it
     observer: str = "histogram"
     granularity: str = "per-channel"
     backend: str = "x86"
@@ -127,6 +129,7 @@ class QAT:
     """
 
     kind: ClassVar[str] = "qat"
+    method: ClassVar[str] = "qat"  # the file in quantwise/methods/ that quantizes it
     weight_bits: int = 8
     granularity: str = "per-channel"
     backend: str = "x86"
@@ -185,6 +188,7 @@ class BF16:
     """
 
     kind: ClassVar[str] = "bf16"
+    method: ClassVar[str] = "bf16"  # the file in quantwise/methods/ that quantizes it
 
 
 SIGNROUND_BATCH = 4  # windows per SignRound step (4 x 512 tokens: ~0.25 s forward and backward through a SmolLM2 block on 2 threads)
@@ -237,6 +241,7 @@ class WeightOnly:
     """
 
     kind: ClassVar[str] = "weight-only"
+    method: ClassVar[str] = "language"  # the file in quantwise/methods/ that quantizes it
     bits: int = 4
     group_size: int | None = 64
     algorithm: str = "rtn"
@@ -293,6 +298,7 @@ class DynamicActivation:
     """
 
     kind: ClassVar[str] = "dynamic-activation"
+    method: ClassVar[str] = "language"  # the file in quantwise/methods/ that quantizes it
     weight_bits: int = 8
     group_size: int | None = None
     smoothquant: bool = False
@@ -357,6 +363,7 @@ class GGUFWeights:
     """
 
     kind: ClassVar[str] = "gguf"
+    method: ClassVar[str] = "language"  # the file in quantwise/methods/ that quantizes it
     type: str = "Q4_K_M"
     algorithm: str = "gptq"
     pure: bool = False
@@ -401,9 +408,7 @@ def _check_calibration(samples: int, context: int) -> None:
         raise QuantwiseError(f"calibration needs samples >= 1 and context >= 16 (got {samples}, {context})", "e.g. calibration_samples=32 calibration_context=512")
 
 
-Recipe = DynamicInt8 | StaticInt8 | QAT | BF16 | WeightOnly | DynamicActivation | GGUFWeights
-RECIPE_TYPES: dict[str, type] = {cls.kind: cls for cls in (DynamicInt8, StaticInt8, QAT, BF16, WeightOnly, DynamicActivation, GGUFWeights)}
-LLM_RECIPE_KINDS = (WeightOnly.kind, DynamicActivation.kind, GGUFWeights.kind)
+Recipe = DynamicInt8 | StaticInt8 | QAT | BF16 | WeightOnly | DynamicActivation | GGUFWeights  # for annotations only
 
 @dataclass(frozen=True)
 class Preset:
@@ -448,6 +453,10 @@ PRESET_TABLE: dict[str, Preset] = {
     "gguf-q4_k_m": Preset(GGUFWeights(type="Q4_K_M"), "llama.cpp Q4_K_M (k-quants, mixed per tensor as llama.cpp does)", "gguf", compare=True),
 }
 PRESETS: dict[str, Recipe] = {name: p.recipe for name, p in PRESET_TABLE.items()}
+# Every recipe type has a preset, so the table also lists the types: a new recipe type is its
+# dataclass (naming its method's file) and its rows above, plus that file in quantwise/methods/.
+RECIPE_TYPES: dict[str, type] = {type(p.recipe).kind: type(p.recipe) for p in PRESET_TABLE.values()}
+LLM_RECIPE_KINDS = tuple(dict.fromkeys(type(p.recipe).kind for p in PRESET_TABLE.values() if p.models != "classic"))
 
 
 def preset_names(models: str, *, compare: bool | None = None, auto: bool | None = None) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """What every method gives back, and the registry that finds a method by recipe type."""
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +99,10 @@ METHODS: dict[type, Method] = {}
 
 
 def register(*recipe_types: type) -> Callable[[type], type]:
-    """Class decorator: the method for ``recipe_types``. A new recipe type is this file's
-    registration plus its preset rows in ``config.PRESET_TABLE``."""
+    """Class decorator: the method for ``recipe_types``, each of which names this method's file
+    (``method``, a module of ``quantwise.methods``, imported the first time a recipe of it is used).
+    A new recipe type is that file plus the type's entry in ``config``: its dataclass and its rows
+    of ``config.PRESET_TABLE``."""
 
     def wrap(cls: type) -> type:
         for recipe_type in recipe_types:
@@ -112,10 +115,11 @@ def register(*recipe_types: type) -> Callable[[type], type]:
 def method_for(recipe: Recipe, kind: str | None = None) -> Method:
     """The method for ``recipe``; with ``kind`` (a model's ``kind``, "classic" or "language"),
     refuse a recipe meant for another kind of model, listing the presets that fit."""
-    import quantwise.methods  # noqa: F401  (registers the methods)
     from quantwise.config import check_language_recipe, preset_names, recipe_name
     from quantwise.errors import QuantwiseError
 
+    if type(recipe) not in METHODS:
+        importlib.import_module(f"quantwise.methods.{type(recipe).method}")  # its @register fills METHODS
     method = METHODS[type(recipe)]
     if kind is None or method.models == kind:
         return method
