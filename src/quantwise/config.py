@@ -73,6 +73,11 @@ class StaticInt8:
     weight's rounding is learned (AdaRound, ``rounding_iterations`` steps per layer, seeded by
     ``rounding_seed``) to reproduce the layer's float output on calibration data, layer by
     layer; see :mod:`quantwise.methods.static_adaround`.
+
+    ``smoothquant=alpha`` (pt2e path): before calibration, each Linear's input is divided per
+    channel by ``s = max|x|^alpha / max|W|^(1 - alpha)`` and its weight multiplied by it (exact in
+    float), so that outlier channels fit the input's one static range (SmoothQuant); layers in
+    ``keep_float`` are left alone. See :mod:`quantwise.methods.smoothing`.
     """
 
     kind: ClassVar[str] = "static"
@@ -89,10 +94,16 @@ class StaticInt8:
     rounding: str = "nearest"
     rounding_iterations: int = 200
     rounding_seed: int = 0
+    smoothquant: float | None = None
 
     def __post_init__(self) -> None:
         _check_patterns(self, "keep_float")
         _check_patterns(self, "keep_int8")
+        if self.smoothquant is not None:
+            if isinstance(self.smoothquant, bool) or not isinstance(self.smoothquant, (int, float)) or not 0.0 <= self.smoothquant <= 1.0:
+                raise QuantwiseError(f"smoothquant={self.smoothquant!r} is not an alpha in [0, 1]", "use e.g. smoothquant=0.5, or omit it")
+            if self.path != "pt2e":
+                raise QuantwiseError("smoothquant is implemented on the pt2e path only", "use static:path=pt2e,smoothquant=0.5")
         _check_choice("observer", self.observer, OBSERVERS)
         _check_choice("rounding", self.rounding, ROUNDINGS)
         if self.keep_int8 and (self.weight_bits != 4 or self.path != "pt2e"):

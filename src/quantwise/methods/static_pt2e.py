@@ -237,11 +237,18 @@ def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData
         from quantwise.methods import static_adaround
 
         static_adaround.check_samples(data)  # before the slow export
+    meta: dict[str, Any] = {"dynamic_batch": data.dynamic_batch}
+    float_model, smooth_notes = model, []
+    if not dynamic and recipe.smoothquant is not None:
+        from quantwise.methods import smoothing
+
+        model = copy.deepcopy(model).eval()
+        meta["smoothed"] = smoothing.smooth(model, recipe.smoothquant, data, skip=keep, limit=recipe.calibration_batches)
+        smooth_notes = [f"SmoothQuant (alpha {recipe.smoothquant}) on {len(meta['smoothed'])} Linear input(s): a per-channel float multiply before each"]
     prepared = _prepare(copy.deepcopy(model), recipe, data.example(2), data.dynamic_batch)
     calibrate(prepared, data, 1 if dynamic else recipe.calibration_batches)  # dynamic: one batch shows the weight observers their weights
     observed, layers = quantized_fraction(prepared)
     tensors = _state(prepared)
-    meta: dict[str, Any] = {"dynamic_batch": data.dynamic_batch}
     rounding_notes = []
     if adaround:
         # the learned codes replace nearest rounding's on the same grid (each weight's observer scale)
@@ -250,7 +257,7 @@ def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData
         meta["rounding"] = report.to_meta()
         rounding_notes = report.notes(recipe.rounding_iterations)
     # build the model in memory exactly as a reload will, from the stored state
-    restored = restore(copy.deepcopy(model), recipe, data.example(2), tensors, meta)
+    restored = restore(copy.deepcopy(float_model), recipe, data.example(2), tensors, meta)
     if dynamic:
         how = ("pt2e path (torch.export + XNNPACKQuantizer), dynamic int8 activations; meant for ExecuTorch (quantwise export --to executorch), "
                "where XNNPACK quantizes each row of a layer's input at run time (this PyTorch model quantizes the whole tensor, a little coarser)")
@@ -262,7 +269,7 @@ def quantize(model: nn.Module, recipe: StaticInt8 | DynamicInt8, data: QuantData
     restored.notes = [
         how,
         f"{_weight_kind(recipe)} in {observed - len(eight)} of {layers} conv/linear layers" + ("" if observed == layers - len(keep) else " (the quantizer left the others float)"),
-    ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else []) + ([f"8-bit weights kept ({len(eight)}): {', '.join(eight)}"] if eight else []) + rounding_notes
+    ] + ([f"kept float ({len(keep)}): {', '.join(keep)}"] if keep else []) + ([f"8-bit weights kept ({len(eight)}): {', '.join(eight)}"] if eight else []) + smooth_notes + rounding_notes
     return restored
 
 
@@ -276,6 +283,10 @@ def restore(arch: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs, 
     if example[0].shape[0] < 2:
         example = tuple(torch.cat([t, t]) for t in example)
     kept = tuple(kept_float(arch, recipe))
+    if meta.get("smoothed"):
+        from quantwise.methods import smoothing
+
+        smoothing.smoothed_structure(arch, meta["smoothed"])  # its inv_scale buffers load with the rest of the state
     prepared = _prepare(arch, recipe, example, meta.get("dynamic_batch", True), restoring=True)
     _load_state(prepared, tensors)
     # Inductor's x86 int8 kernels take uint8 activations: the XNNPACK graph (int8) runs in eager mode here
