@@ -64,3 +64,12 @@ def test_minilm_static_passes_0997_with_smoothquant_and_reloads_bit_for_bit(mini
 def test_bad_smoothquant_settings_are_one_line(spec, message):
     with pytest.raises(QuantwiseError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_recipe(spec)
+
+
+@pytest.mark.parametrize("smoothed", [7, ["encoder.nope"], ["embeddings.LayerNorm"]])
+def test_a_tampered_list_of_smoothed_layers_is_one_line(smoothed):
+    from quantwise.methods.smoothing import smoothed_structure
+
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(QuantwiseError, match="smoothed layers|not a Linear"):
+        smoothed_structure(model, smoothed)

@@ -80,11 +80,13 @@ def smooth(model: nn.Module, alpha: float, data: QuantData, skip: Iterable[str] 
     return done
 
 
-def smoothed_structure(model: nn.Module, names: Iterable[str]) -> nn.Module:
+def smoothed_structure(model: nn.Module, names: object) -> nn.Module:
     """``model`` (in place) with the named Linears made ``SmoothedLinear`` (``inv_scale`` ones, weights as
     they are): the shape an artifact's stored state loads into."""
     from quantwise.errors import QuantwiseError
 
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise QuantwiseError("the artifact's list of smoothed layers is not a list of layer names (corrupt manifest)", "re-create the artifact")
     for name in names:
         try:
             old = model.get_submodule(name)

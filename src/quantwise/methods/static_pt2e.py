@@ -283,7 +283,7 @@ def restore(arch: nn.Module, recipe: StaticInt8 | DynamicInt8, example: Inputs, 
     if example[0].shape[0] < 2:
         example = tuple(torch.cat([t, t]) for t in example)
     kept = tuple(kept_float(arch, recipe))
-    if meta.get("smoothed"):
+    if meta.get("smoothed") is not None:
         from quantwise.methods import smoothing
 
         smoothing.smoothed_structure(arch, meta["smoothed"])  # its inv_scale buffers load with the rest of the state
