@@ -126,3 +126,25 @@ def test_a_config_larger_than_its_weights_is_refused_before_anything_is_allocate
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(QuantwiseError, match="config describes a model of"):
         check_config_fits(tmp_path)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_module_set_aside_is_released_guarded_and_read_back(tmp_path, tie):
+    """The token table leaves memory during the block loop and comes back, bit for bit, with load_all."""
+    stored = _tiny(tmp_path, tie)
+    model, deferred = load_private(tmp_path, defer_blocks=True)
+    table = model.model.embed_tokens
+    released = deferred.set_aside(table)
+    assert released == table.num_embeddings * table.embedding_dim * 4 and table.weight.numel() == 0
+    assert (model.lm_head.weight.numel() == 0) == tie  # a tied output layer is the same tensor; an untied one stays
+    with pytest.raises(RuntimeError, match="Embedding set aside ran before its weights were read"):
+        model(torch.randint(0, 64, (1, 5)))
+    with pytest.raises(RuntimeError, match="already set aside"):
+        deferred.set_aside(model.model.norm)
+    deferred.load_all()
+    a, b = model.state_dict(), stored.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()) == tie
+    ids = torch.randint(0, 64, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, stored(ids).logits)

@@ -155,3 +155,5 @@ def test_bad_calibration_and_forward_are_refused(algorithm):
     refuses(r"duplicates \['fc'\]", [spec, spec], forward, x, y)
     refuses("batch_size must be a positive integer", [spec], forward, x, y, batch_size=0)
     refuses("iterations must be a positive integer", [spec], forward, x, y, iterations=0)
+    refuses("lr must be a positive number", [spec], forward, x, y, lr=float("nan"))
+    refuses("progress_every must be a positive integer", [spec], forward, x, y, progress_every=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from quantwise.errors import QuantwiseError
+from quantwise.export.result import DerivedParity
 from quantwise.gguf.tensors import model_tensors
 from quantwise.gguf.writer import source_architecture, verify, write
 from quantwise.llm.model import source_gguf
@@ -30,7 +31,7 @@ GREEDY_PROMPT, GREEDY_TOKENS = 32, 32
 
 
 @dataclass(frozen=True)
-class GGUFParity:
+class GGUFParity(DerivedParity):
     tensors: int
     quantized_tensors: int
     bytes_equal: bool
@@ -61,9 +62,6 @@ class GGUFParity:
     def tolerance(self) -> str:
         return (f"every tensor's bytes and dequantized weights equal quantwise's bit for bit; with llama-cpp-python, perplexity in "
                 f"llama.cpp within {MAX_DELTA_PCT}% of quantwise's on the same weights and windows")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "delta_pct": self.delta_pct, "passed": self.passed, "tolerance": self.tolerance}
 
 
 def export_gguf(artifact: str | Path, out: str | Path | None = None, overwrite: bool = False, windows: int = 8, context: int = 512,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from quantwise.artifact import store
 from quantwise.errors import QuantwiseError, first_line
+from quantwise.export.result import DerivedParity
 from quantwise.llm.perplexity import window_scores
 from quantwise.progress import ProgressFn, no_progress
 
@@ -33,7 +34,7 @@ TARGETS = ("onnx", "gguf")
 
 
 @dataclass(frozen=True)
-class LMParity:
+class LMParity(DerivedParity):
     windows: int
     context: int
     tokens: int
@@ -60,9 +61,6 @@ class LMParity:
     def tolerance(self) -> str:
         return (f"perplexity within {MAX_DELTA_PCT}% of the quantized PyTorch model's on the same windows; logits through the KV cache "
                 f"at cosine >= {MIN_CACHE_COSINE} to the one-pass logits at every position")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "delta_pct": self.delta_pct, "passed": self.passed, "tolerance": self.tolerance}
 
 
 def check_target(target: str) -> None:

@@ -1,7 +1,7 @@
 """What an export produced, and where its file goes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,14 @@ class ExportResult:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "file": str(self.path), "size_mb": self.size_mb, "seconds": self.seconds, "portable": self.portable,
                 "parity": self.parity.to_dict(), "notes": self.notes, "versions": versions()}
+
+
+class DerivedParity:
+    """A language-model parity record (a dataclass): ``to_dict`` adds its derived ``delta_pct``,
+    ``passed`` and ``tolerance`` to its fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "delta_pct": self.delta_pct, "passed": self.passed, "tolerance": self.tolerance}  # type: ignore[call-overload, attr-defined]
 
 
 def output_path(artifact: Path, out: str | Path | None, name: str, suffix: str, overwrite: bool) -> Path:

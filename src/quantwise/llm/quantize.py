@@ -121,12 +121,14 @@ def _quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn) -> 
         else:
             types = gguf_types(model, recipe)
     load_block = lm.deferred.load if lm.deferred is not None else (lambda index: None)
+    # the token table is not read again until the blocks are done: out of memory meanwhile (read back by load_all)
+    set_aside_tokens = (lambda: lm.deferred.set_aside(model.get_input_embeddings())) if lm.deferred is not None else (lambda: 0)
     if recipe.needs_calibration:
         batches = calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])
         notes.append(f"calibrated on {batches.shape[0]} windows x {batches.shape[1]} tokens of calibration text (disjoint from evaluation)")
         with large_frees_to_os():
-            layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes, load_block, types)
+            layers = _quantize_calibrated(model, recipe, grid, batches, progress, notes, load_block, set_aside_tokens, types)
     else:
         layers = {}
         linears = block_linears(model)
@@ -288,10 +290,12 @@ class _InputStats:
 
 @torch.no_grad()
 def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, batches: torch.Tensor, progress: ProgressFn,
-                         notes: list[str], load_block: Callable[[int], None], types: dict[str, Any]) -> dict[str, Any]:
+                         notes: list[str], load_block: Callable[[int], None], set_aside_tokens: Callable[[], int],
+                         types: dict[str, Any]) -> dict[str, Any]:
     layers_out: dict[str, GroupQuant] = {}
     load_block(0)  # its pre-hooks run before the capture's: it must be readable
     state = _first_layer_inputs(model, batches)
+    set_aside_tokens()
     blocks = decoder_layers(model)
     gguf = isinstance(recipe, GGUFWeights)
     uses_gptq = gguf or (isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq"))

@@ -38,12 +38,12 @@ i.e. each code is ``floor(x)`` or ``floor(x) + 1``, clamped (the AdaRound proper
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 
 import torch
 
+from .checks import number_at_least, positive_int, positive_number
 from .objective import Forward, Reconstruction
 from .result import Progress, RoundingResult
 from .spec import RoundedWeight, rtn_codes
@@ -149,18 +149,14 @@ class _SoftWeight:
 
 def _check_options(iterations: int, lr: float, reg_weight: float, warmup: float, betas: tuple[float, float],
                    progress_every: int) -> None:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if not (isinstance(reg_weight, (int, float)) and math.isfinite(reg_weight) and reg_weight >= 0):
-        raise ValueError(f"reg_weight must be a number >= 0, got {reg_weight!r}")
+    positive_int("iterations", iterations)
+    positive_number("lr", lr)
+    number_at_least("reg_weight", reg_weight, 0)
     if not (isinstance(warmup, (int, float)) and 0 <= warmup < 1):
         raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
     if not all(isinstance(b, (int, float)) and b >= 1 for b in betas):
         raise ValueError(f"beta_start and beta_end must be >= 1, got {betas}")
-    if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
-        raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
+    positive_int("progress_every", progress_every)
 
 
 def adaround(

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .checks import positive_int, positive_number
 from .clipping import ClippedGrid, round_ste
 from .objective import Forward, Reconstruction
 from .result import Progress, RoundingResult
@@ -74,12 +75,9 @@ class _Rounder:
 
 
 def _check_options(iterations: int, lr: float | None, progress_every: int) -> None:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number or None (1 / iterations), got {lr!r}")
-    if isinstance(progress_every, bool) or not isinstance(progress_every, int) or progress_every < 1:
-        raise ValueError(f"progress_every must be a positive integer, got {progress_every!r}")
+    positive_int("iterations", iterations)
+    positive_number("lr", lr, none_means="1 / iterations")
+    positive_int("progress_every", progress_every)
 
 
 def signround(
