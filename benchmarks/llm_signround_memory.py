@@ -1,7 +1,7 @@
 """Peak resident memory of loading smollm2-135m and running SignRound's block loop, measured as
 ``quantwise compare`` measures a row's "peak MB quantizing" (growth over the process's resident size
 before loading). Memory does not depend on the number of steps per block, so this runs 2 (minutes,
-not the 47 of the default 200 on a CPU without AMX).
+not the 32 of the default 200 on a CPU without AMX).
 
     PYTHONPATH=src .venv/bin/python benchmarks/llm_signround_memory.py            # every block
     PYTHONPATH=src .venv/bin/python benchmarks/llm_signround_memory.py --blocks 3 # the first three
