@@ -142,6 +142,7 @@ def test_a_module_set_aside_is_released_guarded_and_read_back(tmp_path, tie):
     with pytest.raises(RuntimeError, match="already set aside"):
         deferred.set_aside(model.model.norm)
     deferred.load_all()
+    assert not deferred.aside and deferred.pending == []
     a, b = model.state_dict(), stored.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()) == tie

@@ -42,6 +42,7 @@ from quantwise.algorithms import (
 from quantwise.llm.block_rounding import BlockRounding, round_block
 from quantwise.llm.memory import large_frees_to_os, older_objects_frozen, release_free_memory
 from quantwise.llm.model import LanguageModel
+from quantwise.llm.weights import DeferredBlocks
 from quantwise.llm.blocks import block_linears, calibration_batches, decoder_layers
 from quantwise.progress import ProgressFn, no_progress
 
@@ -122,7 +123,7 @@ def _quantize_lm(lm: LanguageModel, recipe: LLMRecipe, progress: ProgressFn) -> 
             types = gguf_types(model, recipe)
     load_block = lm.deferred.load if lm.deferred is not None else (lambda index: None)
     # the token table is not read again until the blocks are done: out of memory meanwhile (read back by load_all)
-    set_aside_tokens = (lambda: lm.deferred.set_aside(model.get_input_embeddings())) if lm.deferred is not None else (lambda: 0)
+    set_aside_tokens = (lambda: _set_aside(lm.deferred, model.get_input_embeddings())) if lm.deferred is not None else (lambda: None)
     if recipe.needs_calibration:
         batches = calibration_batches(lm, recipe.calibration_samples, recipe.calibration_context)
         _check_memory(model, batches.shape[0], batches.shape[1])
@@ -168,6 +169,12 @@ def _check_memory(model: nn.Module, samples: int, context: int) -> None:
             f"calibrating on {samples} windows x {context} tokens needs about {need / 2**30:.1f} GiB more memory, and {free / 2**30:.1f} GiB is available",
             "lower calibration_samples or calibration_context in the recipe (e.g. weight-only:algorithm=gptq,calibration_samples=32), or use rtn/hqq, which need no calibration",
         )
+
+
+def _set_aside(deferred: DeferredBlocks, table: nn.Module) -> None:
+    released = deferred.set_aside(table)
+    if released:
+        log.info("token table set aside during the block loop (%.0f MB; read back from the file after the last block)", released / 1e6)
 
 
 def _rtn_in_row_chunks(w: torch.Tensor, grid: GroupGrid, rows: int = 4096) -> GroupQuant:
@@ -290,7 +297,7 @@ class _InputStats:
 
 @torch.no_grad()
 def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, batches: torch.Tensor, progress: ProgressFn,
-                         notes: list[str], load_block: Callable[[int], None], set_aside_tokens: Callable[[], int],
+                         notes: list[str], load_block: Callable[[int], None], set_aside_tokens: Callable[[], None],
                          types: dict[str, Any]) -> dict[str, Any]:
     layers_out: dict[str, GroupQuant] = {}
     load_block(0)  # its pre-hooks run before the capture's: it must be readable

@@ -74,9 +74,6 @@ class _Stored:
     shape: tuple[int, ...]
 
 
-SET_ASIDE = -1  # the key of the weights :meth:`DeferredBlocks.set_aside` released (read back first by ``load_all``)
-
-
 @dataclass
 class DeferredBlocks:
     """Decoder blocks whose float weights are still in the file. Their parameters are empty
@@ -88,6 +85,8 @@ class DeferredBlocks:
     stored: dict[int, list[_Stored]]
     read: list[_Stored] = field(default_factory=list)
     guards: dict[int, Any] = field(default_factory=dict)
+    aside: list[_Stored] = field(default_factory=list)  # released by set_aside, read back first by load_all
+    aside_guard: Any = None
 
     def __post_init__(self) -> None:
         for index in self.stored:
@@ -95,6 +94,7 @@ class DeferredBlocks:
 
     @property
     def pending(self) -> list[int]:
+        """The blocks not read yet."""
         return sorted(self.stored)
 
     def load(self, index: int) -> None:
@@ -102,31 +102,40 @@ class DeferredBlocks:
         entries = self.stored.pop(index, None)
         if entries is None:
             return
-        for e in entries:
-            e.target.data = torch.empty(e.shape, dtype=e.target.dtype)
-            with open(e.path, "rb") as f:
-                _read_into(f, e.start, e.info, e.target, e.name)
+        _read_back(entries)
         self.guards.pop(index).remove()
 
     def load_all(self) -> None:
+        """Read every unread block, and the weights set aside."""
+        if self.aside:
+            _read_back(self.aside)
+            self.aside = []
+            self.aside_guard.remove()
         for index in self.pending:
             self.load(index)
 
     def set_aside(self, module: nn.Module) -> int:
         """Release ``module``'s weights that were read from the file; :meth:`load_all` reads them
         back. Returns the bytes released (0 when none of its weights came from the file)."""
-        if SET_ASIDE in self.stored:
+        if self.aside:
             raise RuntimeError("one module's weights are already set aside")
         mine = {id(p) for p in module.parameters()}
-        entries = [e for e in self.read if id(e.target) in mine]
-        if not entries:
+        # one entry per tensor: a tied table may be stored under both of its names
+        self.aside = list({id(e.target): e for e in self.read if id(e.target) in mine}.values())
+        if not self.aside:
             return 0
-        released = sum(e.target.numel() * e.target.element_size() for e in entries)
-        for e in entries:
+        released = sum(e.target.numel() * e.target.element_size() for e in self.aside)
+        for e in self.aside:
             e.target.data = torch.empty(0, dtype=e.target.dtype)
-        self.stored[SET_ASIDE] = entries
-        self.guards[SET_ASIDE] = module.register_forward_pre_hook(_unread(f"{type(module).__name__} set aside", "load_all()"))
+        self.aside_guard = module.register_forward_pre_hook(_unread(f"{type(module).__name__} set aside", "load_all()"))
         return released
+
+
+def _read_back(entries: list[_Stored]) -> None:
+    for e in entries:
+        e.target.data = torch.empty(e.shape, dtype=e.target.dtype)
+        with open(e.path, "rb") as f:
+            _read_into(f, e.start, e.info, e.target, e.name)
 
 
 def _unread(what: str, call: str):
