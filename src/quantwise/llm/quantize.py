@@ -286,7 +286,7 @@ class _InputStats:
         if self.hessian is not None:
             self.hessian.add(x)
         if self.keep and self.kept < MAX_SAMPLE_TOKENS:
-            step = max(1, x.shape[0] // 256)  # spread the kept tokens over all windows
+            step = max(1, x.shape[0] // 256)  # 256 tokens spread over each batch's windows; the first batches fill the sample
             part = x[::step][: MAX_SAMPLE_TOKENS - self.kept]
             self.samples.append(part.clone())
             self.kept += part.shape[0]
@@ -316,7 +316,7 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
         linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
         if uses_signround:
             if uses_awq:  # scales first (function-preserving in float); SignRound then learns the rounding and the clipping
-                stats = _collect_stats(block, linears, state, hessian=False, samples=True)
+                stats = _collect_stats(block, linears, state, hessian=False, samples=True, until_sampled=True)
                 _awq_block(block, stats, grid, clip=False)
                 del stats
             rounded.append(_signround_block(block, linears, state, hidden, grid, recipe, index))
@@ -326,7 +326,9 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
                 module.weight.data = quant.dequantize()
             _next_state(block, state, linears)
             continue
-        stats = _collect_stats(block, linears, state, hessian=uses_gptq, samples=uses_awq or not uses_gptq)
+        smoothing = isinstance(recipe, DynamicActivation) and bool(recipe.smoothquant)  # reads each input's max over every token
+        stats = _collect_stats(block, linears, state, hessian=uses_gptq, samples=uses_awq or not uses_gptq,
+                               until_sampled=uses_awq and not uses_gptq and not smoothing)
         if uses_awq:
             _awq_block(block, stats, grid, clip=not uses_gptq)
         elif isinstance(recipe, DynamicActivation) and recipe.smoothquant:
@@ -426,9 +428,13 @@ def _signround_note(rounded: list[BlockRounding], recipe: WeightOnly) -> str:
 
 
 @torch.no_grad()
-def _collect_stats(block: nn.Module, linears: dict[str, nn.Linear], state: list, hessian: bool, samples: bool) -> dict[str, _InputStats]:
+def _collect_stats(block: nn.Module, linears: dict[str, nn.Linear], state: list, hessian: bool, samples: bool,
+                   until_sampled: bool = False) -> dict[str, _InputStats]:
     """Run the block over every calibration batch, collecting what each Linear reads. Linears fed
-    the very same tensor (q/k/v, gate/up) share one :class:`_InputStats`: one Hessian, one sample."""
+    the very same tensor (q/k/v, gate/up) share one :class:`_InputStats`: one Hessian, one sample.
+    ``until_sampled``: the caller reads only the kept samples (AWQ's searches), so stop once every
+    sample is full (the same tokens as a full pass keeps: the first batches'); the Hessians and
+    maxima then cover those batches only."""
     seen: dict[str, torch.Tensor] = {}  # held, so that no two live inputs can share an id()
 
     def record(mod, args, name):
@@ -442,15 +448,19 @@ def _collect_stats(block: nn.Module, linears: dict[str, nn.Linear], state: list,
         stats[name] = stats[first] if first != name else _InputStats(module.in_features, hessian=hessian, samples=samples)
     owners = set(owner.values())
     seen.clear()
-    _run_hooked(block, state, {m: lambda mod, args, s=stats[n]: s.add(args[0]) for n, m in linears.items() if n in owners})
+    full = (lambda: all(stats[n].kept >= MAX_SAMPLE_TOKENS for n in owners)) if until_sampled else None
+    _run_hooked(block, state, {m: lambda mod, args, s=stats[n]: s.add(args[0]) for n, m in linears.items() if n in owners}, full)
     return stats
 
 
-def _run_hooked(block: nn.Module, state: list, hooks: dict[nn.Module, Any]) -> None:
-    """Run ``block`` over the (hidden, kwargs) pairs of ``state`` with forward pre-hooks on the given modules."""
+def _run_hooked(block: nn.Module, state: list, hooks: dict[nn.Module, Any], done: Callable[[], bool] | None = None) -> None:
+    """Run ``block`` over the (hidden, kwargs) pairs of ``state`` with forward pre-hooks on the
+    given modules, stopping early once ``done()`` is true."""
     handles = [module.register_forward_pre_hook(hook) for module, hook in hooks.items()]
     try:
         for hidden, kwargs in state:
+            if done is not None and done():
+                break
             block(hidden, **kwargs)
     finally:
         for h in handles:
