@@ -308,6 +308,7 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
     uses_gptq = gguf or (isinstance(recipe, WeightOnly) and recipe.algorithm in ("gptq", "awq-gptq"))
     uses_awq = isinstance(recipe, (WeightOnly, GGUFWeights)) and recipe.algorithm in ("awq", "awq-gptq", "awq-signround")
     uses_signround = isinstance(recipe, WeightOnly) and recipe.algorithm in ("signround", "awq-signround")
+    smoothing = isinstance(recipe, DynamicActivation) and bool(recipe.smoothquant)
     hidden = _Hidden()  # SignRound's inputs and targets, each held once
     chosen_alphas: list[float] = []
     rounded: list[BlockRounding] = []
@@ -326,12 +327,11 @@ def _quantize_calibrated(model: nn.Module, recipe: LLMRecipe, grid: GroupGrid, b
                 module.weight.data = quant.dequantize()
             _next_state(block, state, linears)
             continue
-        smoothing = isinstance(recipe, DynamicActivation) and bool(recipe.smoothquant)  # reads each input's max over every token
         stats = _collect_stats(block, linears, state, hessian=uses_gptq, samples=uses_awq or not uses_gptq,
-                               until_sampled=uses_awq and not uses_gptq and not smoothing)
+                               until_sampled=uses_awq and not uses_gptq)  # AWQ alone reads only the samples
         if uses_awq:
             _awq_block(block, stats, grid, clip=not uses_gptq)
-        elif isinstance(recipe, DynamicActivation) and recipe.smoothquant:
+        elif smoothing:
             chosen_alphas += _smooth_block(block, stats, recipe)
         for st in stats.values():
             st.samples.clear()  # only the scale searches above read them; GPTQ needs the Hessians
