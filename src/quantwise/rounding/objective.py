@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from .checks import positive_int
 from .spec import RoundedWeight
 
 __all__ = ["Forward", "module_forward", "float_targets", "reconstruction_mse", "Reconstruction"]
@@ -76,8 +77,7 @@ def _check_data(inputs: torch.Tensor, targets: torch.Tensor | None, batch_size: 
             )
         if not targets.is_floating_point():
             raise ValueError(f"targets must be floating point, got {targets.dtype}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
 
 
 def _as_input(x: torch.Tensor) -> torch.Tensor:
