@@ -203,6 +203,9 @@ class BF16:
 
 
 SIGNROUND_BATCH = 4  # windows per SignRound step (4 x 512 tokens: ~0.25 s forward and backward through a SmolLM2 block on 2 threads)
+# windows (spread evenly) on which a block's learned codes are checked against nearest rounding: the check's pass
+# over all 128 windows cost 3.5 s of a SmolLM2 block's ~60 s on 2 threads; the steps still read every window
+SIGNROUND_CHECK_WINDOWS = 32
 SIGNROUND_MIN_WINDOWS = 2 * SIGNROUND_BATCH  # fewer, and each step sees half of all data: the offsets fit the text, not the model
 # Measured on SmolLM2: with 2048 calibration tokens (8 x 256) a block's held-out output error still falls to 0.3-0.6x
 # nearest rounding's; with 512 (8 x 64) the offsets fit the calibration text and the model ended worse than RTN (ppl 37.9 vs 29.6).

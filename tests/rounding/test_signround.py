@@ -70,6 +70,22 @@ def test_one_iteration_keeps_round_to_nearest():
     assert result.mse == pytest.approx(result.rtn_mse, rel=1e-6)
 
 
+def test_check_samples_measures_both_errors_on_the_same_spread_subset():
+    case = linear_case(out_features=16, in_features=32, n=100)
+    full = _run(case, iterations=40)
+    part = _run(case, iterations=40, check_samples=25)
+    assert torch.equal(full.codes["fc"], part.codes["fc"])  # the steps see every sample either way
+    every = slice(None, None, 4)  # 25 of 100, spread evenly
+    learned = reconstruction_mse(case.forward, part.dequantized(), case.inputs[every], case.targets[every])
+    rtn = {"fc": dequantize(rtn_codes(case.specs[0]), case.specs[0].scale, case.specs[0].zero)}
+    assert part.mse == pytest.approx(learned, rel=1e-6)
+    assert part.rtn_mse == pytest.approx(reconstruction_mse(case.forward, rtn, case.inputs[every], case.targets[every]), rel=1e-6)
+    assert part.mse != full.mse
+    assert _run(case, iterations=40, check_samples=500).mse == full.mse  # more than there are: all of them
+    with pytest.raises(ValueError, match="check_samples must be a positive integer"):
+        _run(case, iterations=2, check_samples=0)
+
+
 def test_conv2d_per_channel_beats_rtn():
     case = conv_case()  # 8 -> 16 channels 3x3, 4-bit per output channel, 10x10 images
     # measured 0.732 (seeds 0-4: 0.52-0.83)

@@ -14,7 +14,9 @@ can also make up for error that earlier blocks let through (AutoRound's default)
 is one calibration window; each SignRound step reads :data:`quantwise.config.SIGNROUND_BATCH` windows.
 
 Where the learned codes do not beat round-to-nearest on the calibration windows (or the loss
-stops being finite), the block keeps round-to-nearest and the result says why.
+stops being finite), the block keeps round-to-nearest and the result says why. That check, and
+the errors the result reports, are measured on :data:`quantwise.config.SIGNROUND_CHECK_WINDOWS`
+windows spread over the calibration set.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantwise.config import SIGNROUND_BATCH
+from quantwise.config import SIGNROUND_BATCH, SIGNROUND_CHECK_WINDOWS
 from quantwise.errors import QuantwiseError
 from quantwise.algorithms import GroupGrid, GroupQuant, rtn
 from quantwise.rounding import Progress, RoundedWeight, signround
@@ -38,7 +40,7 @@ class BlockRounding:
     """One block's codes and how much the learning helped on the calibration windows."""
 
     layers: dict[str, GroupQuant]  # Linear path inside the block -> codes on its (clipped) grid
-    rtn_mse: float  # block output MSE against the targets with round-to-nearest codes
+    rtn_mse: float  # block output MSE against the targets with round-to-nearest codes (on the checked windows)
     mse: float  # the same with the learned codes (equals rtn_mse when the block fell back)
     fallback: str | None = None  # why nearest rounding was kept, or None
 
@@ -105,7 +107,7 @@ def round_block(
 
     with torch.enable_grad():
         result = signround(specs, forward, inputs, targets, iterations=iterations, batch_size=SIGNROUND_BATCH,
-                           learn_clipping=learn_clipping, seed=seed, progress=progress)
+                           learn_clipping=learn_clipping, seed=seed, progress=progress, check_samples=SIGNROUND_CHECK_WINDOWS)
     fallback = None
     if not math.isfinite(result.mse):
         fallback = "the reconstruction loss was not finite"

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from quantwise.config import SIGNROUND_BATCH, DynamicActivation, GGUFWeights, WeightOnly
+from quantwise.config import SIGNROUND_BATCH, SIGNROUND_CHECK_WINDOWS, DynamicActivation, GGUFWeights, WeightOnly
 from quantwise.errors import QuantwiseError
 from quantwise.algorithms import (
     GroupGrid,
@@ -420,7 +420,7 @@ def _signround_note(rounded: list[BlockRounding], recipe: WeightOnly) -> str:
             f"{', bfloat16 autocast, as the model runs' if recipe.activations == 'bfloat16' else ', float32, as the model runs'}) "
             f"on the quantized earlier blocks' outputs, to match the float model's")
     if ratios:
-        note += f"; block output error vs nearest rounding on the calibration windows: median x{ratios[len(ratios) // 2]:.2f} (x{ratios[0]:.2f}-x{ratios[-1]:.2f})"
+        note += f"; block output error vs nearest rounding on {SIGNROUND_CHECK_WINDOWS} calibration windows: median x{ratios[len(ratios) // 2]:.2f} (x{ratios[0]:.2f}-x{ratios[-1]:.2f})"
     fell = [i for i, r in enumerate(rounded) if r.fallback]
     if fell:
         note += f"; blocks {', '.join(map(str, fell))} keep nearest rounding ({rounded[fell[0]].fallback})"

@@ -185,9 +185,9 @@ class Reconstruction:
         """Differentiable mean squared error on the samples ``index``."""
         return _error(self.forward, _Weights(weights), self.inputs[index], self.targets[index]).square().mean()
 
-    def mse(self, weights: Mapping[str, torch.Tensor]) -> float:
-        """:func:`reconstruction_mse` over all calibration samples."""
-        return reconstruction_mse(self.forward, weights, self.inputs, self.targets, self.batch_size)
+    def mse(self, weights: Mapping[str, torch.Tensor], samples: slice = slice(None)) -> float:
+        """:func:`reconstruction_mse` over the calibration samples ``samples`` (all by default)."""
+        return reconstruction_mse(self.forward, weights, self.inputs[samples], self.targets[samples], self.batch_size)
 
     def sample_errors(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Per-sample sums of squared errors over all calibration samples, float64 ``[n]``."""

@@ -25,7 +25,8 @@ class RoundingResult:
     ``zeros`` are the caller's tensors unchanged, except after SignRound's opt-in learned
     clipping, which returns a new grid. ``mse`` is the calibration reconstruction MSE with
     the learned codes, ``rtn_mse`` with round-to-nearest codes on the caller's grid (both
-    over all calibration samples). ``seconds`` is the wall time of the whole call.
+    over all calibration samples, or over the same evenly spread subset where SignRound's
+    ``check_samples`` asks for one). ``seconds`` is the wall time of the whole call.
     """
 
     codes: dict[str, torch.Tensor]
