@@ -60,8 +60,7 @@ def block_mse(block, linears, kwargs, layers, x, y) -> float:
         for n, m in linears.items():
             m.weight.data = layers[n].dequantize()
         with torch.no_grad():
-            # the block's objective: each token's error relative to its target hidden state's RMS
-            return float(((block(x, **kwargs) - y) / y.square().mean(-1, keepdim=True).sqrt()).square().mean())
+            return float((block(x, **kwargs) - y).square().mean())
     finally:
         for n, m in linears.items():
             m.weight.data = saved[n]

@@ -10,10 +10,7 @@ group (AutoRound's clipping) so that the block's output on the calibration windo
 The caller (``llm.quantize``) passes as ``inputs`` the hidden states that the already
 quantized earlier blocks produce, so each block learns to work on what it will really
 receive, and as ``targets`` the float model's own hidden states after this block, so a block
-can also make up for error that earlier blocks let through (AutoRound's default). Each token's
-error is scored relative to the size of its target hidden state (``relative`` in
-:mod:`quantwise.rounding.objective`): a plain MSE would be spent on each window's first token,
-whose hidden state is hundreds of times larger than the rest from the middle blocks on. A sample
+can also make up for error that earlier blocks let through (AutoRound's default). A sample
 is one calibration window; each SignRound step reads :data:`quantwise.config.SIGNROUND_BATCH` windows.
 
 Where the learned codes do not beat round-to-nearest on the calibration windows (or the loss
@@ -43,7 +40,7 @@ class BlockRounding:
     """One block's codes and how much the learning helped on the calibration windows."""
 
     layers: dict[str, GroupQuant]  # Linear path inside the block -> codes on its (clipped) grid
-    rtn_mse: float  # block output MSE (per token relative to the target's size) with round-to-nearest codes, on the checked windows
+    rtn_mse: float  # block output MSE against the targets with round-to-nearest codes (on the checked windows)
     mse: float  # the same with the learned codes (equals rtn_mse when the block fell back)
     fallback: str | None = None  # why nearest rounding was kept, or None
 
@@ -110,8 +107,7 @@ def round_block(
 
     with torch.enable_grad():
         result = signround(specs, forward, inputs, targets, iterations=iterations, batch_size=SIGNROUND_BATCH,
-                           learn_clipping=learn_clipping, seed=seed, progress=progress, check_samples=SIGNROUND_CHECK_WINDOWS,
-                           relative=True)
+                           learn_clipping=learn_clipping, seed=seed, progress=progress, check_samples=SIGNROUND_CHECK_WINDOWS)
     fallback = None
     if not math.isfinite(result.mse):
         fallback = "the reconstruction loss was not finite"

@@ -10,13 +10,7 @@ element of every sample::
 
     mse(W_hat) = sum_n ||forward(W_hat, x_n) - y_n||^2 / (number of output elements)
 
-Training uses the same mean over one mini-batch. With ``relative=True`` each output row (the
-last dimension: one token's hidden state) has its error divided by the RMS of that row of the
-target first. A language model's residual stream needs it: a window's first token (the
-attention sink) carries hidden states hundreds of times larger than the others (SmolLM2's
-block 20: RMS about 1000 against a median of 9, 96 % of all the squared values in 1 % of the
-tokens), so the plain MSE scores little more than those few tokens, while every reader of
-the stream sees it through an RMSNorm, that is, relative to each token's size. Inputs and targets stay where the caller
+Training uses the same mean over one mini-batch. Inputs and targets stay where the caller
 keeps them; only one mini-batch is gathered (and cast to float32) at a time, so the extra
 memory is the weights plus one mini-batch of activations.
 """
@@ -31,8 +25,6 @@ from .checks import positive_int
 from .spec import RoundedWeight
 
 __all__ = ["Forward", "module_forward", "float_targets", "reconstruction_mse", "Reconstruction"]
-
-_RMS_FLOOR = 1e-6  # a target row of zeros: its error is divided by this instead
 
 Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
 
@@ -110,21 +102,18 @@ def reconstruction_mse(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     batch_size: int = 64,
-    relative: bool = False,
 ) -> float:
-    """The mean squared error ``mean((forward(weights, x) - y)^2)`` over all samples and elements
-    (``relative``: each row's error divided by its target row's RMS, see the module docstring).
+    """The mean squared error ``mean((forward(weights, x) - y)^2)`` over all samples and elements.
 
     Computed in mini-batches of ``batch_size`` samples; the result is the global mean
     whatever the split (sums of squares are accumulated in float64).
     """
-    sums, per_sample = _squared_errors(forward, weights, inputs, targets, batch_size, relative)
+    sums, per_sample = _squared_errors(forward, weights, inputs, targets, batch_size)
     return float(sums.sum()) / (per_sample * len(inputs))
 
 
 def _squared_errors(
-    forward: Forward, weights: Mapping[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
-    relative: bool = False,
+    forward: Forward, weights: Mapping[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
 ) -> tuple[torch.Tensor, int]:
     """Per-sample sums of squared errors (float64 ``[n]``) and the number of output elements per sample."""
     _check_data(inputs, targets, batch_size)
@@ -132,23 +121,19 @@ def _squared_errors(
     sums = []
     with torch.no_grad():
         for i in range(0, len(inputs), batch_size):
-            err = _error(forward, w, inputs[i : i + batch_size], targets[i : i + batch_size], relative)
+            err = _error(forward, w, inputs[i : i + batch_size], targets[i : i + batch_size])
             sums.append(err.to(torch.float64).square().reshape(len(err), -1).sum(1))
     return torch.cat(sums), targets[0].numel()
 
 
-def _error(forward: Forward, weights: _Weights, x: torch.Tensor, y: torch.Tensor, relative: bool = False) -> torch.Tensor:
+def _error(forward: Forward, weights: _Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     out = forward(weights, _as_input(x))
     if not isinstance(out, torch.Tensor) or out.shape != y.shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
             f"the forward function returned {got} for a mini-batch whose targets have shape {tuple(y.shape)}"
         )
-    y = y.to(torch.float32)
-    err = out.to(torch.float32) - y
-    if relative:
-        err = err / y.square().mean(-1, keepdim=True).sqrt().clamp_min(_RMS_FLOOR)
-    return err
+    return out.to(torch.float32) - y.to(torch.float32)
 
 
 class Reconstruction:
@@ -167,7 +152,6 @@ class Reconstruction:
         targets: torch.Tensor,
         batch_size: int,
         seed: int = 0,
-        relative: bool = False,
     ) -> None:
         specs = list(specs)
         if not specs:
@@ -187,7 +171,6 @@ class Reconstruction:
         self.inputs = inputs
         self.targets = targets
         self.batch_size = min(batch_size, len(inputs))
-        self.relative = relative
         self._generator = torch.Generator().manual_seed(int(seed))
 
     def batches(self) -> Iterator[torch.Tensor]:
@@ -200,15 +183,15 @@ class Reconstruction:
 
     def batch_loss(self, weights: Mapping[str, torch.Tensor], index: torch.Tensor) -> torch.Tensor:
         """Differentiable mean squared error on the samples ``index``."""
-        return _error(self.forward, _Weights(weights), self.inputs[index], self.targets[index], self.relative).square().mean()
+        return _error(self.forward, _Weights(weights), self.inputs[index], self.targets[index]).square().mean()
 
     def mse(self, weights: Mapping[str, torch.Tensor], samples: slice = slice(None)) -> float:
         """:func:`reconstruction_mse` over the calibration samples ``samples`` (all by default)."""
-        return reconstruction_mse(self.forward, weights, self.inputs[samples], self.targets[samples], self.batch_size, self.relative)
+        return reconstruction_mse(self.forward, weights, self.inputs[samples], self.targets[samples], self.batch_size)
 
     def sample_errors(self, weights: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Per-sample sums of squared errors over all calibration samples, float64 ``[n]``."""
-        return _squared_errors(self.forward, weights, self.inputs, self.targets, self.batch_size, self.relative)[0]
+        return _squared_errors(self.forward, weights, self.inputs, self.targets, self.batch_size)[0]
 
     def gradients(self, loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """``d loss / d params``; ``params`` starts with one tensor per spec, in order.

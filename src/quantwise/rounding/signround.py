@@ -102,7 +102,6 @@ def signround(
     progress: Progress | None = None,
     progress_every: int = 50,
     check_samples: int | None = None,
-    relative: bool = False,
 ) -> RoundingResult:
     """Learn rounding offsets for ``specs`` jointly so that ``forward`` reproduces ``targets``.
 
@@ -117,12 +116,10 @@ def signround(
     ``check_samples`` measures the result's ``mse`` and ``rtn_mse`` on about that many samples,
     spread evenly, instead of all of them (the learned codes' pass over all the data is the
     costliest part after the steps; the steps themselves still see every sample).
-    ``relative`` scores each output row's error relative to its target row's size, in training
-    and in the result's errors (see :mod:`.objective`).
     """
     started = time.perf_counter()
     _check_options(iterations, lr, progress_every, check_samples)
-    problem = Reconstruction(specs, forward, inputs, targets, batch_size, seed, relative)
+    problem = Reconstruction(specs, forward, inputs, targets, batch_size, seed)
     specs = problem.specs
     lr = 1.0 / iterations if lr is None else float(lr)
     rounders = [_Rounder(s, learn_clipping) for s in specs]
