@@ -128,7 +128,7 @@ def signround(
     rtn_errors = problem.sample_errors({s.name: s.dequantize(rtn_codes(s)) for s in specs})
     per_sample = problem.targets[0].numel()
     checked = _checked(len(rtn_errors), check_samples)
-    rtn_mse = float(rtn_errors[checked].sum()) / (per_sample * len(rtn_errors[checked]))
+    rtn_mse = float(rtn_errors[checked].mean()) / per_sample
     best_score, best = math.inf, None
     for step, index in zip(range(iterations), problem.batches()):
         loss = problem.batch_loss({r.spec.name: r.weight() for r in rounders}, index)
